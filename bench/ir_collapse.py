@@ -1,0 +1,107 @@
+"""Does the instance-wise relation loss collapse when the teacher's embeddings train?
+
+Optimises only L_IR (the student's feature maps stand in for the student network, plus all
+trainable IR modules) on fixed random teacher features, once with the teacher-side g1, g2 and
+filter frozen and once trainable, and reports how uniform the teacher's relation matrix ψ_t
+becomes or how far it drifts to a fixed pattern: the mean column entropy of ψ_t over log N
+(1 = uniform, 0 = one-hot), the mean diagonal mass ψ_t[j, j] (1 for ψ = I, "every instance
+relates only to itself") and the hub mass max_i Σ_j ψ_t[i, j] / N (1 when every column points at
+one instance). Uniform, identity and hub matrices carry (next to) nothing about the teacher's
+features, and a student can match them without learning from it.
+
+    python bench/ir_collapse.py [--steps 600] [--seeds 3] [--lr 1e-3]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from drkd.instance_features import extract_instances, instance_counts
+from drkd.instance_relation import InstanceRelationLoss
+
+
+def random_boxes(num_images: int, per_image: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    xy = torch.rand(num_images, per_image, 2, generator=generator) * (size * 0.7)
+    wh = 4 + torch.rand(num_images, per_image, 2, generator=generator) * (size * 0.3)
+    return list(torch.cat([xy, xy + wh], dim=-1))
+
+
+@torch.no_grad()
+def teacher_stats(loss: InstanceRelationLoss, t_feat: torch.Tensor, boxes, image_shape) -> tuple[float, ...]:
+    """Means over images of: H(ψ_t[:, j]) / log N over columns, ψ_t[j, j], max_i Σ_j ψ_t[i, j] / N."""
+    rois = extract_instances(t_feat, boxes, image_shape, loss.instance_size)
+    entropy, diagonal, hub = [], [], []
+    for inst in rois.split(instance_counts(boxes)):
+        psi = loss.teacher_relation[0](inst)
+        h = -(psi * psi.clamp_min(1e-12).log()).sum(dim=0)
+        entropy.append((h / math.log(inst.shape[0])).mean())
+        diagonal.append(psi.diagonal().mean())
+        hub.append(psi.sum(dim=1).max() / psi.shape[1])
+    return tuple(float(torch.stack(v).mean()) for v in (entropy, diagonal, hub))
+
+
+def run(teacher_trainable: bool, relation_filter: bool, steps: int, seed: int, lr: float) -> dict[str, float]:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    images, per_image, size, stride = 4, 8, 64, 4
+    d_t, d_s = 32, 16
+    image_shape = (size, size)
+    boxes = random_boxes(images, per_image, size, g)
+    # Teacher features with structure: a few smooth random patterns, so relations are not trivial.
+    t_feat = torch.nn.functional.interpolate(
+        torch.randn(images, d_t, size // 16, size // 16, generator=g), size=(size // stride,) * 2, mode="bilinear"
+    )
+    s_feat = torch.randn(images, d_s, size // stride, size // stride, generator=g).requires_grad_(True)
+    loss_fn = InstanceRelationLoss(
+        d_t, d_s, levels=(0,), relation_filter=relation_filter, teacher_embed_trainable=teacher_trainable
+    )
+    params = [s_feat] + [p for p in loss_fn.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    entropy_start, diagonal_start, hub_start = teacher_stats(loss_fn, t_feat, boxes, image_shape)
+    first = None
+    for _ in range(steps):
+        loss = loss_fn([t_feat], [s_feat], boxes, image_shape)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    final = loss_fn([t_feat], [s_feat], boxes, image_shape).item()
+    entropy_end, diagonal_end, hub_end = teacher_stats(loss_fn, t_feat, boxes, image_shape)
+    return {
+        "entropy_start": entropy_start,
+        "entropy_end": entropy_end,
+        "diagonal_start": diagonal_start,
+        "diagonal_end": diagonal_end,
+        "hub_start": hub_start,
+        "hub_end": hub_end,
+        "loss_start": first,
+        "loss_end": final,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"Adam lr={args.lr}, {args.steps} steps, mean of {args.seeds} seeds; N = 8 instances per image")
+    print(f"{'teacher':>9} {'filter':>6} {'H/logN':>14} {'diag ψ_t':>14} {'hub ψ_t':>14} {'L_IR':>16}")
+    for trainable in (False, True):
+        for relation_filter in (True, False):
+            rows = [run(trainable, relation_filter, args.steps, seed, args.lr) for seed in range(args.seeds)]
+            m = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+            print(
+                f"{'trainable' if trainable else 'frozen':>9} {str(relation_filter):>6} "
+                f"{m['entropy_start']:6.3f}->{m['entropy_end']:6.3f} "
+                f"{m['diagonal_start']:6.3f}->{m['diagonal_end']:6.3f} "
+                f"{m['hub_start']:6.3f}->{m['hub_end']:6.3f} "
+                f"{m['loss_start']:7.4f}->{m['loss_end']:7.4f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

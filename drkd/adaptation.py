@@ -1,0 +1,47 @@
+"""Adaptation layers ("connectors"): map student channels to teacher channels."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Adapter(nn.Module):
+    """The paper's "adaptive convolution" f: a 1×1 convolution on the student side.
+
+    Works on (B, C, H, W) feature maps and on (N, C, K, K) instance features alike.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        nn.init.kaiming_uniform_(self.conv.weight, a=1)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    @torch.no_grad()
+    def set_identity(self) -> None:
+        """Make f the identity (needs equal channel counts); used in tests and ablations."""
+        c_out, c_in = self.conv.weight.shape[:2]
+        if c_out != c_in:
+            raise ValueError(f"identity adaptation needs equal channels, got {c_in} -> {c_out}")
+        self.conv.weight.copy_(torch.eye(c_in).view(c_in, c_in, 1, 1))
+        self.conv.bias.zero_()
+
+
+class LevelAdapters(nn.Module):
+    """One :class:`Adapter` per FPN level."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_levels: int) -> None:
+        super().__init__()
+        self.adapters = nn.ModuleList(Adapter(in_channels, out_channels) for _ in range(num_levels))
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        if len(feats) != len(self.adapters):
+            raise ValueError(f"expected {len(self.adapters)} feature levels, got {len(feats)}")
+        return [adapter(f) for adapter, f in zip(self.adapters, feats)]
+
+    def set_identity(self) -> None:
+        for adapter in self.adapters:
+            adapter.set_identity()

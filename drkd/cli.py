@@ -1,0 +1,138 @@
+"""`drkd` command line: synth, train, eval, export."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`--set key=value` pairs; values parsed as YAML scalars (so 0.004, true, null work)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set {item!r}: expected dotted.key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from drkd.synthetic import make_synthetic_coco
+
+    root = make_synthetic_coco(args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size)
+    print(f"wrote synthetic COCO dataset to {root}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from drkd.config import load_config
+    from drkd.run_context import LocalContext
+    from drkd.training_job import run_training
+
+    overrides = parse_overrides(args.set)
+    if args.output_dir:
+        overrides["train.output_dir"] = args.output_dir
+    cfg = load_config(args.config, overrides)
+    ctx = LocalContext(cfg.train.output_dir, cfg.train.device, resume=args.resume)
+    metrics = run_training(cfg, ctx)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, sort_keys=True))
+    print(f"checkpoint: {ctx.checkpoint_path}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from drkd.checkpoint import load_checkpoint
+    from drkd.coco_eval import coco_metrics
+    from drkd.config import apply_overrides, config_from_dict, load_config
+    from drkd.detectors import build_detector
+    from drkd.engine import predict
+    from drkd.run_context import resolve_device
+    from drkd.training_job import build_datasets
+    from torch.utils.data import DataLoader, Subset
+
+    from drkd.coco_dataset import collate_detection
+
+    state = load_checkpoint(args.checkpoint)
+    cfg = load_config(args.config) if args.config else config_from_dict(state["config"], f"{args.checkpoint}:config")
+    if args.set:
+        cfg = apply_overrides(cfg, parse_overrides(args.set))
+    data = build_datasets(cfg)
+    device = resolve_device(cfg.train.device)
+    student = build_detector(cfg.student, data.num_classes, cfg.data)
+    student.load_state_dict(state["student"])
+    student.to(device)
+    val = Subset(data.val, range(min(cfg.data.val_limit or len(data.val), len(data.val))))
+    loader = DataLoader(val, batch_size=cfg.data.batch_size, collate_fn=collate_detection)
+    dets = predict(student, loader, device, data.val.label_to_cat_id)
+    metrics = coco_metrics(data.val.coco, dets, [data.val.image_ids[i] for i in range(len(val))])
+    print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from drkd.checkpoint import load_checkpoint, save_atomic
+    from drkd.config import config_from_dict
+    from drkd.detectors import build_detector, export_state_dict
+    state = load_checkpoint(args.checkpoint)
+    cfg = config_from_dict(state["config"], f"{args.checkpoint}:config")
+    student = build_detector(cfg.student, int(state["num_classes"]), cfg.data)
+    student.load_state_dict(state["student"])
+    out = save_atomic(export_state_dict(student), args.out)
+    print(f"wrote student-only state dict ({cfg.student.arch}/{cfg.student.backbone}, FPN {cfg.student.fpn_channels}) to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drkd", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write the deterministic synthetic COCO-format dataset")
+    p.add_argument("--root", default="data/synthetic", help="output directory (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-train", type=int, default=400)
+    p.add_argument("--num-val", type=int, default=100)
+    p.add_argument("--image-size", type=int, default=160)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("train", help="train (and distil) one model in this process")
+    p.add_argument("--config", required=True, help="YAML/JSON config file (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. distill.drkd.lambda_pr=0.002")
+    p.add_argument("--output-dir", help="where checkpoints and metrics.jsonl go (default: train.output_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="COCO-evaluate a checkpoint's student on the validation set")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--config", help="config file (default: the one saved in the checkpoint)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="write a student-only state dict loadable by plain torchvision")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from drkd.config import ConfigError
+    from drkd.coco_dataset import DatasetError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DatasetError, FileNotFoundError) as err:
+        print(f"drkd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Non-local block (Wang et al., "Non-local Neural Networks", CVPR 2018).
+
+Used by NLD's non-local distillation (Zhang & Ma, ICLR 2021, Sec. 3.2) and by DRKD's Table 2
+ablation (pixel-relation module = non-local instead of GloRe).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NON_LOCAL_MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
+
+
+class NonLocalBlock(nn.Module):
+    """z = W(y) + x with y_i = 1/C(x) Σ_j f(x_i, x_j) g(x_j).
+
+    ``mode`` picks the pairwise function f (Wang et al. Sec. 3.2):
+      * ``embedded_gaussian``: softmax_j(θ(x_i)ᵀ φ(x_j))
+      * ``gaussian``:          softmax_j(x_iᵀ x_j)            (no θ/φ embedding)
+      * ``dot_product``:       θ(x_i)ᵀ φ(x_j) / N
+      * ``concatenation``:     ReLU(w_fᵀ [θ(x_i), φ(x_j)]) / N
+    ``sub_sample`` > 1 max-pools the keys (φ and g) by that factor, as Wang et al. do to bound the
+    N_q × N_k affinity matrix on high-resolution maps. W ends in a BatchNorm (or is a plain conv
+    when ``use_bn`` is False) initialised to zero, so the block starts as the identity.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        inter_channels: int | None = None,
+        mode: str = "embedded_gaussian",
+        sub_sample: int = 1,
+        use_bn: bool = True,
+    ) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels!r}")
+        if inter_channels is None:
+            inter_channels = max(channels // 2, 1)
+        if inter_channels < 1:
+            raise ValueError(f"inter_channels must be >= 1, got {inter_channels!r}")
+        if mode not in NON_LOCAL_MODES:
+            raise ValueError(f"mode must be one of {NON_LOCAL_MODES}, got {mode!r}")
+        if int(sub_sample) != sub_sample or sub_sample < 1:
+            raise ValueError(f"sub_sample must be a positive integer, got {sub_sample!r}")
+        self.channels = channels
+        self.inter_channels = inter_channels
+        self.mode = mode
+        self.sub_sample = int(sub_sample)
+
+        self.g = nn.Conv2d(channels, inter_channels, kernel_size=1)
+        if mode != "gaussian":
+            self.theta = nn.Conv2d(channels, inter_channels, kernel_size=1)
+            self.phi = nn.Conv2d(channels, inter_channels, kernel_size=1)
+        if mode == "concatenation":
+            self.concat_project = nn.Conv2d(2 * inter_channels, 1, kernel_size=1, bias=False)
+
+        out_conv = nn.Conv2d(inter_channels, channels, kernel_size=1)
+        if use_bn:
+            bn = nn.BatchNorm2d(channels)
+            nn.init.zeros_(bn.weight)
+            nn.init.zeros_(bn.bias)
+            self.W: nn.Module = nn.Sequential(out_conv, bn)
+        else:
+            nn.init.zeros_(out_conv.weight)
+            nn.init.zeros_(out_conv.bias)
+            self.W = out_conv
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sub_sample == 1:
+            return x
+        # Small maps (coarse FPN levels, tests) would pool to nothing; shrink the window instead.
+        k = min(self.sub_sample, x.shape[-2], x.shape[-1])
+        return F.max_pool2d(x, kernel_size=k, stride=k, ceil_mode=True)
+
+    def relation(self, x: torch.Tensor) -> torch.Tensor:
+        """The non-local response y (B, inter_channels, H, W), before W and the residual."""
+        b, _, h, w = x.shape
+        g_x = self._pool(self.g(x)).flatten(2).transpose(1, 2)  # (B, Nk, Ci)
+        if self.mode == "gaussian":
+            query = x.flatten(2).transpose(1, 2)  # (B, Nq, C)
+            key = self._pool(x).flatten(2)  # (B, C, Nk)
+        else:
+            query = self.theta(x).flatten(2).transpose(1, 2)  # (B, Nq, Ci)
+            key = self._pool(self.phi(x)).flatten(2)  # (B, Ci, Nk)
+
+        if self.mode in ("embedded_gaussian", "gaussian"):
+            affinity = torch.softmax(torch.bmm(query, key), dim=-1)
+        elif self.mode == "dot_product":
+            affinity = torch.bmm(query, key) / key.shape[-1]
+        else:
+            # w_fᵀ[θ_i, φ_j] = w_θᵀθ_i + w_φᵀφ_j: the 1×1 conv over the concatenation splits in
+            # two, so the (B, 2Ci, Nq, Nk) concatenated tensor is never materialised.
+            w_theta, w_phi = self.concat_project.weight.view(2, self.inter_channels)
+            a = torch.einsum("c,bnc->bn", w_theta, query)  # (B, Nq)
+            c = torch.einsum("c,bck->bk", w_phi, key)  # (B, Nk)
+            affinity = torch.relu(a[:, :, None] + c[:, None, :]) / key.shape[-1]
+
+        y = torch.bmm(affinity, g_x)  # (B, Nq, Ci)
+        return y.transpose(1, 2).reshape(b, self.inter_channels, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.W(self.relation(x)) + x

@@ -1,0 +1,72 @@
+"""The embedded default: small detectors on the synthetic dataset, sized for a 2-core CPU.
+
+Teacher RetinaNet/Faster R-CNN on ResNet-50 with a 128-channel FPN, students on ResNet-18 with a
+64-channel FPN, 160-px images. The teacher trains on a 2× schedule (it is trained once and cached);
+students on the 1× schedule of `STUDENT_EPOCHS_1X` epochs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from drkd.config import Config, DataConfig, DetectorConfig, DistillConfig, TrainSettings, validate
+
+FRAMEWORK_ARCH = {"one_stage": "retinanet", "two_stage": "fasterrcnn"}
+STUDENT_EPOCHS_1X = 12
+TEACHER_EPOCHS_1X = 12
+DEFAULT_DATA_ROOT = "data/synthetic"
+
+
+def tiny_detector(framework: str, role: str) -> DetectorConfig:
+    """ResNet-50/FPN-128 teacher or ResNet-18/FPN-64 student; anchors sized for 10–130 px objects."""
+    if framework not in FRAMEWORK_ARCH:
+        raise ValueError(f"framework = {framework!r}: must be one of {', '.join(FRAMEWORK_ARCH)}")
+    big = role == "teacher"
+    return DetectorConfig(
+        arch=FRAMEWORK_ARCH[framework],
+        backbone="resnet50" if big else "resnet18",
+        fpn_channels=128 if big else 64,
+        anchor_scale=2.0,
+        rpn_pre_nms_top_n_train=600,
+        rpn_post_nms_top_n_train=300,
+    )
+
+
+def tiny_data(root: str | Path = DEFAULT_DATA_ROOT) -> DataConfig:
+    return DataConfig(root=str(root), min_size=160, max_size=160, batch_size=8)
+
+
+def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT_DATA_ROOT, seed: int = 0) -> Config:
+    """Training the embedded default's teacher: a plain (method none) run of the big detector."""
+    return validate(
+        Config(
+            data=tiny_data(root),
+            student=tiny_detector(framework, "teacher"),
+            distill=DistillConfig(method="none"),
+            train=TrainSettings(schedule="2x", epochs_1x=TEACHER_EPOCHS_1X, warmup_iters=100, seed=seed, log_every=10,
+                                output_dir=f"runs/tiny_{framework}_teacher"),
+        )
+    )
+
+
+def tiny_student_config(
+    framework: str = "one_stage",
+    method: str = "drkd",
+    teacher_checkpoint: str | Path | None = None,
+    root: str | Path = DEFAULT_DATA_ROOT,
+    seed: int = 0,
+) -> Config:
+    """A student run of the embedded default; `method: none` is the undistilled baseline."""
+    teacher = None
+    if method != "none":
+        teacher = tiny_detector(framework, "teacher")
+        teacher.checkpoint = str(teacher_checkpoint) if teacher_checkpoint else None
+    return validate(
+        Config(
+            data=tiny_data(root),
+            student=tiny_detector(framework, "student"),
+            teacher=teacher,
+            distill=DistillConfig(method=method),
+            train=TrainSettings(schedule="1x", epochs_1x=STUDENT_EPOCHS_1X, warmup_iters=100, seed=seed, log_every=10,
+                                output_dir=f"runs/tiny_{framework}_{method}"),
+        )
+    )

@@ -1,0 +1,48 @@
+"""The relation filter of instance-wise relation distillation (paper §3.2, Fig. 4, Eq. 6).
+
+It produces the weights w_ij that scale the instance similarities g1(x_i)·g2(x_j) before the
+softmax, for any number of instances N.
+
+The authors' code (nizhenliang/Dual-Relation-Knowledge-Distillation, ``two_stage.py``,
+``ObjectRelation_1.resize``) builds ``nn.Linear(D·K·K, N)`` afresh on every call and uses
+softmax(fc(x)) as the mask, so the filter is random, never trained and never saved. Here it is a
+small pairwise MLP, shared by all pairs, so it is trained, checkpointed and defined for every N:
+
+    w_ij = 1 + tanh(h([q̂_i, k̂_j, q̂_i ⊙ k̂_j])),   q̂ = q/||q||, k̂ = k/||k||
+
+with q = g1(x), k = g2(x). The last layer of h is zero-initialised, so w ≡ 1 at init (the
+filter starts switched off), and w stays in (0, 2). Embeddings are L2-normalised first so the
+MLP's input scale does not depend on the detector's feature scale. Applying the same h to every
+pair makes W permutation-equivariant: permuting the instances permutes W's rows and columns.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RelationFilter(nn.Module):
+    """Pairwise weights W (N, N) from instance embeddings q, k (N, E)."""
+
+    def __init__(self, embed_dim: int, hidden_dim: int = 64) -> None:
+        super().__init__()
+        if embed_dim < 1 or hidden_dim < 1:
+            raise ValueError(f"embed_dim and hidden_dim must be >= 1, got {embed_dim}, {hidden_dim}")
+        self.hidden = nn.Linear(3 * embed_dim, hidden_dim)
+        self.out = nn.Linear(hidden_dim, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+        """W with W[i, j] = w_ij for query instance i and key instance j; ``k`` defaults to ``q``."""
+        k = q if k is None else k
+        if q.dim() != 2 or q.shape != k.shape:
+            raise ValueError(f"expected q and k of equal shape (N, E), got {tuple(q.shape)} and {tuple(k.shape)}")
+        n, e = q.shape
+        q = F.normalize(q, dim=1)
+        k = F.normalize(k, dim=1)
+        qi = q[:, None, :].expand(n, n, e)
+        kj = k[None, :, :].expand(n, n, e)
+        pairs = torch.cat([qi, kj, qi * kj], dim=-1)
+        return 1.0 + torch.tanh(self.out(F.relu(self.hidden(pairs))).squeeze(-1))

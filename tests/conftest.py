@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny synthetic dataset and tiny configs that train in seconds on a CPU."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from drkd.config import Config, DataConfig, DetectorConfig, DistillConfig, TrainSettings, validate
+from drkd.synthetic import make_synthetic_coco
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic_coco(root, seed=0, num_train=16, num_val=8, image_size=128)
+    return root
+
+
+def make_tiny_config(root: Path, out: Path, method: str = "none", arch: str = "retinanet", teacher_ckpt: str | None = None) -> Config:
+    """A two-epoch run on 16 images of 128 px with 32-channel FPNs (teacher 48 channels)."""
+    det = dict(arch=arch, backbone="resnet18", anchor_scale=2.0, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100)
+    teacher = DetectorConfig(fpn_channels=48, checkpoint=teacher_ckpt, **det) if method != "none" else None
+    return validate(
+        Config(
+            data=DataConfig(root=str(root), synthetic=False, min_size=128, max_size=128, batch_size=4),
+            student=DetectorConfig(fpn_channels=32, **det),
+            teacher=teacher,
+            distill=DistillConfig(method=method),
+            train=TrainSettings(epochs=2, warmup_iters=2, log_every=1, output_dir=str(out), seed=3),
+        )
+    )
+
+
+@pytest.fixture
+def tiny_config(tiny_root: Path, tmp_path: Path):
+    def factory(method: str = "none", arch: str = "retinanet", teacher_ckpt: str | None = None, out: str = "run") -> Config:
+        return make_tiny_config(tiny_root, tmp_path / out, method, arch, teacher_ckpt)
+
+    return factory

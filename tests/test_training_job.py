@@ -1,0 +1,130 @@
+"""The training job end to end on a tiny dataset: metrics, checkpoints, exact resume, failure modes, CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from drkd.checkpoint import load_checkpoint
+from drkd.cli import main
+from drkd.config import ConfigError, save_config
+from drkd.coco_eval import METRIC_KEYS
+from drkd.engine import NonFiniteLossError
+from drkd.run_context import LocalContext
+from drkd.training_job import build_models, run_training
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    from conftest import make_tiny_config
+
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = make_tiny_config(tiny_root, out, "none")
+    cfg.student.fpn_channels = 48  # the teacher's width in make_tiny_config
+    cfg.train.epochs = 1
+    run_training(cfg, LocalContext(out))
+    return str(out / "checkpoint.pt")
+
+
+def test_baseline_run_reports_every_epoch(tiny_config) -> None:
+    cfg = tiny_config("none")
+    ctx = LocalContext(cfg.train.output_dir)
+    last = run_training(cfg, ctx)
+    history = ctx.history()
+    assert [h["epoch"] for h in history] == [1, 2] and history[-1] == json.loads(json.dumps(last))
+    assert set(METRIC_KEYS) <= set(last) and {"loss_total", "loss_det", "lr", "epoch_time_s"} <= set(last)
+    state = load_checkpoint(ctx.checkpoint_path)
+    assert {"student", "distiller", "optimizer", "scheduler", "scaler", "epoch", "config", "num_classes"} <= set(state)
+    assert state["epoch"] == 1
+
+
+def test_drkd_run_has_every_term_and_never_trains_the_teacher(tiny_config, teacher_ckpt: str) -> None:
+    cfg = tiny_config("drkd", teacher_ckpt=teacher_ckpt)
+    model = build_models(cfg, 7)
+    before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+    assert not any(n.startswith("teacher") for n, _ in model.named_parameters())
+    last = run_training(cfg, LocalContext(cfg.train.output_dir))
+    assert {"loss_pr", "loss_ir", "loss_ins"} <= set(last)
+    fresh = build_models(cfg, 7)  # teacher reloaded from its checkpoint: unchanged by the run
+    for k, v in fresh.teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert load_checkpoint(Path(cfg.train.output_dir) / "checkpoint.pt")["distiller"]
+
+
+def test_resume_gives_the_same_result_as_not_stopping(tiny_config, teacher_ckpt: str) -> None:
+    straight = tiny_config("drkd", teacher_ckpt=teacher_ckpt, out="straight")
+    run_training(straight, LocalContext(straight.train.output_dir))
+
+    stopped = tiny_config("drkd", teacher_ckpt=teacher_ckpt, out="stopped")
+    with pytest.raises(_Crash):
+        run_training(stopped, _StopAfter(LocalContext(stopped.train.output_dir), 1))
+    resumed = LocalContext(stopped.train.output_dir, resume=True)
+    run_training(stopped, resumed)
+
+    a = load_checkpoint(Path(straight.train.output_dir) / "checkpoint.pt")
+    b = load_checkpoint(Path(stopped.train.output_dir) / "checkpoint.pt")
+    for part in ("student", "distiller"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
+    ha, hb = LocalContext(straight.train.output_dir).history(), resumed.history()
+    assert [h["mAP"] for h in ha] == [h["mAP"] for h in hb]
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _StopAfter(LocalContext):
+    """Simulates a crash: the run dies right after reporting epoch `n`."""
+
+    def __init__(self, inner: LocalContext, n: int) -> None:
+        super().__init__(inner.output_dir)
+        self.n = n
+
+    def report(self, metrics, state) -> None:
+        super().report(metrics, state)
+        if metrics["epoch"] == self.n:
+            raise _Crash(f"crashed after epoch {self.n}")
+
+
+def test_crash_keeps_reported_epochs(tiny_config) -> None:
+    cfg = tiny_config("none")
+    with pytest.raises(_Crash):
+        run_training(cfg, _StopAfter(LocalContext(cfg.train.output_dir), 1))
+    assert LocalContext(cfg.train.output_dir).history()[-1]["epoch"] == 1
+
+
+def test_non_finite_loss_stops_naming_term_and_iteration(tiny_config) -> None:
+    cfg = tiny_config("none")
+    cfg.train.lr = 1e6  # diverges at once
+    cfg.train.warmup_iters = 0
+    with pytest.raises(NonFiniteLossError, match=r"loss_\w+ = (nan|inf|-inf) at epoch \d+, iteration \d+"):
+        run_training(cfg, LocalContext(cfg.train.output_dir))
+
+
+def test_batch_larger_than_dataset_is_a_config_error(tiny_config) -> None:
+    cfg = tiny_config("none")
+    cfg.data.batch_size = 64
+    with pytest.raises(ConfigError, match="data.batch_size = 64"):
+        run_training(cfg, LocalContext(cfg.train.output_dir))
+
+
+def test_cli_train_eval_export(tiny_config, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = tiny_config("none")
+    cfg.train.epochs = 1
+    config_file = save_config(cfg, tmp_path / "c.yaml")
+    assert main(["train", "--config", str(config_file), "--output-dir", str(tmp_path / "cli")]) == 0
+    trained = json.loads(capsys.readouterr().out.splitlines()[0])
+    ckpt = tmp_path / "cli" / "checkpoint.pt"
+    assert main(["eval", "--checkpoint", str(ckpt)]) == 0
+    evaluated = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert evaluated["mAP"] == pytest.approx(trained["mAP"], abs=1e-3)
+    out = tmp_path / "student.pt"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    exported = torch.load(out, weights_only=True)
+    assert not any(k.startswith(("distiller", "teacher")) or k.endswith("num_batches_tracked") for k in exported)
+    assert main(["train", "--config", str(config_file), "--set", "distill.drkd.instance_size=2"]) == 2
+    assert "distill.drkd.instance_size = 2" in capsys.readouterr().err
