@@ -61,6 +61,7 @@ class DetectorConfig:
     checkpoint: str | None = None  # local drkd or state-dict checkpoint to initialise from
     anchor_scale: float = 4.0  # anchor size = anchor_scale × level stride (torchvision: 4)
     trainable_backbone_layers: int = 5
+    head_norm: str = "none"  # "gn": GroupNorm in the heads (trains from scratch); "none": torchvision's v1 heads
     norm: str | None = None  # "bn" | "frozen_bn"; None: frozen_bn with pretrained weights, else bn
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
@@ -229,6 +230,9 @@ def _validate_detector(d: DetectorConfig, where: str) -> None:
         raise ConfigError(f"{where}.fpn_channels = {d.fpn_channels}: FCOS's GroupNorm(32) head needs a multiple of 32")
     if not 0 <= d.trainable_backbone_layers <= 5:
         raise ConfigError(f"{where}.trainable_backbone_layers = {d.trainable_backbone_layers}: must be in 0..5")
+    _check_choice(f"{where}.head_norm", d.head_norm, ("none", "gn"))
+    if d.head_norm == "gn" and d.fpn_channels % 8:
+        raise ConfigError(f"{where}.fpn_channels = {d.fpn_channels}: head_norm gn needs a multiple of 8")
     if d.norm is not None:
         _check_choice(f"{where}.norm", d.norm, ("bn", "frozen_bn"))
 

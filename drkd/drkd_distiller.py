@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -11,6 +11,9 @@ from .feature_distance import DEFAULT_DISTANCE, check_distance
 from .instance_distill import InstanceDistillLoss
 from .instance_relation import InstanceRelationLoss, check_instance_size, check_levels
 from .pixel_relation import PIXEL_RELATION_MODULES, PixelRelationLoss
+
+if TYPE_CHECKING:
+    import optuna
 
 ONE_STAGE_LAMBDAS: tuple[float, float, float] = (0.004, 0.004, 0.006)
 # §4.5: for two-stage detectors λ1 and λ3 are multiplied by 0.25 and 0.3.
@@ -22,6 +25,27 @@ def paper_lambdas(two_stage: bool) -> tuple[float, float, float]:
     if not two_stage:
         return ONE_STAGE_LAMBDAS
     return tuple(lam * factor for lam, factor in zip(ONE_STAGE_LAMBDAS, TWO_STAGE_FACTORS))  # type: ignore[return-value]
+
+
+def search_space(trial: "optuna.trial.Trial", two_stage: bool) -> dict[str, object]:
+    """Optuna define-by-run space: switches, then λ only for the terms that are on (log-uniform
+    over 1/8×–8× the paper's value for the framework), instance size and filter only where used.
+
+    At least one term is always on: INS is sampled only when PR or IR is on, and forced on otherwise.
+    """
+    defaults = paper_lambdas(two_stage)
+    pr = trial.suggest_categorical("distill.drkd.pr", [True, False])
+    ir = trial.suggest_categorical("distill.drkd.ir", [True, False])
+    ins = trial.suggest_categorical("distill.drkd.ins", [True, False]) if (pr or ir) else True
+    out: dict[str, object] = {} if (pr or ir) else {"distill.drkd.ins": True}
+    for on, name, default in zip((pr, ir, ins), ("lambda_pr", "lambda_ir", "lambda_ins"), defaults):
+        if on:
+            trial.suggest_float(f"distill.drkd.{name}", default / 8, default * 8, log=True)
+    if ir or ins:
+        trial.suggest_categorical("distill.drkd.instance_size", [1, 3, 5])
+    if ir:
+        trial.suggest_categorical("distill.drkd.relation_filter", [True, False])
+    return out
 
 
 def _check_positive_int(name: str, value: int) -> None:

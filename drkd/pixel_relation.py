@@ -16,6 +16,7 @@ if its features were computed with grad enabled.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -24,10 +25,14 @@ from torch import nn
 from .adaptation import LevelAdapters
 from .feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
 from .glore import GloRe
+from .non_local import NonLocalBlock
 
 # name -> constructor taking the channel count; add new pixel relation modules here.
+# "non_local" is Table 2's alternative; its keys are max-pooled 2x so that a stride-8 level of
+# a COCO-sized image stays within memory (the attention matrix is (HW) x (HW/4)).
 PIXEL_RELATION_MODULES: dict[str, Callable[[int], nn.Module]] = {
     "glore": GloRe,
+    "non_local": partial(NonLocalBlock, sub_sample=2),
 }
 
 

@@ -21,7 +21,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_tiny_config(root: Path, out: Path, method: str = "none", arch: str = "retinanet", teacher_ckpt: str | None = None) -> Config:
     """A two-epoch run on 16 images of 128 px with 32-channel FPNs (teacher 48 channels)."""
-    det = dict(arch=arch, backbone="resnet18", anchor_scale=2.0, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100)
+    det = dict(arch=arch, backbone="resnet18", anchor_scale=2.0, head_norm="gn", rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100)
     teacher = DetectorConfig(fpn_channels=48, checkpoint=teacher_ckpt, **det) if method != "none" else None
     return validate(
         Config(
@@ -40,3 +40,17 @@ def tiny_config(tiny_root: Path, tmp_path: Path):
         return make_tiny_config(tiny_root, tmp_path / out, method, arch, teacher_ckpt)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A one-epoch teacher (48-channel FPN) for the tiny configs' distillation runs."""
+    from drkd.run_context import LocalContext
+    from drkd.training_job import run_training
+
+    out = tmp_path_factory.mktemp("teacher")
+    cfg = make_tiny_config(tiny_root, out, "none")
+    cfg.student.fpn_channels = 48
+    cfg.train.epochs = 1
+    run_training(cfg, LocalContext(out))
+    return str(out / "checkpoint.pt")

@@ -16,18 +16,6 @@ from drkd.run_context import LocalContext
 from drkd.training_job import build_models, run_training
 
 
-@pytest.fixture(scope="module")
-def teacher_ckpt(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from conftest import make_tiny_config
-
-    out = tmp_path_factory.mktemp("teacher")
-    cfg = make_tiny_config(tiny_root, out, "none")
-    cfg.student.fpn_channels = 48  # the teacher's width in make_tiny_config
-    cfg.train.epochs = 1
-    run_training(cfg, LocalContext(out))
-    return str(out / "checkpoint.pt")
-
-
 def test_baseline_run_reports_every_epoch(tiny_config) -> None:
     cfg = tiny_config("none")
     ctx = LocalContext(cfg.train.output_dir)

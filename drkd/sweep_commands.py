@@ -1,0 +1,172 @@
+"""What `python sweeps/lambda_search.py` and `python sweeps/ablations.py` do (the scripts stay thin)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from drkd.ablation_grids import GRIDS, NEEDS_TEACHER, frameworks_used, with_seeds
+from drkd.config import Config, ConfigError
+from drkd.experiment_store import default_results_dir
+from drkd.presets import FRAMEWORK_ARCH, tiny_student_config
+from drkd.sweep import SweepPlan, run_sweep, write_best_config
+from drkd.sweep_config import SweepSettings, load_sweep_config
+
+log = logging.getLogger("drkd.sweep")
+
+# The embedded default's search: 8 trials of 6 epochs on half the synthetic training set,
+# 2 DDP workers each, so that the whole search (data and teacher included) suits a 2-core laptop.
+DEFAULT_SEARCH_EPOCHS = 6
+DEFAULT_SEARCH_TRAIN_IMAGES = 200
+
+
+def _common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="sweep config file (training sections + `sweep:`); default: the embedded default")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (finished trials are kept)")
+    parser.add_argument("--name", help="experiment name (default: from the config, else the sweep kind)")
+    parser.add_argument("--storage-path", help="results root: a directory, shared mount or s3:// URI (default: $DRKD_RESULTS or ./results)")
+    parser.add_argument("--workers", type=int, help="DDP workers per trial (overrides sweep.workers_per_trial)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def _settings(args: argparse.Namespace, settings: SweepSettings, **more: Any) -> SweepSettings:
+    for key, value in {"name": args.name, "storage_path": args.storage_path, "workers_per_trial": args.workers, **more}.items():
+        if value is not None:
+            setattr(settings, key, value)
+    return settings.validate("command line")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _default_teachers(frameworks: set[str]) -> dict[str, str]:
+    from drkd.default_teacher import ensure_default_teacher
+
+    return {f: str(ensure_default_teacher(default_results_dir(), f)) for f in sorted(frameworks)}
+
+
+def lambda_search(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lambda_search.py",
+        description="Optuna TPE search (Ray Tune, ASHA early stopping on mAP) over a distillation method's "
+        "weights and switches; each trial is a Ray Train DDP job. Prints the best configuration and "
+        "writes it as a config file for `drkd train`.",
+    )
+    _common_args(parser)
+    parser.add_argument("--method", default="drkd", choices=("drkd", "nld", "mkd", "fitnet"), help="whose space to search (default: drkd)")
+    parser.add_argument("--num-trials", type=int, help="overrides sweep.num_trials")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.config:
+            base, settings = load_sweep_config(args.config)
+        else:
+            teachers = _default_teachers({"one_stage"})
+            base = tiny_student_config("one_stage", "drkd", teacher_checkpoint=teachers["one_stage"])
+            base.train.epochs = DEFAULT_SEARCH_EPOCHS
+            base.data.train_limit = DEFAULT_SEARCH_TRAIN_IMAGES
+            settings = SweepSettings(grace_period=2)
+        settings = _settings(args, settings, num_trials=args.num_trials, name=args.name or settings.name or f"lambda_search_{args.method}")
+        base.distill.method = args.method
+        plan = SweepPlan("lambda_search", base, settings, space=_space(args.method, base))
+        results = run_sweep(plan, resume=args.resume)
+        best, path = write_best_config(plan, results)
+    except ConfigError as err:
+        print(f"lambda_search.py: error: {err}", file=sys.stderr)
+        return 2
+    params = {k: v for k, v in best["config"].items() if k.startswith("distill.")}
+    print(f"\nbest trial: mAP {best['mAP']:.2f} (AP_S {best['AP_S']:.2f}, AP_M {best['AP_M']:.2f}, AP_L {best['AP_L']:.2f}) at epoch {best['epoch']}")
+    for key in sorted(params):
+        print(f"  {key} = {params[key]}")
+    print(f"best config: {path}  (train it with: drkd train --config {path})")
+    print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
+    return 0
+
+
+@dataclass
+class SearchSpace:
+    """A method's define-by-run space plus the constants recorded with every trial (picklable, as
+    Tune checkpoints the searcher)."""
+
+    method: str
+    two_stage: bool
+    epochs: int
+    arch: str
+
+    columns: tuple[str, ...] = ()  # shown in the live table; None where a trial did not sample one
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        from drkd.distill_methods import search_space_fn
+
+        fixed = search_space_fn(self.method)(trial, self.two_stage) or {}
+        # Ray's OptunaSearch lets returned constants override sampled values: fill only the gaps.
+        sampled = getattr(trial, "captured_values", {})
+        gaps = {c: None for c in self.columns if c not in sampled and c not in fixed}
+        return {**gaps, **fixed, "distill.method": self.method, "train.epochs": self.epochs, "student.arch": self.arch, "role": "student"}
+
+
+LIVE_COLUMNS = {"drkd": tuple(f"distill.drkd.{k}" for k in ("pr", "ir", "ins", "lambda_pr", "lambda_ir", "lambda_ins", "instance_size"))}
+
+
+def _space(method: str, base: Config) -> SearchSpace:
+    return SearchSpace(method, base.student.two_stage, base.train.total_epochs, base.student.arch, LIVE_COLUMNS.get(method, ()))
+
+
+def ablations(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ablations.py",
+        description="Run one of the paper's ablation grids exactly (each cell a Ray Train DDP trial, "
+        "repeated over seeds) into its own experiment directory for analysis/make_tables.py.",
+    )
+    parser.add_argument("grid", choices=sorted(GRIDS), help="table1..table6 (the paper's tables), teacher or baseline")
+    _common_args(parser)
+    parser.add_argument("--seeds", type=int, help="repeats of each cell (overrides sweep.seeds; default 1)")
+    parser.add_argument("--epochs-1x", type=int, help="epochs of the 1x schedule (2x doubles it)")
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.config:
+            base, settings = load_sweep_config(args.config)
+        else:
+            base = tiny_student_config("one_stage", "drkd")
+            settings = SweepSettings()
+        if args.epochs_1x:
+            base.train.epochs_1x = args.epochs_1x
+        settings = _settings(args, settings, seeds=args.seeds, name=args.name or settings.name or args.grid)
+        cells = GRIDS[args.grid](base, {})
+        teachers = _teacher_checkpoints(args.grid, base, settings, cells, configured=bool(args.config))
+        cells = with_seeds(GRIDS[args.grid](base, teachers), settings.seeds)
+        plan = SweepPlan(args.grid, base, settings, grid=cells)
+        log.info("%s: %d trials (%d cells x %d seeds)", args.grid, len(cells), len(cells) // settings.seeds, settings.seeds)
+        run_sweep(plan, resume=args.resume)
+    except ConfigError as err:
+        print(f"ablations.py: error: {err}", file=sys.stderr)
+        return 2
+    print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
+    return 0
+
+
+def _teacher_checkpoints(grid: str, base: Config, settings: SweepSettings, cells: list[dict[str, Any]], configured: bool) -> dict[str, str]:
+    """Per framework, the teacher to distil from: `sweep.teacher_checkpoints`, else the config's
+    `teacher.checkpoint` for its own framework; the cached default teachers for the embedded default."""
+    if grid not in NEEDS_TEACHER:
+        return {}
+    needed = frameworks_used(cells)
+    if not configured:
+        return _default_teachers(needed)
+    teachers = dict(settings.teacher_checkpoints)
+    if base.teacher is not None and base.teacher.checkpoint:
+        for framework, arch in FRAMEWORK_ARCH.items():
+            if arch == base.teacher.arch:
+                teachers.setdefault(framework, base.teacher.checkpoint)
+    missing = sorted(needed - set(teachers))
+    if missing:
+        raise ConfigError(
+            f"{grid}: no trained teacher for {', '.join(missing)}: set sweep.teacher_checkpoints.{missing[0]} "
+            "(train one with: python sweeps/ablations.py teacher --config ...)"
+        )
+    return {f: str(Path(teachers[f]).resolve()) if "://" not in teachers[f] else teachers[f] for f in needed}

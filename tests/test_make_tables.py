@@ -1,0 +1,425 @@
+"""analysis/make_tables.py on experiment directories made by a real (tiny) Ray Tune run.
+
+The ``tiny_sweeps`` fixture is the only place that knows how the experiments were produced: it hands
+the tests a results root and, per experiment, what each trial reported (read back through Ray's own
+``ResultGrid``). Swapping it for a fixture that runs the real tiny DRKD sweep needs no other change.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from drkd.experiment_store import load_experiments
+from drkd.paper_numbers import load_paper_numbers
+from drkd.paper_tables import build_all
+from drkd.report import make_report
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "analysis"))
+import make_tables  # noqa: E402  (the entry script)
+
+EPOCHS = 3
+SEARCH_EPOCHS = 4
+METRICS = ("mAP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+FRAMEWORK = {"retinanet": "One-stage (RetinaNet)", "fasterrcnn": "Two-stage (Faster R-CNN)"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --- the tiny sweep ------------------------------------------------------------------------------
+
+def fake_report(config: dict[str, Any], epoch: int) -> dict[str, float]:
+    """Metrics a trial reports at ``epoch``: a deterministic function of its config."""
+    arch, epochs = config["student.arch"], config["train.epochs"]
+    pr, ir, ins = (bool(config.get(f"distill.drkd.{t}")) for t in ("pr", "ir", "ins"))
+    if config["role"] == "teacher":
+        gain = 6.0
+    elif config["distill.method"] == "none":
+        gain = 0.0
+    else:
+        size = config.get("distill.drkd.instance_size") or 3
+        gain = 1.5 * pr + 0.6 * ir + 0.3 * ins + {1: 0.0, 3: 0.4, 5: 0.2}[size]
+        gain -= 200 * abs((config.get("distill.drkd.lambda_pr") or 0.004) - 0.004)
+        gain += 100 * ((config.get("distill.drkd.lambda_ins") or 0.006) - 0.006)
+    final = {"retinanet": 20.0, "fasterrcnn": 22.0}[arch] + gain + 0.37 * config["train.seed"]
+    m = final - 1.5 * (epochs - epoch)
+    if arch == "fasterrcnn" and epoch == epochs:
+        m -= 2.0  # so the best epoch is not the last one
+    terms = {f"loss_{t}": 0.5 / epoch + 0.1 * k for k, t in enumerate(("pr", "ir", "ins")) if (pr, ir, ins)[k]
+             and config["distill.method"] == "drkd" and config["role"] == "student"}
+    loss_det = 2.0 / epoch
+    return {"epoch": epoch, "mAP": m, "AP50": m + 18.3, "AP75": m + 1.2, "AP_S": m - 15 + 0.5 * ir,
+            "AP_M": m + 3.1, "AP_L": m + 11.7 - 0.2 * pr, "loss_det": loss_det,
+            "loss_total": loss_det + 0.004 * sum(terms.values()), **terms,
+            "lr": 0.02 if epoch < epochs else 0.002, "epoch_time_s": 1.0}
+
+
+def tiny_trainable(config: dict[str, Any]) -> None:
+    from ray import tune
+    for epoch in range(1, config["train.epochs"] + 1):
+        tune.report(fake_report(config, epoch))
+
+
+def student(arch: str, pr: bool, ir: bool, ins: bool, seed: int, size: int = 3, **extra: Any) -> dict[str, Any]:
+    cell = "+".join(t for t, on in (("PR", pr), ("IR", ir), ("INS", ins)) if on)
+    return {"cell": cell, "role": "student", "student.arch": arch, "train.schedule": "1x", "train.epochs": EPOCHS,
+            "train.seed": seed, "distill.method": "drkd", "distill.drkd.pr": pr, "distill.drkd.ir": ir,
+            "distill.drkd.ins": ins, "distill.drkd.instance_size": size, **extra}
+
+
+def baseline(arch: str, seed: int, role: str = "student") -> dict[str, Any]:
+    return {"cell": "teacher" if role == "teacher" else "baseline", "role": role, "student.arch": arch,
+            "train.schedule": "1x", "train.epochs": EPOCHS, "train.seed": seed, "distill.method": "none"}
+
+
+SWITCHES = [(True, False, False), (False, True, False), (True, True, False), (True, True, True)]
+TABLE1 = ([baseline("retinanet", s) for s in (0, 1)]
+          + [student("retinanet", *sw, seed=s) for sw in SWITCHES for s in (0, 1)]
+          + [baseline("fasterrcnn", s) for s in (0, 1)]
+          + [student("fasterrcnn", True, True, True, seed=s) for s in (0, 1)]
+          + [baseline("retinanet", 0, role="teacher")])
+TABLE3 = ([student("retinanet", False, True, False, seed=s, size=k) for k in (1, 5) for s in (0, 1)]
+          + [student("retinanet", True, True, True, seed=s, size=1) for s in (0, 1)]
+          + [student("retinanet", True, True, True, seed=0, size=5)])
+# λ1 swept with PR only and λ2 with IR only (as the paper's optima suggest), λ3 with full DRKD
+TABLE5 = ([student("retinanet", True, False, False, seed=0, **{"distill.drkd.lambda_pr": v}) for v in (0.002, 0.004, 0.006)]
+          + [student("retinanet", False, True, False, seed=0, **{"distill.drkd.lambda_ir": v}) for v in (0.002, 0.004)]
+          + [student("retinanet", True, True, True, seed=0, **{"distill.drkd.lambda_ins": v}) for v in (0.006, 0.008)])
+# Run one at a time under ASHA: the second trial is worse than the first at the first rung, so stopped.
+SEARCH = [{"student.arch": "retinanet", "train.epochs": SEARCH_EPOCHS, "train.seed": 0, "role": "student",
+           "distill.method": "drkd", "distill.drkd.lambda_pr": lp, "distill.drkd.lambda_ins": li}
+          for lp, li in ((0.004, 0.006), (0.02, 0.006), (0.004, 0.008))]
+
+
+@dataclass
+class ReportedTrial:
+    trial_id: str
+    trial_dir: str
+    config: dict[str, Any]
+    history: pd.DataFrame  # one row per report, as Ray read it back
+
+
+@dataclass
+class SweepRun:
+    root: Path
+    experiments: dict[str, list[ReportedTrial]]  # experiment name -> its trials
+
+
+def _run_experiment(root: Path, name: str, kind: str, variants: list[dict[str, Any]],
+                    search: bool = False) -> list[ReportedTrial]:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    keys = sorted(set().union(*variants))
+    space: dict[str, Any] = {"variant": tune.grid_search(list(range(len(variants))))}
+    for key in keys:  # flat dotted keys, as the sweeps write them
+        space[key] = tune.sample_from(lambda config, key=key: variants[config["variant"]].get(key))
+    scheduler = ASHAScheduler(time_attr="training_iteration", metric="mAP", mode="max", max_t=SEARCH_EPOCHS,
+                              grace_period=1, reduction_factor=2) if search else None
+    grid = tune.Tuner(
+        tiny_trainable, param_space=space,
+        tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True,
+                                    max_concurrent_trials=1 if search else None),
+        run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0),
+    ).fit()
+    assert not grid.errors, grid.errors
+    (root / name / "drkd_experiment.json").write_text(json.dumps(
+        {"kind": kind, "name": name, "metric": "mAP", "mode": "max", "created": "2026-01-01T00:00:00",
+         "command": f"python sweeps/ablations.py {kind}"}))
+    return [ReportedTrial(r.metrics["trial_id"], Path(r.path).name, dict(r.config), r.metrics_dataframe)
+            for r in grid]
+
+
+@pytest.fixture(scope="session")
+def tiny_sweeps(tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
+    """Four experiments from a real local Ray Tune run (Ray started once per session)."""
+    import ray
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+    root = tmp_path_factory.mktemp("results")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        experiments = {
+            "ablation_table1": _run_experiment(root, "ablation_table1", "table1", TABLE1),
+            "ablation_table3": _run_experiment(root, "ablation_table3", "table3", TABLE3),
+            "ablation_table5": _run_experiment(root, "ablation_table5", "table5", TABLE5),
+            "lambda_search": _run_experiment(root, "lambda_search", "lambda_search", SEARCH, search=True),
+        }
+    finally:
+        ray.shutdown()
+    return SweepRun(root, experiments)
+
+
+# --- what the tests expect, computed independently of drkd.* -------------------------------------
+
+def table1_label(config: dict[str, Any]) -> tuple[str, ...]:
+    fw = FRAMEWORK[config["student.arch"]]
+    if config["role"] == "teacher":
+        return ("1x", fw, "Teacher", "-", "-", "-")
+    if config["distill.method"] == "none":
+        return ("1x", fw, "Student", "×", "×", "×")
+    return ("1x", fw, "Student", *("✓" if config[f"distill.drkd.{t}"] else "×" for t in ("pr", "ir", "ins")))
+
+
+def expected_cells(trials: list[ReportedTrial], label, pick: str = "last") -> dict[tuple, dict[str, tuple]]:
+    """label -> metric -> (mean, std or None, n) over the trials that finished all epochs."""
+    groups: dict[tuple, list[pd.Series]] = {}
+    for t in trials:
+        if t.history["epoch"].max() < t.config["train.epochs"]:
+            continue
+        row = t.history.iloc[-1] if pick == "last" else t.history.loc[t.history["mAP"].idxmax()]
+        groups.setdefault(label(t.config), []).append(row)
+    out = {}
+    for key, rows in groups.items():
+        out[key] = {m: (statistics.mean(r[m] for r in rows),
+                        statistics.stdev(r[m] for r in rows) if len(rows) > 1 else None, len(rows))
+                    for m in METRICS}
+    return out
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"PR": str, "IR": str, "INS": str}, keep_default_na=False, na_values=[""])
+
+
+def row_of(frame: pd.DataFrame, **labels: str) -> pd.Series:
+    mask = pd.Series(True, index=frame.index)
+    for col, value in labels.items():
+        mask &= frame[col] == value
+    assert mask.sum() == 1, f"{mask.sum()} rows match {labels}"
+    return frame[mask].iloc[0]
+
+
+def assert_cell(row: pd.Series, metric: str, expected: tuple) -> None:
+    mean, std, n = expected
+    assert row[metric] == pytest.approx(mean, abs=1e-3)
+    assert int(row[f"{metric}_n"]) == n
+    if std is None:
+        assert pd.isna(row[f"{metric}_std"])
+    else:
+        assert row[f"{metric}_std"] == pytest.approx(std, abs=1e-3)
+
+
+T1_COLS = ["Schedule", "Framework", "Model", "PR", "IR", "INS"]
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def report(tiny_sweeps: SweepRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_report([tiny_sweeps.root], tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def truncated(tiny_sweeps: SweepRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A copy made to look interrupted; returns (report path, names of the damaged trials)."""
+    root = tmp_path_factory.mktemp("interrupted") / "results"
+    shutil.copytree(tiny_sweeps.root, root)
+    trials = {table1_label(t.config) + (t.config["train.seed"],): t for t in tiny_sweeps.experiments["ablation_table1"]}
+    exp = root / "ablation_table1"
+    cut = trials[("1x", FRAMEWORK["retinanet"], "Student", "✓", "✓", "×", 0)].trial_dir
+    gone = trials[("1x", FRAMEWORK["retinanet"], "Student", "✓", "✓", "×", 1)].trial_dir
+    torn = trials[("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×", 0)].trial_dir
+    lines = (exp / cut / "result.json").read_text().splitlines(keepends=True)
+    (exp / cut / "result.json").write_text("".join(lines[:-1]))  # last report never written
+    (exp / gone / "result.json").unlink()  # crashed before its first report
+    lines = (exp / torn / "result.json").read_text().splitlines(keepends=True)
+    (exp / torn / "result.json").write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    for state in exp.glob("experiment_state-*.json"):
+        state.unlink()  # a crash before Tune saved its state
+    (root / "scratch").mkdir()
+    (root / "empty_experiment").mkdir()
+    (root / "empty_experiment" / "drkd_experiment.json").write_text(json.dumps({"kind": "table4", "name": "empty_experiment"}))
+    out = make_report([root], tmp_path_factory.mktemp("interrupted_report"))
+    return out, {"cut": cut, "gone": gone, "torn": torn}
+
+
+def test_table1_rows_columns_and_values(tiny_sweeps: SweepRun, report: Path) -> None:
+    frame = read_csv(report.parent / "tables" / "table1.csv")
+    assert list(frame.columns[:6]) == T1_COLS
+    assert list(frame.columns[6:11]) == ["mAP", "mAP_std", "mAP_n", "mAP_paper", "mAP_delta"]
+    assert len(frame.columns) == 6 + 5 * len(METRICS)
+    # the paper's 17 rows: two one-stage schedules and one two-stage block; 2x has no runs
+    assert len(frame) == 17
+    assert frame["Schedule"].tolist().count("2x") == 5
+    assert frame.loc[frame["Schedule"] == "2x", "mAP"].isna().all()
+    expected = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)
+    assert len(expected) == 8  # teacher, 5 one-stage students, 2 two-stage students
+    for key, metrics in expected.items():
+        row = row_of(frame, **dict(zip(T1_COLS, key)))
+        for metric in METRICS:
+            assert_cell(row, metric, metrics[metric])
+        base = expected[("1x", key[1], "Student", "×", "×", "×")]["mAP"][0]
+        assert row["mAP_delta"] == pytest.approx(metrics["mAP"][0] - base, abs=1e-3)
+    one_stage = dict(Schedule="1x", Framework=FRAMEWORK["retinanet"])
+    assert row_of(frame, **one_stage, Model="Student", PR="✓", IR="✓", INS="×")["mAP_paper"] == 38.4
+    assert row_of(frame, **one_stage, Model="Teacher")["AP_L_paper"] == 54.0
+    assert row_of(frame, Schedule="2x", Framework=FRAMEWORK["retinanet"], Model="Student", PR="✓", IR="✓",
+                  INS="✓")["AP_S_paper"] == 23.4
+    two_stage_ir = row_of(frame, Schedule="1x", Framework=FRAMEWORK["fasterrcnn"], Model="Student", PR="×",
+                          IR="✓", INS="×")
+    assert pd.isna(two_stage_ir["mAP"]) and two_stage_ir["mAP_paper"] == 38.2
+    markdown = (report.parent / "tables" / "table1.md").read_text()
+    assert "Value per trial: last reported epoch" in markdown
+    assert "`python sweeps/ablations.py table1` fills it" in markdown
+    assert "| — | 38.2 | — |" in markdown
+
+
+def test_table3_pools_baseline_and_marks_missing(tiny_sweeps: SweepRun, report: Path) -> None:
+    frame = pd.read_csv(report.parent / "tables" / "table3.csv", keep_default_na=False, na_values=[""])
+    assert list(frame.columns[:3]) == ["Model", "Distillation", "Size"]
+    assert list(zip(frame["Distillation"], frame["Size"])) == [
+        ("-", "-"), ("IR", "1×1"), ("IR", "3×3"), ("IR", "5×5"),
+        ("PR+IR+INS", "1×1"), ("PR+IR+INS", "3×3"), ("PR+IR+INS", "5×5")]
+    size_label = lambda c: ("PR+IR+INS" if c["distill.drkd.pr"] else "IR", f"{c['distill.drkd.instance_size']}×"
+                            f"{c['distill.drkd.instance_size']}")
+    expected = expected_cells(tiny_sweeps.experiments["ablation_table3"], size_label)
+    for (dist, size), metrics in expected.items():
+        assert_cell(row_of(frame, Distillation=dist, Size=size), "mAP", metrics["mAP"])
+    assert int(row_of(frame, Distillation="PR+IR+INS", Size="5×5")["mAP_n"]) == 1
+    base = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)[
+        ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")]
+    assert_cell(row_of(frame, Distillation="-"), "mAP", base["mAP"])  # pooled from the table1 sweep
+    assert pd.isna(row_of(frame, Distillation="IR", Size="3×3")["mAP"])
+    assert row_of(frame, Distillation="IR", Size="3×3")["mAP_paper"] == 36.9
+    markdown = (report.parent / "tables" / "table3.md").read_text()
+    assert "| RetinaNet (1x) | IR | 3×3 | — | 36.9 | — |" in markdown
+    assert "`python sweeps/ablations.py table3`" in markdown
+
+
+def test_other_tables_and_search_summary(tiny_sweeps: SweepRun, report: Path) -> None:
+    tables = report.parent / "tables"
+    for name in ("table4", "table5", "table6"):
+        assert f"`python sweeps/ablations.py {name}`" in (tables / f"{name}.md").read_text()
+    assert not (tables / "table2.md").exists()  # only when its sweep exists
+    t4 = pd.read_csv(tables / "table4.csv", keep_default_na=False, na_values=[""])
+    assert t4["Distillation"].tolist() == ["Teacher", "Student", "IR", "IR", "PR+IR+INS", "PR+IR+INS"]
+    teacher = [t for t in tiny_sweeps.experiments["ablation_table1"] if t.config["role"] == "teacher"][0]
+    assert t4.loc[0, "mAP"] == pytest.approx(teacher.history["mAP"].iloc[-1], abs=1e-3)
+    t5 = pd.read_csv(tables / "table5.csv")
+    assert t5["lambda_pr"].tolist() == [0.001, 0.002, 0.004, 0.006]
+    assert t5["lambda_ir_mAP_paper"].tolist() == [36.7, 36.8, 36.9, 36.8]
+    assert t5["lambda_ins"].tolist() == [0.005, 0.006, 0.008, 0.01]
+    base = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)[
+        ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")]["mAP"][0]
+    for t in tiny_sweeps.experiments["ablation_table5"]:
+        switch = "+".join(n for n, k in (("PR", "pr"), ("IR", "ir"), ("INS", "ins")) if t.config[f"distill.drkd.{k}"])
+        lam = {"PR": "lambda_pr", "IR": "lambda_ir", "PR+IR+INS": "lambda_ins"}[switch]
+        row = t5[t5[lam] == t.config[f"distill.drkd.{lam}"]].iloc[0]
+        assert_cell(row, f"{lam}_mAP", (t.history["mAP"].iloc[-1], None, 1))
+        assert row[f"{lam}_mAP_delta"] == pytest.approx(t.history["mAP"].iloc[-1] - base, abs=1e-3)
+    assert t5["lambda_pr_mAP"].isna().tolist() == [True, False, False, False]
+    assert t5["lambda_ir_mAP"].isna().tolist() == [True, False, False, True]
+    t5_md = (tables / "table5.md").read_text()
+    assert "| Model | λ1 [PR] | λ1 mAP | λ1 paper | λ1 ΔmAP | λ2 [IR] |" in t5_md
+    assert "| λ3 [PR+IR+INS] |" in t5_md
+    t6 = pd.read_csv(tables / "table6.csv", keep_default_na=False, na_values=[""])
+    assert t6["Method"].tolist() == ["Teacher", "Baseline", "FitNet", "NLD", "MKD", "DRKD (ours)"] * 2
+    assert t6.loc[(t6["Framework"] == FRAMEWORK["retinanet"]) & (t6["Method"] == "NLD"), "mAP_paper"].item() == 39.6
+
+    search = pd.read_csv(tables / "search_lambda_search.csv")
+    trials = tiny_sweeps.experiments["lambda_search"]
+    assert len(search) == len(trials) == 3
+    assert sorted(search["Status"]) == ["completed", "completed", "early-stopped"]
+    stopped = search[search["Status"] == "early-stopped"].iloc[0]
+    assert stopped["lambda_pr"] == 0.02 and stopped["Epochs"] == f"1/{SEARCH_EPOCHS}"
+    best = max(trials, key=lambda t: t.history["mAP"].iloc[-1])
+    assert search.loc[0, "Trial"] == best.trial_id
+    assert search.loc[0, "mAP"] == pytest.approx(best.history["mAP"].iloc[-1], abs=1e-3)
+    assert list(search.columns[:4]) == ["Rank", "Trial", "Status", "Epochs"]
+
+
+def test_plots_written_and_linked(tiny_sweeps: SweepRun, report: Path) -> None:
+    plots = sorted((report.parent / "plots").glob("*.png"))
+    names = {p.name for p in plots}
+    assert {"ap_by_size.png", "lambda_sensitivity.png", "search_progress_lambda_search.png"} <= names
+    assert sum(n.startswith("curves_") for n in names) == len(tiny_sweeps.experiments)  # best of each
+    for png in plots:
+        data = png.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, png
+    text = report.read_text()
+    for png in plots:
+        assert f"(plots/{png.name})" in text
+    for name in ("Table 1", "Table 3", "Table 4", "Table 5", "Table 6", "λ search summary"):
+        assert f"## {name}" in text
+
+
+def test_output_is_deterministic(tiny_sweeps: SweepRun, report: Path, tmp_path: Path) -> None:
+    again = make_report([tiny_sweeps.root], tmp_path / "again")
+    first = sorted(p.relative_to(report.parent) for p in report.parent.rglob("*") if p.suffix in (".md", ".csv"))
+    second = sorted(p.relative_to(again.parent) for p in again.parent.rglob("*") if p.suffix in (".md", ".csv"))
+    assert first == second and len(first) == 13  # report.md + 6 tables × (md, csv)
+    for rel in first:
+        assert (report.parent / rel).read_bytes() == (again.parent / rel).read_bytes(), rel
+
+
+def test_pick_best_and_uri(tiny_sweeps: SweepRun) -> None:
+    data = load_experiments([f"file://{tiny_sweeps.root}"])
+    assert {e.name for e in data.experiments} == set(tiny_sweeps.experiments)
+    assert len(data.trials) == sum(len(v) for v in tiny_sweeps.experiments.values())
+    tables = {t.name: t for t in build_all(data, load_paper_numbers(), pick="best")}
+    table1 = tables["table1"]
+    assert "best epoch by mAP" in table1.caption
+    expected = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label, pick="best")
+    key = ("1x", FRAMEWORK["fasterrcnn"], "Student", "✓", "✓", "✓")
+    row = row_of(table1.frame, **dict(zip(T1_COLS, key)))
+    assert_cell(row, "mAP", expected[key]["mAP"])
+    last = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)[key]["mAP"][0]
+    assert row["mAP"] > last  # the two-stage runs peak before their last epoch
+
+
+def test_interrupted_copy(tiny_sweeps: SweepRun, truncated: tuple[Path, dict[str, str]]) -> None:
+    report, damaged = truncated
+    frame = read_csv(report.parent / "tables" / "table1.csv")
+    one_stage = dict(Schedule="1x", Framework=FRAMEWORK["retinanet"], Model="Student")
+    assert len(frame) == 17
+    pr_ir = row_of(frame, **one_stage, PR="✓", IR="✓", INS="×")
+    assert pd.isna(pr_ir["mAP"]) and int(pr_ir["mAP_n"]) == 0 and pr_ir["mAP_paper"] == 38.4
+    base_trials = [t for t in tiny_sweeps.experiments["ablation_table1"]
+                   if table1_label(t.config) == ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")]
+    survivor = next(t for t in base_trials if t.trial_dir != damaged["torn"])
+    base = row_of(frame, **one_stage, PR="×", IR="×", INS="×")
+    assert_cell(base, "mAP", (survivor.history["mAP"].iloc[-1], None, 1))
+    pr = row_of(frame, **one_stage, PR="✓", IR="×", INS="×")
+    assert pr["mAP_delta"] == pytest.approx(pr["mAP"] - base["mAP"], abs=1e-3)
+
+    table1_md = (report.parent / "tables" / "table1.md").read_text()
+    assert "2 trial(s) in 2 cell(s) did not reach train.epochs (incomplete)" in table1_md
+    assert "| 1x | One-stage (RetinaNet) | Student | ✓ | ✓ | × | — | 38.4 | — |" in table1_md
+    text = report.read_text()
+    assert f"ablation_table1/{damaged['gone']}: no results yet" in text
+    assert f"ablation_table1/{damaged['torn']}/result.json: truncated last line skipped" in text
+    assert "scratch: not an experiment" in text
+    assert "empty_experiment: experiment has no trials yet" in text
+    assert (report.parent / "plots" / "ap_by_size.png").stat().st_size > 5000
+
+
+def test_cli(tiny_sweeps: SweepRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "results"
+    shutil.copytree(tiny_sweeps.root, root)
+    monkeypatch.setenv("DRKD_RESULTS", str(root))
+    assert make_tables.main(["--pick", "best", "--curves", tiny_sweeps.experiments["lambda_search"][0].trial_id,
+                             "no_such_trial"]) == 0
+    out = capsys.readouterr().out
+    assert "read     lambda_search (lambda_search): 3 trial(s)" in out
+    assert f"wrote    {root / 'report' / 'report.md'}" in out
+    assert "no_such_trial: no such trial" in out
+    assert "best epoch by mAP" in (root / "report" / "tables" / "table1.md").read_text()
+    assert len(list((root / "report" / "plots").glob("curves_*.png"))) == 1
+    # a second run does not mistake its own report directory for an experiment
+    assert make_tables.main([]) == 0
+    assert "skipped" not in capsys.readouterr().out
+
+    empty = tmp_path / "nothing_here"
+    empty.mkdir()
+    assert make_tables.main([str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "no experiments" in err and str(empty) in err
