@@ -14,6 +14,7 @@ from torch import nn
 
 from drkd.adaptation import LevelAdapters
 from drkd.foreground_mask import foreground_mask
+from .distiller_base import check_structure
 
 
 def spatial_attention(feat: torch.Tensor) -> torch.Tensor:
@@ -74,10 +75,7 @@ class AttentionGuidedLoss(nn.Module):
         always_adapt: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("teacher_channels", teacher_channels), ("student_channels", student_channels),
-                            ("num_levels", num_levels)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_structure(teacher_channels, student_channels, num_levels)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         for name, value in (("fg_weight", fg_weight), ("bg_weight", bg_weight)):

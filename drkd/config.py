@@ -317,7 +317,7 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any], source: str = "ov
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Load a YAML or JSON config file, apply dotted overrides, validate."""
+    """Load a YAML or JSON config file, apply dotted overrides, validate (a `sweep:` section is ignored)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -330,6 +330,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(values).__name__}")
+    values.pop("sweep", None)  # a sweep config is a training config plus its `sweep:` section
     cfg = config_from_dict(values, str(path))
     return apply_overrides(cfg, overrides, str(path)) if overrides else cfg
 

@@ -24,6 +24,13 @@ class DistillationModel(nn.Module):
         self.__dict__["teacher"] = freeze(teacher) if teacher is not None else None
         self.tap = FeatureTap(student) if distiller is not None else None
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        """`.to(device)`, `.half()`, channels_last ... reach the teacher too, though it is no submodule."""
+        super()._apply(fn, recurse)
+        if self.teacher is not None:
+            self.teacher._apply(fn, recurse)
+        return self
+
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns (total loss, every term detached, keyed loss_<name>; `loss_det` is their detection sum)."""
         det = self.student(images, targets)

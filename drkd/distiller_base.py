@@ -7,6 +7,13 @@ import torch
 from torch import nn
 
 
+def check_structure(teacher_channels: int, student_channels: int, num_levels: int) -> None:
+    """The arguments every distiller takes: positive integers, named in the error otherwise."""
+    for name, value in (("teacher_channels", teacher_channels), ("student_channels", student_channels), ("num_levels", num_levels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 class Distiller(nn.Module):
     """Distillation losses between frozen teacher features and student features.
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from .distiller_base import Distiller
+from .distiller_base import Distiller, check_structure
 from .feature_distance import DEFAULT_DISTANCE, check_distance
 from .instance_distill import InstanceDistillLoss
 from .instance_relation import InstanceRelationLoss, check_instance_size, check_levels
@@ -48,11 +48,6 @@ def search_space(trial: "optuna.trial.Trial", two_stage: bool) -> dict[str, obje
     return out
 
 
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _check_weight(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -86,9 +81,7 @@ class DRKDDistiller(Distiller):
         distance: str = DEFAULT_DISTANCE,
     ) -> None:
         super().__init__()
-        _check_positive_int("teacher_channels", teacher_channels)
-        _check_positive_int("student_channels", student_channels)
-        _check_positive_int("num_levels", num_levels)
+        check_structure(teacher_channels, student_channels, num_levels)
         for name, value in (("lambda_pr", lambda_pr), ("lambda_ir", lambda_ir), ("lambda_ins", lambda_ins)):
             _check_weight(name, value)
         if not (use_pr or use_ir or use_ins):

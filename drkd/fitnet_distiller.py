@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from drkd.adaptation import LevelAdapters
-from drkd.distiller_base import Distiller
+from drkd.distiller_base import Distiller, check_structure
 
 if TYPE_CHECKING:
     import optuna
@@ -47,10 +47,7 @@ class FitNetDistiller(Distiller):
     ) -> None:
         super().__init__()
         weight = fitnet_defaults(two_stage)["weight"] if weight is None else weight
-        for name, value in (("teacher_channels", teacher_channels), ("student_channels", student_channels),
-                            ("num_levels", num_levels)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_structure(teacher_channels, student_channels, num_levels)
         if not weight > 0:
             raise ValueError(f"weight must be > 0, got {weight!r}")
         self.num_levels = num_levels

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from drkd.adaptation import LevelAdapters
-from drkd.distiller_base import Distiller
+from drkd.distiller_base import Distiller, check_structure
 from drkd.feature_alignment import feature_alignment_loss
 from drkd.frequency_mask import frequency_mask_loss
 from drkd.multiscale_pooling import DEFAULT_POOL_SCALES, multiscale_loss
@@ -72,10 +72,7 @@ class MKDDistiller(Distiller):
         temperature = defaults["temperature"] if temperature is None else temperature
         mask_ratio = defaults["mask_ratio"] if mask_ratio is None else mask_ratio
         pool_scales = tuple(defaults["pool_scales"] if pool_scales is None else pool_scales)
-        for name, value in (("teacher_channels", teacher_channels), ("student_channels", student_channels),
-                            ("num_levels", num_levels)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_structure(teacher_channels, student_channels, num_levels)
         for name, value in (("alpha", alpha), ("temperature", temperature)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")

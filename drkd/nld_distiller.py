@@ -12,7 +12,7 @@ from torch import nn
 
 from drkd.adaptation import LevelAdapters
 from drkd.attention_guided import AttentionGuidedLoss, per_image_l2
-from drkd.distiller_base import Distiller
+from drkd.distiller_base import Distiller, check_structure
 from drkd.non_local import NON_LOCAL_MODES, NonLocalBlock
 
 if TYPE_CHECKING:
@@ -150,10 +150,7 @@ class NLDDistiller(Distiller):
         for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma), ("temperature", temperature)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
-        for name, value in (("teacher_channels", teacher_channels), ("student_channels", student_channels),
-                            ("num_levels", num_levels)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_structure(teacher_channels, student_channels, num_levels)
         if not (use_at or use_am or use_nld):
             raise ValueError("at least one of use_at, use_am, use_nld must be True, got all False")
 

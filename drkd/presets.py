@@ -1,8 +1,8 @@
 """The embedded default: small detectors on the synthetic dataset, sized for a 2-core CPU.
 
-Teacher RetinaNet/Faster R-CNN on ResNet-34 with a 128-channel FPN, students on ResNet-18 with a
-64-channel FPN, 160-px images. The teacher trains longer (it is trained once and cached);
-students on the 1× schedule of `STUDENT_EPOCHS_1X` epochs.
+Teacher RetinaNet/Faster R-CNN on ResNet-18 with a 128-channel FPN trained on a 2× schedule (once,
+then cached); students on ResNet-18 with a 64-channel FPN on the 1× schedule of
+`STUDENT_EPOCHS_1X` epochs; 160-px images; GroupNorm heads.
 """
 from __future__ import annotations
 
@@ -12,18 +12,24 @@ from drkd.config import Config, DataConfig, DetectorConfig, DistillConfig, Train
 
 FRAMEWORK_ARCH = {"one_stage": "retinanet", "two_stage": "fasterrcnn"}
 STUDENT_EPOCHS_1X = 12
-TEACHER_EPOCHS_1X = 16
+TEACHER_EPOCHS_1X = 12
 DEFAULT_DATA_ROOT = "data/synthetic"
 
 
 def tiny_detector(framework: str, role: str) -> DetectorConfig:
-    """ResNet-34/FPN-128 teacher or ResNet-18/FPN-64 student; anchors sized for 10–130 px objects."""
+    """Teacher: ResNet-18 with a 128-channel FPN; student: ResNet-18 with a 64-channel FPN.
+
+    Anchors are sized for 10–130 px objects. From random initialisation and a few hundred
+    iterations, a deeper teacher backbone (ResNet-34/50) learns *slower* than the student and ends
+    weaker (measured: R34 1.7 vs R18 3.1 mAP after 12 epochs), so the teacher is the wider model
+    trained twice as long instead.
+    """
     if framework not in FRAMEWORK_ARCH:
         raise ValueError(f"framework = {framework!r}: must be one of {', '.join(FRAMEWORK_ARCH)}")
     big = role == "teacher"
     return DetectorConfig(
         arch=FRAMEWORK_ARCH[framework],
-        backbone="resnet34" if big else "resnet18",
+        backbone="resnet18",
         fpn_channels=128 if big else 64,
         anchor_scale=2.0,
         head_norm="gn",
@@ -47,7 +53,7 @@ def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT
             data=tiny_data(root),
             student=tiny_detector(framework, "teacher"),
             distill=DistillConfig(method="none"),
-            train=TrainSettings(schedule="1x", epochs_1x=TEACHER_EPOCHS_1X, lr=TINY_LR, warmup_iters=100, seed=seed, log_every=10,
+            train=TrainSettings(schedule="2x", epochs_1x=TEACHER_EPOCHS_1X, lr=TINY_LR, warmup_iters=100, seed=seed, log_every=10,
                                 output_dir=f"runs/tiny_{framework}_teacher"),
         )
     )

@@ -1,6 +1,7 @@
 """The training job as one worker of a Ray Train (DDP) run."""
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,18 @@ from torch.nn.parallel import DistributedDataParallel
 from drkd.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_atomic
 from drkd.config import config_from_dict
 from drkd.run_context import RunContext
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-1 of the learned weights; BatchNorm running statistics are left out, as each DDP rank
+    updates its own after the last broadcast."""
+    h = hashlib.sha1()
+    for key in sorted(state):
+        if "running_" in key or key.endswith("num_batches_tracked"):
+            continue
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 class RayTrainContext(RunContext):
@@ -59,7 +72,19 @@ class RayTrainContext(RunContext):
             dist.barrier()
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        """Every rank reports (Ray Train needs it); rank 0 alone writes the checkpoint."""
+        """Every rank reports (Ray Train needs it); rank 0 alone writes the checkpoint.
+
+        Rank 0's metrics also say how many nodes the workers ran on and whether every replica
+        holds the same student weights (`ddp_in_sync`: a cheap guard against silent desync).
+        """
+        replicas = self.gather([(ray.get_runtime_context().get_node_id(), weights_digest(state["student"]))])
+        if self.rank == 0:
+            metrics = {
+                **metrics,
+                "ddp_workers": self.world_size,
+                "ddp_nodes": len({node for node, _ in replicas}),
+                "ddp_in_sync": float(len({digest for _, digest in replicas}) == 1),
+            }
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if self.rank == 0:

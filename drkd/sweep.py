@@ -92,9 +92,10 @@ def _write_experiment_file(plan: SweepPlan, command: str) -> None:
 
 def _reporter(plan: SweepPlan) -> CLIReporter:
     if plan.grid:
-        short = {"cell": "cell", "train.seed": "seed"}
+        short = {"cell": "cell"} | ({"train.seed": "seed"} if all("train.seed" in t for t in plan.grid) else {})
     else:
         short = {k: k.split(".")[-1] for k in getattr(plan.space, "columns", ())} or None
+    # Tune looks every column up in every trial's config: only keys all trials have.
     return CLIReporter(
         metric_columns={"epoch": "epoch", "mAP": "mAP", "AP_S": "AP_S", "loss_total": "loss"},
         parameter_columns=short, max_report_frequency=30, sort_by_metric=True,

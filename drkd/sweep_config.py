@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from drkd.config import Config, ConfigError, _build, config_from_dict
+from drkd.config import Config, ConfigError, _build, load_config
 
 
 @dataclass
@@ -58,18 +58,10 @@ class SweepSettings:
 
 def load_sweep_config(path: str | Path) -> tuple[Config, SweepSettings]:
     """Read a sweep config file: the training sections and the `sweep` section, both validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
-    sweep_values = values.pop("sweep", None) or {}
+    cfg = load_config(path)  # checks the file and the training sections
+    sweep_values = (yaml.safe_load(Path(path).read_text()) or {}).get("sweep") or {}
     try:
         settings = _build(SweepSettings, sweep_values, "sweep")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    return config_from_dict(values, str(path)), settings.validate(str(path))
+    return cfg, settings.validate(str(path))

@@ -80,7 +80,19 @@ def test_paper_lambdas_fill_in_per_framework() -> None:
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path) -> None:
-    values = yaml.safe_load(path.read_text())
-    if "sweep" in values:  # sweep files wrap a training config
-        pytest.skip("sweep config: checked by the sweep tests")
     assert isinstance(load_config(path), Config)
+    if "sweep" in yaml.safe_load(path.read_text()):
+        from drkd.sweep_config import load_sweep_config
+
+        cfg, settings = load_sweep_config(path)
+        assert cfg.teacher is not None and cfg.teacher.checkpoint and settings.gpus_per_worker > 0
+
+
+def test_tiny_configs_are_the_presets() -> None:
+    from drkd.presets import tiny_student_config, tiny_teacher_config
+
+    teacher = load_config(REPO / "configs" / "tiny_teacher.yaml")
+    assert teacher.student == tiny_teacher_config().student and teacher.train.total_epochs == tiny_teacher_config().train.total_epochs
+    drkd = load_config(REPO / "configs" / "tiny_drkd.yaml")
+    expected = tiny_student_config(method="drkd")
+    assert drkd.student == expected.student and drkd.distill == expected.distill and drkd.train.lr == expected.train.lr

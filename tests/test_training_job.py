@@ -34,6 +34,9 @@ def test_drkd_run_has_every_term_and_never_trains_the_teacher(tiny_config, teach
     before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     assert all(not p.requires_grad for p in model.teacher.parameters())
     assert not any(n.startswith("teacher") for n, _ in model.named_parameters())
+    model.to(torch.float64)  # moves and casts reach the teacher although it is not a submodule
+    assert next(model.teacher.parameters()).dtype == torch.float64
+    model.to(torch.float32)
     last = run_training(cfg, LocalContext(cfg.train.output_dir))
     assert {"loss_pr", "loss_ir", "loss_ins"} <= set(last)
     fresh = build_models(cfg, 7)  # teacher reloaded from its checkpoint: unchanged by the run
@@ -116,3 +119,23 @@ def test_cli_train_eval_export(tiny_config, tmp_path: Path, capsys: pytest.Captu
     assert not any(k.startswith(("distiller", "teacher")) or k.endswith("num_batches_tracked") for k in exported)
     assert main(["train", "--config", str(config_file), "--set", "distill.drkd.instance_size=2"]) == 2
     assert "distill.drkd.instance_size = 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method, terms", [("nld", {"loss_at", "loss_am", "loss_nld"}), ("mkd", {"loss_fea", "loss_ms", "loss_freq", "loss_align"}), ("fitnet", {"loss_fitnet"})])
+def test_peer_methods_train_in_the_same_harness(tiny_config, teacher_ckpt: str, method: str, terms: set[str]) -> None:
+    cfg = tiny_config(method, teacher_ckpt=teacher_ckpt)
+    cfg.train.epochs = 1
+    last = run_training(cfg, LocalContext(cfg.train.output_dir))
+    assert terms <= set(last) and all(torch.isfinite(torch.tensor(last[t])) for t in terms)
+
+
+def test_two_stage_drkd_with_non_local_pixel_module(tiny_config, teacher_ckpt: str) -> None:
+    teacher = tiny_config("none", arch="fasterrcnn", out="frcnn_teacher")
+    teacher.student.fpn_channels = 48
+    teacher.train.epochs = 1
+    run_training(teacher, LocalContext(teacher.train.output_dir))
+    cfg = tiny_config("drkd", arch="fasterrcnn", teacher_ckpt=str(Path(teacher.train.output_dir) / "checkpoint.pt"))
+    cfg.distill.drkd.pixel_module = "non_local"
+    cfg.train.epochs = 1
+    last = run_training(cfg, LocalContext(cfg.train.output_dir))
+    assert {"loss_pr", "loss_ir", "loss_ins", "loss_classifier", "loss_objectness"} <= set(last)

@@ -1,0 +1,137 @@
+"""Real Ray, no mocks: DDP across two simulated nodes, a SIGKILLed worker, a killed sweep driver."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import yaml
+from ray.cluster_utils import Cluster
+
+from drkd.sweep import SweepPlan, run_sweep
+from drkd.sweep_config import SweepSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reports(exp: Path) -> dict[str, list[dict]]:
+    """Every trial's result.json lines, by trial directory name."""
+    out = {}
+    for trial in sorted(p for p in exp.iterdir() if (p / "result.json").exists()):
+        out[trial.name] = [json.loads(x) for x in (trial / "result.json").read_text().splitlines() if x.strip()]
+    return out
+
+
+def one_cell(tiny_config, teacher_ckpt: str, tmp_path: Path, name: str, epochs: int, **settings) -> SweepPlan:
+    base = tiny_config("drkd", teacher_ckpt=teacher_ckpt)
+    base.train.epochs = epochs
+    cell = {"cell": "probe", "distill.method": "drkd", "train.epochs": epochs, "student.arch": "retinanet"}
+    return SweepPlan("baseline", base, SweepSettings(name=name, storage_path=str(tmp_path), **settings), grid=[cell])
+
+
+def test_ddp_workers_on_two_nodes_stay_in_sync(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        plan = one_cell(tiny_config, teacher_ckpt, tmp_path, "two_nodes", 2, workers_per_trial=2, placement_strategy="STRICT_SPREAD")
+        run_sweep(plan)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    (lines,) = reports(tmp_path / "two_nodes").values()
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for r in lines:
+        assert r["ddp_workers"] == 2 and r["ddp_nodes"] == 2, r
+        assert r["ddp_in_sync"] == 1.0  # identical student weights on both ranks after each epoch
+
+
+def _pids_named(fragment: str) -> list[int]:
+    """Processes whose command line (Ray's process title) contains `fragment`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and fragment in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _kill_a_worker_after_first_report(exp: Path, killed: list[int], deadline: float) -> None:
+    while time.time() < deadline and not killed:
+        if any(lines for lines in reports(exp).values()) if exp.exists() else False:
+            for pid in _pids_named("RayTrainWorker"):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.2)
+
+
+def test_sigkilled_worker_resumes_from_checkpoint(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
+    ray.init(num_cpus=3, log_to_driver=False)
+    killed: list[int] = []
+    try:
+        plan = one_cell(tiny_config, teacher_ckpt, tmp_path, "killed_worker", 4, workers_per_trial=2, max_failures=2)
+        killer = threading.Thread(target=_kill_a_worker_after_first_report, args=(Path(plan.path), killed, time.time() + 600))
+        killer.start()
+        results = run_sweep(plan)
+        killer.join()
+    finally:
+        ray.shutdown()
+    assert killed, "no training worker was found to kill"
+    assert not results.errors
+    (lines,) = reports(tmp_path / "killed_worker").values()
+    epochs = [r["epoch"] for r in lines]
+    assert epochs[-1] == 4
+    assert epochs.count(1) == 1, f"the trial restarted from scratch instead of its checkpoint: {epochs}"
+
+
+def _sweep_cmd(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "sweeps" / "lambda_search.py"), "--config", str(config), "--name", "resumable", *extra]
+
+
+def test_killed_sweep_driver_resumes_without_rerunning(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
+    cfg = tiny_config("drkd", teacher_ckpt=teacher_ckpt).to_dict()
+    cfg["sweep"] = {"num_trials": 3, "workers_per_trial": 1, "grace_period": 1, "storage_path": str(tmp_path / "results")}
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "results" / "resumable"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(_sweep_cmd(config), cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished: dict[str, str] = {}
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            done = {t: json.dumps(v) for t, v in reports(exp).items() if v and v[-1]["epoch"] == 2} if exp.exists() else {}
+            started = [p for p in exp.iterdir() if p.is_dir() and (p / "params.json").exists()] if exp.exists() else []
+            if done and len(started) > len(done) and list(exp.glob("experiment_state-*.json")):
+                finished = done
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    assert finished, "the sweep never reached a finished trial followed by a running one"
+
+    resumed = subprocess.run(_sweep_cmd(config, "--resume"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = reports(exp)
+    assert len(after) == 3
+    for trial, lines in finished.items():
+        assert json.dumps(after[trial]) == lines, f"finished trial {trial} was run again"
+    study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{exp / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert len(study.trials) == 3, [(t.number, t.state) for t in study.trials]
+    assert all(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states), states
