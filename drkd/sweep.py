@@ -60,15 +60,20 @@ def absolute_paths(cfg: Config) -> Config:
 
 
 def init_ray(settings: SweepSettings) -> None:
-    """Join the cluster if there is one (RAY_ADDRESS or `ray start`), else start a local Ray sized
-    for the trials: each trial's driver holds 1 CPU besides its workers' CPUs."""
+    """Join the running cluster (RAY_ADDRESS, or one started with `ray start`/`ray up` on this
+    node); else start a local Ray sized for the trials: each trial's driver holds 1 CPU besides
+    its workers' CPUs."""
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS") or Path("/tmp/ray/ray_current_cluster").exists():
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"))
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=address or "auto")
         return
+    except ConnectionError:
+        if address:
+            raise
     needed = settings.max_concurrent_trials * (1 + settings.workers_per_trial * settings.cpus_per_worker)
-    ray.init(num_cpus=max(needed, os.cpu_count() or 1))
+    ray.init(address="local", num_cpus=max(needed, os.cpu_count() or 1))
 
 
 def _write_experiment_file(plan: SweepPlan, command: str) -> None:
@@ -200,3 +205,17 @@ def write_best_config(plan: SweepPlan, results: tune.ResultGrid) -> tuple[dict[s
     local = Path(plan.path) if "://" not in plan.path else Path("results") / plan.name
     path = save_config(cfg, local / "best_config.yaml")
     return best.metrics | {"config": best.config}, path
+
+
+def startup_overhead(results: tune.ResultGrid) -> tuple[float, float]:
+    """(seconds of trial time not spent in epochs, total trial seconds): what starting and
+    reporting the Ray Train jobs cost, from every trial's reported history."""
+    overhead = total = 0.0
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or "epoch_time_s" not in frame:
+            continue
+        trial_total = float(frame["time_total_s"].iloc[-1])
+        total += trial_total
+        overhead += trial_total - float(frame["epoch_time_s"].sum())
+    return overhead, total

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,7 +13,7 @@ from drkd.ablation_grids import GRIDS, NEEDS_TEACHER, frameworks_used, with_seed
 from drkd.config import Config, ConfigError
 from drkd.experiment_store import default_results_dir
 from drkd.presets import FRAMEWORK_ARCH, tiny_student_config
-from drkd.sweep import SweepPlan, run_sweep, write_best_config
+from drkd.sweep import SweepPlan, run_sweep, startup_overhead, write_best_config
 from drkd.sweep_config import SweepSettings, load_sweep_config
 
 log = logging.getLogger("drkd.sweep")
@@ -73,7 +74,9 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args, settings, num_trials=args.num_trials, name=args.name or settings.name or f"lambda_search_{args.method}")
         base.distill.method = args.method
         plan = SweepPlan("lambda_search", base, settings, space=_space(args.method, base))
+        start = time.perf_counter()
         results = run_sweep(plan, resume=args.resume)
+        wall = time.perf_counter() - start
         best, path = write_best_config(plan, results)
     except ConfigError as err:
         print(f"lambda_search.py: error: {err}", file=sys.stderr)
@@ -84,6 +87,10 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         print(f"  {key} = {params[key]}")
     print(f"best config: {path}  (train it with: drkd train --config {path})")
     print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
+    overhead, total = startup_overhead(results)
+    if total:
+        print(f"search wall time {wall:.0f} s; trials ran {total:.0f} s, of which {overhead:.0f} s ({100 * overhead / total:.0f}%) "
+              "went to starting the Ray Train jobs and reporting rather than epochs")
     return 0
 
 

@@ -61,10 +61,21 @@ def test_two_trial_search_end_to_end(local_ray, tmp_path: Path, tiny_config, tea
     assert "best trial: mAP" in out and str(exp / "best_config.yaml") in out
 
 
-def test_ablation_grid_runs_every_cell(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str) -> None:
+def test_ablation_grid_runs_every_cell_and_renders_as_table4(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str) -> None:
+    import pandas as pd
+
+    from drkd.report import make_report
+
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt, workers_per_trial=1, max_concurrent_trials=2)
     assert ablations(["table4", "--config", str(path), "--epochs-1x", "1"]) == 0
     exp = tmp_path / "results" / "table4"
+    # The analysis reads this real sweep: every distilled row of Table 4 is a trial's reported mAP.
+    report = make_report([tmp_path / "results"], tmp_path / "report")
+    table = pd.read_csv(report.parent / "tables" / "table4.csv", keep_default_na=False, na_values=[""])
+    by_cell = {json.loads((t / "params.json").read_text())["cell"]: result_lines(t)[-1]["mAP"] for t in trial_dirs(exp)}
+    distilled = table[table["Distillation"].isin(["IR", "PR+IR+INS"])]
+    assert sorted(distilled["mAP"].round(3)) == sorted(round(v, 3) for k, v in by_cell.items() if "baseline" not in k)
+    assert table.loc[table["Distillation"] == "Student", "mAP"].round(3).tolist() == [round(by_cell["one_stage 1x baseline"], 3)]
     cells = sorted(json.loads((t / "params.json").read_text())["cell"] for t in trial_dirs(exp))
     assert cells == sorted([
         "one_stage 1x baseline", "one_stage 1x IR relation_filter=False", "one_stage 1x IR relation_filter=True",
