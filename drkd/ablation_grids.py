@@ -45,12 +45,14 @@ def _teacher(framework: str, base: Config) -> dict[str, Any]:
     t = base.teacher
     if t is None:
         raise ValueError("the teacher grid needs a `teacher` section in the config")
-    return {
+    cell = {
         "cell": f"{framework} teacher", "role": "teacher", "student.arch": FRAMEWORK_ARCH[framework],
         "student.backbone": t.backbone, "student.fpn_channels": t.fpn_channels, "student.anchor_scale": t.anchor_scale,
-        "student.head_norm": t.head_norm, "student.backbone_weights": t.backbone_weights,
-        "distill.method": "none", "train.schedule": "1x", "train.epochs": base.train.epochs_1x,
+        "student.head_norm": t.head_norm, "distill.method": "none", "train.schedule": "1x", "train.epochs": base.train.epochs_1x,
     }
+    if t.backbone_weights:
+        cell["student.backbone_weights"] = t.backbone_weights
+    return cell
 
 
 def table1(base: Config, teachers: dict[str, str]) -> list[dict[str, Any]]:

@@ -170,6 +170,7 @@ def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
             name=plan.name,
             storage_path=plan.storage,
             progress_reporter=_reporter(plan),
+            verbose=1,  # the live trial table, not every result dict
             failure_config=tune.FailureConfig(max_failures=1),
         ),
     )

@@ -81,7 +81,7 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"lambda_search.py: error: {err}", file=sys.stderr)
         return 2
-    params = {k: v for k, v in best["config"].items() if k.startswith("distill.")}
+    params = {k: v for k, v in best["config"].items() if k.startswith("distill.") and v is not None}
     print(f"\nbest trial: mAP {best['mAP']:.2f} (AP_S {best['AP_S']:.2f}, AP_M {best['AP_M']:.2f}, AP_L {best['AP_L']:.2f}) at epoch {best['epoch']}")
     for key in sorted(params):
         print(f"  {key} = {params[key]}")

@@ -19,8 +19,12 @@ TRAIN_RUNS_DIR = ".train"  # inside the experiment directory; not a trial direct
 
 
 def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:
-    """The dotted config overrides in a trial's flat parameter dict."""
-    return {k: v for k, v in params.items() if k not in LABEL_KEYS}
+    """The dotted config overrides in a trial's flat parameter dict.
+
+    None means "not set for this trial" (a search parameter its switches left unsampled, shown
+    blank in the live table): the base config's value stays.
+    """
+    return {k: v for k, v in params.items() if k not in LABEL_KEYS and v is not None}
 
 
 def scaling_config(settings: SweepSettings) -> ScalingConfig:

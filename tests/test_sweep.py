@@ -85,6 +85,21 @@ def test_ablation_grid_runs_every_cell_and_renders_as_table4(local_ray, tmp_path
         assert result_lines(trial)[-1]["epoch"] == 1
 
 
+def test_unsampled_search_parameters_keep_the_base_config(tiny_config, teacher_ckpt: str) -> None:
+    from drkd.config import apply_overrides
+    from drkd.sweep_commands import SearchSpace
+    from drkd.trial_runner import trial_overrides
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SearchSpace("drkd", False, 2, "retinanet", ("distill.drkd.instance_size", "distill.drkd.lambda_pr"))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    base = tiny_config("drkd", teacher_ckpt=teacher_ckpt)
+    for _ in range(20):  # some draws switch IR and INS off: instance_size is then a None gap
+        params = space(study.ask())
+        cfg = apply_overrides(base, trial_overrides(params))
+        assert cfg.distill.drkd.instance_size in (1, 3, 5)
+
+
 def test_bad_sweep_settings_are_named(tmp_path: Path, tiny_config, teacher_ckpt: str, capsys) -> None:
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt, placement_strategy="ANYWHERE")
     assert lambda_search(["--config", str(path)]) == 2
