@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 import ray
 import yaml
 from ray.cluster_utils import Cluster
