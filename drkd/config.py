@@ -65,6 +65,7 @@ class DetectorConfig:
     norm: str | None = None  # "bn" | "frozen_bn"; None: frozen_bn with pretrained weights, else bn
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
+    roi_batch_size_per_image: int = 512  # Faster R-CNN: ROIs sampled per image for the box head
     detections_per_img: int = 100
 
     @property
@@ -226,6 +227,7 @@ def _validate_detector(d: DetectorConfig, where: str) -> None:
     _check_choice(f"{where}.backbone", d.backbone, BACKBONES)
     _check_positive(f"{where}.fpn_channels", d.fpn_channels)
     _check_positive(f"{where}.anchor_scale", d.anchor_scale)
+    _check_positive(f"{where}.roi_batch_size_per_image", d.roi_batch_size_per_image)
     if d.arch == "fcos" and d.fpn_channels % 32:
         raise ConfigError(f"{where}.fpn_channels = {d.fpn_channels}: FCOS's GroupNorm(32) head needs a multiple of 32")
     if not 0 <= d.trainable_backbone_layers <= 5:

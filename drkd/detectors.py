@@ -122,6 +122,7 @@ def build_detector(cfg: DetectorConfig, num_classes: int, data: DataConfig) -> n
             rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
             rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
             box_detections_per_img=cfg.detections_per_img,
+            box_batch_size_per_image=cfg.roi_batch_size_per_image,
             min_size=data.min_size,
             max_size=data.max_size,
         )

@@ -35,6 +35,7 @@ def tiny_detector(framework: str, role: str) -> DetectorConfig:
         head_norm="gn",
         rpn_pre_nms_top_n_train=600,
         rpn_post_nms_top_n_train=300,
+        roi_batch_size_per_image=128,
     )
 
 
