@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from drkd.ablation_grids import GRIDS, NEEDS_TEACHER, frameworks_used, with_seeds
 from drkd.config import Config, ConfigError
@@ -40,8 +40,24 @@ def _settings(args: argparse.Namespace, settings: SweepSettings, **more: Any) ->
     return settings.validate("command line")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return args
+
+
+def _base_and_settings(args: argparse.Namespace, embedded_default: Callable[[], tuple[Config, SweepSettings]]) -> tuple[Config, SweepSettings]:
+    """The sweep config file's training sections and `sweep:` section, or the embedded default."""
+    return load_sweep_config(args.config) if args.config else embedded_default()
+
+
+def _default_search() -> tuple[Config, SweepSettings]:
+    """The embedded default's search: the tiny DRKD student on part of the data, teacher cached."""
+    teachers = _default_teachers({"one_stage"})
+    base = tiny_student_config("one_stage", "drkd", teacher_checkpoint=teachers["one_stage"])
+    base.train.epochs = DEFAULT_SEARCH_EPOCHS
+    base.data.train_limit = DEFAULT_SEARCH_TRAIN_IMAGES
+    return base, SweepSettings(grace_period=2)
 
 
 def _default_teachers(frameworks: set[str]) -> dict[str, str]:
@@ -60,17 +76,9 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
     _common_args(parser)
     parser.add_argument("--method", default="drkd", choices=("drkd", "nld", "mkd", "fitnet"), help="whose space to search (default: drkd)")
     parser.add_argument("--num-trials", type=int, help="overrides sweep.num_trials")
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    args = _parse(parser, argv)
     try:
-        if args.config:
-            base, settings = load_sweep_config(args.config)
-        else:
-            teachers = _default_teachers({"one_stage"})
-            base = tiny_student_config("one_stage", "drkd", teacher_checkpoint=teachers["one_stage"])
-            base.train.epochs = DEFAULT_SEARCH_EPOCHS
-            base.data.train_limit = DEFAULT_SEARCH_TRAIN_IMAGES
-            settings = SweepSettings(grace_period=2)
+        base, settings = _base_and_settings(args, _default_search)
         settings = _settings(args, settings, num_trials=args.num_trials, name=args.name or settings.name or f"lambda_search_{args.method}")
         base.distill.method = args.method
         plan = SweepPlan("lambda_search", base, settings, space=_space(args.method, base))
@@ -133,14 +141,9 @@ def ablations(argv: Sequence[str] | None = None) -> int:
     _common_args(parser)
     parser.add_argument("--seeds", type=int, help="repeats of each cell (overrides sweep.seeds; default 1)")
     parser.add_argument("--epochs-1x", type=int, help="epochs of the 1x schedule (2x doubles it)")
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    args = _parse(parser, argv)
     try:
-        if args.config:
-            base, settings = load_sweep_config(args.config)
-        else:
-            base = tiny_student_config("one_stage", "drkd")
-            settings = SweepSettings()
+        base, settings = _base_and_settings(args, lambda: (tiny_student_config("one_stage", "drkd"), SweepSettings()))
         if args.epochs_1x:
             base.train.epochs_1x = args.epochs_1x
         settings = _settings(args, settings, seeds=args.seeds, name=args.name or settings.name or args.grid)
