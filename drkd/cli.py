@@ -52,10 +52,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from drkd.detectors import build_detector
     from drkd.engine import predict
     from drkd.run_context import resolve_device
-    from drkd.training_job import build_datasets
-    from torch.utils.data import DataLoader, Subset
-
-    from drkd.coco_dataset import collate_detection
+    from drkd.training_job import build_datasets, validation_loader
 
     state = load_checkpoint(args.checkpoint)
     cfg = load_config(args.config) if args.config else config_from_dict(state["config"], f"{args.checkpoint}:config")
@@ -66,10 +63,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     student = build_detector(cfg.student, data.num_classes, cfg.data)
     student.load_state_dict(state["student"])
     student.to(device)
-    val = Subset(data.val, range(min(cfg.data.val_limit or len(data.val), len(data.val))))
-    loader = DataLoader(val, batch_size=cfg.data.batch_size, collate_fn=collate_detection)
-    dets = predict(student, loader, device, data.val.label_to_cat_id)
-    metrics = coco_metrics(data.val.coco, dets, [data.val.image_ids[i] for i in range(len(val))])
+    loader, image_ids = validation_loader(data, cfg)
+    metrics = coco_metrics(data.val.coco, predict(student, loader, device, data.val.label_to_cat_id), image_ids)
     print(json.dumps(metrics, sort_keys=True))
     return 0
 

@@ -72,6 +72,17 @@ def _limit(ds: CocoDetection, n: int | None) -> Any:
     return Subset(ds, range(min(n, len(ds)))) if n else ds
 
 
+def validation_loader(data: Datasets, cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[DataLoader, list[int]]:
+    """This process's share of the validation images (every world_size-th one), and the ids of all
+    evaluated images, for scoring on rank 0."""
+    val_ds = _limit(data.val, cfg.data.val_limit)
+    loader = DataLoader(
+        Subset(val_ds, range(rank, len(val_ds), world_size)), batch_size=cfg.data.batch_size,
+        collate_fn=collate_detection, num_workers=cfg.data.loader_workers,
+    )
+    return loader, [data.val.image_ids[i] for i in range(len(val_ds))]
+
+
 def build_models(cfg: Config, num_classes: int) -> DistillationModel:
     """Student (seeded), frozen teacher and the configured distiller, as one trainable module."""
     student = build_detector(cfg.student, num_classes, cfg.data)
@@ -115,18 +126,13 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
     ctx.barrier()  # rank 0 generated the data if it had to
     data = data or build_datasets(cfg)
     train_ds = _limit(data.train, cfg.data.train_limit)
-    val_ds = _limit(data.val, cfg.data.val_limit)
-    val_ids = [data.val.image_ids[i] for i in range(len(val_ds))]
 
     sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=t.seed, drop_last=True)
     loader = DataLoader(
         train_ds, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate_detection,
         num_workers=cfg.data.loader_workers, drop_last=True,
     )
-    val_loader = DataLoader(
-        Subset(val_ds, range(ctx.rank, len(val_ds), ctx.world_size)), batch_size=cfg.data.batch_size,
-        collate_fn=collate_detection, num_workers=cfg.data.loader_workers,
-    )
+    val_loader, val_ids = validation_loader(data, cfg, ctx.rank, ctx.world_size)
     if len(loader) == 0:
         raise ConfigError(
             f"data.batch_size = {cfg.data.batch_size}: larger than the {len(train_ds) // ctx.world_size} training images per worker"
