@@ -1,34 +1,63 @@
-"""Teacher, undistilled student and DRKD student on the embedded default, over several seeds.
+"""Teacher, undistilled student and distilled students on the embedded default, over several seeds.
 
     python bench/distill_gain.py [--seeds 3] [--framework one_stage] [--out runs/gain]
+                                 [--roles teacher,none,fitnet,nld,mkd,drkd] [--jobs 2]
 
-Runs in this process, one job after another; a finished job is skipped and an interrupted one
-resumes from its checkpoint, so the script can be stopped and started again. Students are
-distilled from the seed-0 teacher. Prints mean ± std mAP and wall time per role.
+A role is `teacher` or a distillation method (`none` is the undistilled student). Every student
+trains for the same epochs from the seed-0 teacher with its method's default (paper) parameters.
+Runs `--jobs` trainings at a time, each in its own process on cores / jobs threads; a finished run
+is skipped and an interrupted one resumes from its checkpoint, so the script can be stopped and
+started again. Prints mean ± std of the COCO metrics and wall time per role, and merges them into
+`<out>/<framework>/summary.json`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import multiprocessing as mp
+import os
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from drkd.distill_methods import METHODS
 from drkd.presets import tiny_student_config, tiny_teacher_config
 from drkd.run_context import LocalContext
 from drkd.training_job import run_training
 
+ROLES = ("teacher", "none", *METHODS)
+METRICS = ("mAP", "AP_S", "AP_M", "AP_L")
 
-def run(cfg, out: Path) -> tuple[dict, float]:
-    ctx = LocalContext(out, resume=True)
+
+def _config(framework: str, role: str, seed: int, teacher_ckpt: Path):
+    if role == "teacher":
+        return tiny_teacher_config(framework, seed=seed)
+    return tiny_student_config(framework, role, teacher_checkpoint=teacher_ckpt, seed=seed)
+
+
+def run(framework: str, role: str, seed: int, out: Path, threads: int) -> tuple[dict, float]:
+    """Train (or resume, or skip) one role/seed; its last-epoch metrics and summed epoch time."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cfg = _config(framework, role, seed, out / "teacher_s0" / "checkpoint.pt")
+    run_dir = out / f"{role}_s{seed}"
+    ctx = LocalContext(run_dir, resume=True)
     done = ctx.history()
-    if done and done[-1]["epoch"] == cfg.train.total_epochs:
-        return done[-1], sum(h["epoch_time_s"] for h in done)
-    cfg.train.output_dir = str(out)
-    run_training(cfg, ctx)
-    history = ctx.history()
-    return history[-1], sum(h["epoch_time_s"] for h in history)
+    if not (done and done[-1]["epoch"] == cfg.train.total_epochs):
+        cfg.train.output_dir = str(run_dir)
+        start = time.perf_counter()
+        run_training(cfg, ctx)
+        logging.info("%s seed %d done in %.0f s", role, seed, time.perf_counter() - start)
+        done = ctx.history()
+    return done[-1], sum(h["epoch_time_s"] for h in done)
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
 
 
 def main() -> None:
@@ -36,33 +65,39 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--framework", default="one_stage", choices=("one_stage", "two_stage"))
     parser.add_argument("--out", default="runs/gain")
-    parser.add_argument("--roles", default="teacher,none,drkd", help="comma-separated subset of teacher,none,drkd")
+    parser.add_argument("--roles", default="teacher,none,drkd", help=f"comma-separated subset of {','.join(ROLES)}")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (processes)")
     args = parser.parse_args()
+    roles = args.roles.split(",")
+    for role in roles:
+        if role not in ROLES:
+            parser.error(f"--roles: unknown role {role!r} (known: {', '.join(ROLES)})")
+    if args.seeds < 1 or args.jobs < 1:
+        parser.error("--seeds and --jobs must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out) / args.framework
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = [(role, seed) for role in roles for seed in range(args.seeds)]
     results: dict[str, list[tuple[dict, float]]] = {}
-    teacher_ckpt = out / "teacher_s0" / "checkpoint.pt"
-    for role in args.roles.split(","):
-        for seed in range(args.seeds):
-            if role == "teacher":
-                cfg = tiny_teacher_config(args.framework, seed=seed)
-            else:
-                cfg = tiny_student_config(args.framework, role, teacher_checkpoint=teacher_ckpt, seed=seed)
-            start = time.perf_counter()
-            results.setdefault(role, []).append(run(cfg, out / f"{role}_s{seed}"))
-            logging.info("%s seed %d done in %.0f s", role, seed, time.perf_counter() - start)
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        # Students need the seed-0 teacher: train it first if it is missing.
+        if any(role != "teacher" for role, _ in jobs) and not (out / "teacher_s0" / "checkpoint.pt").exists():
+            pool.submit(run, args.framework, "teacher", 0, out, threads).result()
+        futures = {job: pool.submit(run, args.framework, *job, out, threads) for job in jobs}
+        for (role, _), future in futures.items():
+            results.setdefault(role, []).append(future.result())
+
     print(f"\n{args.framework}: mean ± std over {args.seeds} seeds")
-    print("| role | mAP | AP_S | AP_M | AP_L | epochs | wall time per run (s) |")
-    print("|---|---|---|---|---|---|---|")
-    summary = {}
+    print("| role | " + " | ".join(METRICS) + " | epochs | wall time per run (s) |")
+    print("|---|" + "---|" * len(METRICS) + "---|---|")
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for role, runs in results.items():
-        def ms(key: str) -> str:
-            vals = [m[key] for m, _ in runs]
-            return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.2f}"
+        cells = " | ".join(_mean_std([m[k] for m, _ in runs]) for k in METRICS)
         wall = [t for _, t in runs]
-        print(f"| {role} | {ms('mAP')} | {ms('AP_S')} | {ms('AP_M')} | {ms('AP_L')} | {runs[0][0]['epoch']} | {statistics.mean(wall):.0f} |")
-        summary[role] = {"mAP": [m["mAP"] for m, _ in runs], "wall_s": wall}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+        print(f"| {role} | {cells} | {runs[0][0]['epoch']} | {statistics.mean(wall):.0f} |")
+        summary[role] = {**{k: [m[k] for m, _ in runs] for k in METRICS}, "wall_s": wall}
+    summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":

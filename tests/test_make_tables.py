@@ -7,6 +7,7 @@ the tests a results root and, per experiment, what each trial reported (read bac
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -31,6 +32,7 @@ SEARCH_EPOCHS = 4
 METRICS = ("mAP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
 FRAMEWORK = {"retinanet": "One-stage (RetinaNet)", "fasterrcnn": "Two-stage (Faster R-CNN)"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PEER_GAIN = {"fitnet": 0.5, "nld": 1.0, "mkd": 1.2}
 
 
 # --- the tiny sweep ------------------------------------------------------------------------------
@@ -43,6 +45,8 @@ def fake_report(config: dict[str, Any], epoch: int) -> dict[str, float]:
         gain = 6.0
     elif config["distill.method"] == "none":
         gain = 0.0
+    elif config["distill.method"] in PEER_GAIN:
+        gain = PEER_GAIN[config["distill.method"]]
     else:
         size = config.get("distill.drkd.instance_size") or 3
         gain = 1.5 * pr + 0.6 * ir + 0.3 * ins + {1: 0.0, 3: 0.4, 5: 0.2}[size]
@@ -92,6 +96,11 @@ TABLE3 = ([student("retinanet", False, True, False, seed=s, size=k) for k in (1,
 TABLE5 = ([student("retinanet", True, False, False, seed=0, **{"distill.drkd.lambda_pr": v}) for v in (0.002, 0.004, 0.006)]
           + [student("retinanet", False, True, False, seed=0, **{"distill.drkd.lambda_ir": v}) for v in (0.002, 0.004)]
           + [student("retinanet", True, True, True, seed=0, **{"distill.drkd.lambda_ins": v}) for v in (0.006, 0.008)])
+# Table 6: each method on both frameworks at 2x; RetinaNet over two seeds, Faster R-CNN over one.
+TABLE6 = [{**(student(arch, True, True, True, seed=s) if m == "drkd" else baseline(arch, s)), "cell": m,
+           "distill.method": m, "train.schedule": "2x"}
+          for arch, seeds in (("retinanet", (0, 1)), ("fasterrcnn", (0,)))
+          for m in ("none", "fitnet", "nld", "mkd", "drkd") for s in seeds]
 # Run one at a time under ASHA: the second trial is worse than the first at the first rung, so stopped.
 SEARCH = [{"student.arch": "retinanet", "train.epochs": SEARCH_EPOCHS, "train.seed": 0, "role": "student",
            "distill.method": "drkd", "distill.drkd.lambda_pr": lp, "distill.drkd.lambda_ins": li}
@@ -139,7 +148,7 @@ def _run_experiment(root: Path, name: str, kind: str, variants: list[dict[str, A
 
 @pytest.fixture(scope="session")
 def tiny_sweeps(tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
-    """Four experiments from a real local Ray Tune run (Ray started once per session)."""
+    """Five experiments from a real local Ray Tune run (Ray started once per session)."""
     import ray
     import ray.cloudpickle
 
@@ -151,6 +160,7 @@ def tiny_sweeps(tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
             "ablation_table1": _run_experiment(root, "ablation_table1", "table1", TABLE1),
             "ablation_table3": _run_experiment(root, "ablation_table3", "table3", TABLE3),
             "ablation_table5": _run_experiment(root, "ablation_table5", "table5", TABLE5),
+            "ablation_table6": _run_experiment(root, "ablation_table6", "table6", TABLE6),
             "lambda_search": _run_experiment(root, "lambda_search", "lambda_search", SEARCH, search=True),
         }
     finally:
@@ -246,10 +256,14 @@ def test_table1_rows_columns_and_values(tiny_sweeps: SweepRun, report: Path) -> 
     assert list(frame.columns[:6]) == T1_COLS
     assert list(frame.columns[6:11]) == ["mAP", "mAP_std", "mAP_n", "mAP_paper", "mAP_delta"]
     assert len(frame.columns) == 6 + 5 * len(METRICS)
-    # the paper's 17 rows: two one-stage schedules and one two-stage block; 2x has no runs
+    # the paper's 17 rows: two one-stage schedules and one two-stage block; at 2x only the baseline
+    # has runs, and they come from the table6 sweep (reference rows are pooled across sweeps)
     assert len(frame) == 17
     assert frame["Schedule"].tolist().count("2x") == 5
-    assert frame.loc[frame["Schedule"] == "2x", "mAP"].isna().all()
+    base_2x = expected_cells([t for t in tiny_sweeps.experiments["ablation_table6"] if t.config["distill.method"] == "none"
+                              and t.config["student.arch"] == "retinanet"], lambda c: "base")["base"]
+    assert_cell(row_of(frame, Schedule="2x", PR="×", IR="×", INS="×"), "mAP", base_2x["mAP"])
+    assert frame.loc[(frame["Schedule"] == "2x") & (frame["PR"] + frame["IR"] + frame["INS"] != "×××"), "mAP"].isna().all()
     expected = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)
     assert len(expected) == 8  # teacher, 5 one-stage students, 2 two-stage students
     for key, metrics in expected.items():
@@ -334,6 +348,27 @@ def test_other_tables_and_search_summary(tiny_sweeps: SweepRun, report: Path) ->
     assert search.loc[0, "Trial"] == best.trial_id
     assert search.loc[0, "mAP"] == pytest.approx(best.history["mAP"].iloc[-1], abs=1e-3)
     assert list(search.columns[:4]) == ["Rank", "Trial", "Status", "Epochs"]
+
+
+METHOD_LABEL = {"none": "Baseline", "fitnet": "FitNet", "nld": "NLD", "mkd": "MKD", "drkd": "DRKD (ours)"}
+
+
+def test_table6_measured_beside_paper(tiny_sweeps: SweepRun, report: Path) -> None:
+    t6 = pd.read_csv(report.parent / "tables" / "table6.csv", keep_default_na=False, na_values=[""])
+    label = lambda c: (FRAMEWORK[c["student.arch"]], METHOD_LABEL[c["distill.method"]])
+    expected = expected_cells(tiny_sweeps.experiments["ablation_table6"], label)
+    assert len(expected) == 10
+    for (framework, method), metrics in expected.items():
+        row = row_of(t6, Framework=framework, Method=method)
+        for metric in METRICS:
+            assert_cell(row, metric, metrics[metric])
+    one_stage = t6[t6["Framework"] == FRAMEWORK["retinanet"]].set_index("Method")
+    assert one_stage.loc["NLD", "mAP"] == pytest.approx(20.0 + PEER_GAIN["nld"] + 0.37 / 2, abs=1e-3)
+    assert (one_stage.loc["NLD", "mAP_paper"], one_stage.loc["DRKD (ours)", "mAP_paper"]) == (39.6, 40.3)
+    assert pd.isna(one_stage.loc["FitNet", "mAP_paper"]) and pd.isna(one_stage.loc["MKD", "mAP_paper"])
+    md = (report.parent / "tables" / "table6.md").read_text()
+    assert re.search(rf"\| {re.escape(FRAMEWORK['retinanet'])} \| NLD \| 21\.1\d ± 0\.26 \(n=2\) \| 39\.6 \| "
+                     rf"\+{PEER_GAIN['nld']:.2f} \|", md)
 
 
 def test_plots_written_and_linked(tiny_sweeps: SweepRun, report: Path) -> None:
