@@ -14,7 +14,7 @@ from torch import nn
 
 from drkd.adaptation import LevelAdapters
 from drkd.foreground_mask import foreground_mask
-from .distiller_base import check_structure
+from .distiller_base import check_feature_levels, check_structure
 
 
 def spatial_attention(feat: torch.Tensor) -> torch.Tensor:
@@ -171,10 +171,7 @@ class AttentionGuidedLoss(nn.Module):
         boxes: Sequence[torch.Tensor],
         image_shape: tuple[int, int],
     ) -> dict[str, torch.Tensor]:
-        if not len(teacher_feats) == len(student_feats) == self.num_levels:
-            raise ValueError(
-                f"expected {self.num_levels} feature levels, got teacher {len(teacher_feats)}, "
-                f"student {len(student_feats)}")
+        check_feature_levels(teacher_feats, student_feats, self.num_levels)
         losses: dict[str, torch.Tensor] = {}
         at_terms, am_terms = [], []
         for level, (t, s) in enumerate(zip(teacher_feats, student_feats)):

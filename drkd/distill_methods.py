@@ -30,6 +30,11 @@ def _lookup(method: str) -> tuple[Any, type]:
     return module, getattr(module, class_name)
 
 
+def distiller_class(method: str) -> type:
+    """The Distiller subclass registered under ``method``."""
+    return _lookup(method)[1]
+
+
 def method_params(method: str) -> list[str]:
     """The parameter names a peer method's config section may set."""
     _, cls = _lookup(method)

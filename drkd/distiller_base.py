@@ -14,6 +14,13 @@ def check_structure(teacher_channels: int, student_channels: int, num_levels: in
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_feature_levels(teacher_feats: Sequence[torch.Tensor], student_feats: Sequence[torch.Tensor], num_levels: int) -> None:
+    """Both feature lists hold the ``num_levels`` FPN levels the distiller was built for."""
+    if not len(teacher_feats) == len(student_feats) == num_levels:
+        raise ValueError(
+            f"expected {num_levels} feature levels, got teacher {len(teacher_feats)}, student {len(student_feats)}")
+
+
 class Distiller(nn.Module):
     """Distillation losses between frozen teacher features and student features.
 

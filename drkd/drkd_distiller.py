@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from .distiller_base import Distiller, check_structure
+from .distiller_base import Distiller, check_feature_levels, check_structure
 from .feature_distance import DEFAULT_DISTANCE, check_distance
 from .instance_distill import InstanceDistillLoss
 from .instance_relation import InstanceRelationLoss, check_instance_size, check_levels
@@ -124,11 +124,7 @@ class DRKDDistiller(Distiller):
         boxes: Sequence[torch.Tensor],
         image_shape: tuple[int, int],
     ) -> dict[str, torch.Tensor]:
-        if len(teacher_feats) != self.num_levels or len(student_feats) != self.num_levels:
-            raise ValueError(
-                f"expected {self.num_levels} feature levels, got {len(teacher_feats)} teacher "
-                f"and {len(student_feats)} student"
-            )
+        check_feature_levels(teacher_feats, student_feats, self.num_levels)
         if len(boxes) != student_feats[0].shape[0]:
             raise ValueError(f"got boxes for {len(boxes)} images but a batch of {student_feats[0].shape[0]}")
         losses: dict[str, torch.Tensor] = {}

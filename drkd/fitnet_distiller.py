@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from drkd.adaptation import LevelAdapters
-from drkd.distiller_base import Distiller, check_structure
+from drkd.distiller_base import Distiller, check_feature_levels, check_structure
 
 if TYPE_CHECKING:
     import optuna
@@ -66,8 +66,7 @@ class FitNetDistiller(Distiller):
         image_shape: tuple[int, int],
     ) -> dict[str, torch.Tensor]:
         del boxes, image_shape
-        if len(teacher_feats) != self.num_levels:
-            raise ValueError(f"expected {self.num_levels} teacher feature levels, got {len(teacher_feats)}")
+        check_feature_levels(teacher_feats, student_feats, self.num_levels)
         adapted = self.adapters(list(student_feats))
         terms = [F.mse_loss(s.float(), t.detach().float()) for s, t in zip(adapted, teacher_feats)]
         return {"loss_fitnet": torch.stack(terms).mean()}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from drkd.adaptation import LevelAdapters
-from drkd.distiller_base import Distiller, check_structure
+from drkd.distiller_base import Distiller, check_feature_levels, check_structure
 from drkd.feature_alignment import feature_alignment_loss
 from drkd.frequency_mask import frequency_mask_loss
 from drkd.multiscale_pooling import DEFAULT_POOL_SCALES, multiscale_loss
@@ -112,10 +112,7 @@ class MKDDistiller(Distiller):
         image_shape: tuple[int, int],
     ) -> dict[str, torch.Tensor]:
         del boxes, image_shape  # MKD uses no GT information
-        if not len(teacher_feats) == len(student_feats) == self.num_levels:
-            raise ValueError(
-                f"expected {self.num_levels} feature levels, got teacher {len(teacher_feats)}, "
-                f"student {len(student_feats)}")
+        check_feature_levels(teacher_feats, student_feats, self.num_levels)
         if self.adapters is not None:
             student_feats = self.adapters(list(student_feats))
         terms: dict[str, list[torch.Tensor]] = {key: [] for key in self.loss_weights}

@@ -12,7 +12,7 @@ from torch import nn
 
 from drkd.adaptation import LevelAdapters
 from drkd.attention_guided import AttentionGuidedLoss, per_image_l2
-from drkd.distiller_base import Distiller, check_structure
+from drkd.distiller_base import Distiller, check_feature_levels, check_structure
 from drkd.non_local import NON_LOCAL_MODES, NonLocalBlock
 
 if TYPE_CHECKING:
@@ -87,10 +87,7 @@ class NonLocalDistillation(nn.Module):
         )
 
     def forward(self, teacher_feats: Sequence[torch.Tensor], student_feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        if not len(teacher_feats) == len(student_feats) == self.num_levels:
-            raise ValueError(
-                f"expected {self.num_levels} feature levels, got teacher {len(teacher_feats)}, "
-                f"student {len(student_feats)}")
+        check_feature_levels(teacher_feats, student_feats, self.num_levels)
         terms = []
         for level, (t, s) in enumerate(zip(teacher_feats, student_feats)):
             s_rel = self.student_blocks[level](s)

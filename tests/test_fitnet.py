@@ -50,3 +50,13 @@ def test_search_space():
     assert list(params) == ["distill.fitnet.weight"]
     dist = trial.distributions["distill.fitnet.weight"]
     assert dist.log and dist.low <= params["distill.fitnet.weight"] <= dist.high and dist.low < 1.0 < dist.high
+
+
+@pytest.mark.parametrize("method", ["drkd", "nld", "mkd", "fitnet"])
+def test_every_method_names_a_wrong_level_count(method: str) -> None:
+    from drkd.distill_methods import distiller_class
+
+    distiller = distiller_class(method)(8, 8, 2)
+    feats = [torch.randn(1, 8, 8, 8), torch.randn(1, 8, 4, 4)]
+    with pytest.raises(ValueError, match="expected 2 feature levels, got teacher 1, student 2"):
+        distiller(feats[:1], feats, [torch.zeros(0, 4)], (32, 32))
