@@ -17,6 +17,11 @@ from drkd.foreground_mask import foreground_mask
 from .distiller_base import check_feature_levels, check_structure
 
 
+# Whose attention builds the L_AM masks: "sum" = student + teacher (the paper, Sec. 3.1); "teacher" =
+# the teacher's alone (the authors' code multiplies the student's by 0).
+MASK_SOURCES = ("sum", "teacher")
+
+
 def spatial_attention(feat: torch.Tensor) -> torch.Tensor:
     """G^s: mean absolute activation over channels, (B, C, H, W) -> (B, H, W)."""
     return feat.abs().mean(dim=1)
@@ -73,9 +78,12 @@ class AttentionGuidedLoss(nn.Module):
         fg_weight: float = 1.0,
         bg_weight: float = 1.0,
         always_adapt: bool = True,
+        mask_source: str = "sum",
     ) -> None:
         super().__init__()
         check_structure(teacher_channels, student_channels, num_levels)
+        if mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {', '.join(MASK_SOURCES)}, got {mask_source!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         for name, value in (("fg_weight", fg_weight), ("bg_weight", bg_weight)):
@@ -93,6 +101,7 @@ class AttentionGuidedLoss(nn.Module):
         self.use_at, self.use_am = use_at, use_am
         self.spatial, self.channel = spatial, channel
         self.fg_weight, self.bg_weight = float(fg_weight), float(bg_weight)
+        self.mask_source = mask_source
         differ = teacher_channels != student_channels
 
         self.feature_adapters = (
@@ -150,12 +159,11 @@ class AttentionGuidedLoss(nn.Module):
         # lower L_AM by reshaping its own attention.
         with torch.no_grad():
             weight = torch.ones_like(t[:, :1])
+            source = (t,) if self.mask_source == "teacher" else (s, t)
             if self.spatial:
-                weight = weight * spatial_mask(
-                    spatial_attention(s) + spatial_attention(t), self.temperature).unsqueeze(1)
+                weight = weight * spatial_mask(sum(spatial_attention(a) for a in source), self.temperature).unsqueeze(1)
             if self.channel:
-                weight = weight * channel_mask(
-                    channel_attention(s) + channel_attention(t), self.temperature)[:, :, None, None]
+                weight = weight * channel_mask(sum(channel_attention(a) for a in source), self.temperature)[:, :, None, None]
             if self.fg_weight != self.bg_weight:
                 fg = foreground_mask(boxes, t, image_shape)
                 weight = weight * (self.bg_weight + (self.fg_weight - self.bg_weight) * fg)

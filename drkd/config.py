@@ -99,6 +99,8 @@ class DistillConfig:
     nld: dict[str, Any] = field(default_factory=dict)
     mkd: dict[str, Any] = field(default_factory=dict)
     fitnet: dict[str, Any] = field(default_factory=dict)
+    # method -> factor on all of that method's loss weights (defaults or explicit); missing = 1
+    weight_scale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,7 +177,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} = {value!r}: must be a mapping")
-        return dict(value)
+        _, value_tp = typing.get_args(tp)
+        return {k: _coerce(v, value_tp, f"{where}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
     if tp is bool:
@@ -284,6 +287,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"distill.drkd.instance_levels[{i}] = {level}: must be an FPN level index in 0..4")
     if m.method == "drkd" and not (k.pr or k.ir or k.ins):
         raise ConfigError("distill.drkd: pr, ir and ins are all off; use distill.method: none for a baseline")
+    for name, factor in m.weight_scale.items():
+        _check_choice("distill.weight_scale key", name, tuple(x for x in METHODS if x != "none"))
+        _check_positive(f"distill.weight_scale.{name}", factor)
     if m.method in ("nld", "mkd", "fitnet"):
         from drkd.distill_methods import check_method_params
 

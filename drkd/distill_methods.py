@@ -55,6 +55,14 @@ def build_distiller(cfg: "Config", teacher_channels: int, student_channels: int,
     if method == "none":
         return None
     _, cls = _lookup(method)
+    distiller = _construct(cls, cfg, teacher_channels, student_channels, num_levels)
+    scale = cfg.distill.weight_scale.get(method, 1.0)
+    distiller.loss_weights = {k: w * scale for k, w in distiller.loss_weights.items()}
+    return distiller
+
+
+def _construct(cls: type, cfg: "Config", teacher_channels: int, student_channels: int, num_levels: int) -> "Distiller":
+    method = cfg.distill.method
     two_stage = cfg.student.two_stage
     if method == "drkd":
         from drkd.config import resolved_lambdas

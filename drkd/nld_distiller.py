@@ -137,6 +137,7 @@ class NLDDistiller(Distiller):
         always_adapt: bool = True,
         fg_weight: float = 1.0,
         bg_weight: float = 1.0,
+        mask_source: str = "sum",
     ) -> None:
         super().__init__()
         defaults = nld_defaults(two_stage)
@@ -156,7 +157,7 @@ class NLDDistiller(Distiller):
             AttentionGuidedLoss(
                 teacher_channels, student_channels, num_levels, temperature=temperature,
                 use_at=use_at, use_am=use_am, spatial=spatial, channel=channel,
-                fg_weight=fg_weight, bg_weight=bg_weight, always_adapt=always_adapt)
+                fg_weight=fg_weight, bg_weight=bg_weight, always_adapt=always_adapt, mask_source=mask_source)
             if use_at or use_am else None
         )
         self.non_local = (

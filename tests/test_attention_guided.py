@@ -56,6 +56,18 @@ def test_am_loss_by_hand():
     assert math.isclose(loss.item(), math.sqrt(total), rel_tol=1e-6)
 
 
+def test_mask_source_teacher_ignores_the_student_attention():
+    # teacher = 0, student = A. "sum" (paper): masks from A's attention, the same value as above;
+    # "teacher" (authors' code): masks from the zero teacher are uniform, so L_AM = ‖A‖ = √20.
+    zero, boxes = torch.zeros_like(A), [torch.zeros(0, 4)]
+    summed = _plain(use_at=False)([zero], [A], boxes, (2, 2))["loss_am"]
+    teacher_only = _plain(use_at=False, mask_source="teacher")([zero], [A], boxes, (2, 2))["loss_am"]
+    mc0, mc1 = 2 * math.sqrt(E) / (math.sqrt(E) + 1), 2 / (math.sqrt(E) + 1)
+    total = mc0 * (1 + 4 + 9 * E) * 4 / (3 + E) + mc1 * (1 + E + 4) * 4 / (3 + E)
+    assert math.isclose(summed.item(), math.sqrt(total), rel_tol=1e-6)
+    assert math.isclose(teacher_only.item(), math.sqrt(20.0), rel_tol=1e-6)
+
+
 def _uniform_teacher():
     """|t| = 1 everywhere, so with a zero student M^s = M^c = 1 exactly."""
     t = torch.ones(1, 2, 4, 4)
@@ -128,6 +140,7 @@ def test_adapters_only_where_needed():
         ({"temperature": 1.0, "fg_weight": -1.0}, "fg_weight"),
         ({"temperature": 1.0, "use_at": False, "use_am": False}, "use_at"),
         ({"temperature": 1.0, "spatial": False, "channel": False}, "spatial"),
+        ({"temperature": 1.0, "mask_source": "student"}, "mask_source"),
     ],
 )
 def test_invalid_params(kwargs, match):

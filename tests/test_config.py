@@ -30,6 +30,9 @@ def write(tmp_path: Path, values: object, name: str = "c.yaml") -> Path:
         ({"student": {"fpn_width": 64}}, "student.fpn_width", "unknown field"),
         ({"distill": {"method": "kd"}, "teacher": {}}, "distill.method", "kd"),
         ({"distill": {"method": "drkd"}}, "distill.method", "teacher"),
+        ({"teacher": {}, "distill": {"weight_scale": {"nld": 0}}}, "distill.weight_scale.nld", "0"),
+        ({"teacher": {}, "distill": {"weight_scale": {"nld": "big"}}}, "distill.weight_scale.nld", "big"),
+        ({"teacher": {}, "distill": {"weight_scale": {"kd": 2.0}}}, "distill.weight_scale", "kd"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, values: dict, field: str, bad: str) -> None:
@@ -96,3 +99,18 @@ def test_tiny_configs_are_the_presets() -> None:
     drkd = load_config(REPO / "configs" / "tiny_drkd.yaml")
     expected = tiny_student_config(method="drkd")
     assert drkd.student == expected.student and drkd.distill == expected.distill and drkd.train.lr == expected.train.lr
+
+
+def test_weight_scale_multiplies_the_chosen_methods_weights() -> None:
+    from drkd.distill_methods import build_distiller
+
+    for method, params, expected in (
+        ("nld", {}, {"loss_at": 0.0004 * 0.5, "loss_am": 0.02 * 0.5, "loss_nld": 0.0004 * 0.5}),
+        ("fitnet", {"weight": 2.0}, {"loss_fitnet": 1.0}),
+        ("drkd", {}, {"loss_pr": 0.002, "loss_ir": 0.002, "loss_ins": 0.003}),
+    ):
+        values = {"teacher": {}, "distill": {"method": method, "weight_scale": {method: 0.5, "mkd": 100.0}}}
+        if params:
+            values["distill"][method] = params
+        weights = build_distiller(config_from_dict(values), 16, 16, 5).loss_weights
+        assert weights == pytest.approx(expected), method
