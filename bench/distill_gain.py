@@ -4,10 +4,12 @@
                                  [--roles teacher,none,fitnet,nld,mkd,drkd] [--jobs 2]
 
 A role is `teacher` or a distillation method (`none` is the undistilled student). Every student
-trains for the same epochs from the seed-0 teacher with its method's default (paper) parameters.
+trains for the same epochs from the seed-0 teacher, with the embedded default's settings
+(`drkd.presets.tiny_student_config`: paper parameters, peers' weights scaled by TINY_WEIGHT_SCALE).
 Runs `--jobs` trainings at a time, each in its own process on cores / jobs threads; a finished run
 is skipped and an interrupted one resumes from its checkpoint, so the script can be stopped and
-started again. Prints mean ± std of the COCO metrics and wall time per role, and merges them into
+started again. A finished run is reused whatever settings made it: after changing the presets,
+pass a new `--out`. Prints mean ± std of the COCO metrics and wall time per role, and merges them into
 `<out>/<framework>/summary.json`.
 """
 from __future__ import annotations
