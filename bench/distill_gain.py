@@ -1,14 +1,15 @@
 """Teacher, undistilled student and distilled students on the embedded default, over several seeds.
 
     python bench/distill_gain.py [--seeds 3] [--framework one_stage] [--out runs/gain]
-                                 [--roles teacher,none,fitnet,nld,mkd,drkd] [--jobs 2]
+                                 [--roles teacher,none,fitnet,nld,mkd,drkd] [--jobs 2] [--default-weights]
 
 A role is `teacher` or a distillation method (`none` is the undistilled student). Every student
 trains for the same epochs from the seed-0 teacher, with the embedded default's settings
 (`drkd.presets.tiny_student_config`: paper parameters, peers' weights scaled by TINY_WEIGHT_SCALE).
 Runs `--jobs` trainings at a time, each in its own process on cores / jobs threads; a finished run
 is skipped and an interrupted one resumes from its checkpoint, so the script can be stopped and
-started again. A finished run is reused whatever settings made it: after changing the presets,
+started again. `--default-weights` trains the peers at their published weights instead (run
+directories and summary keys `<role>-paper`). A finished run is reused whatever settings made it: after changing the presets,
 pass a new `--out`. Prints mean ± std of the COCO metrics and wall time per role, and merges them into
 `<out>/<framework>/summary.json`.
 """
@@ -25,28 +26,34 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from drkd.distill_methods import METHODS
-from drkd.presets import tiny_student_config, tiny_teacher_config
+from drkd.presets import TINY_WEIGHT_SCALE, tiny_student_config, tiny_teacher_config
 from drkd.run_context import LocalContext
 from drkd.training_job import run_training
 
 ROLES = ("teacher", "none", *METHODS)
+PEERS = tuple(TINY_WEIGHT_SCALE)
 METRICS = ("mAP", "AP_S", "AP_M", "AP_L")
 
 
-def _config(framework: str, role: str, seed: int, teacher_ckpt: Path):
+def _config(framework: str, role: str, seed: int, teacher_ckpt: Path, default_weights: bool):
     if role == "teacher":
         return tiny_teacher_config(framework, seed=seed)
-    return tiny_student_config(framework, role, teacher_checkpoint=teacher_ckpt, seed=seed)
+    return tiny_student_config(framework, role, teacher_checkpoint=teacher_ckpt, seed=seed, default_weights=default_weights)
 
 
-def run(framework: str, role: str, seed: int, out: Path, threads: int) -> tuple[dict, float]:
+def _key(role: str, default_weights: bool) -> str:
+    """Run directory prefix and summary key: peers at published weights are `<role>-paper`."""
+    return f"{role}-paper" if default_weights and role in PEERS else role
+
+
+def run(framework: str, role: str, seed: int, out: Path, threads: int, default_weights: bool = False) -> tuple[dict, float]:
     """Train (or resume, or skip) one role/seed; its last-epoch metrics and summed epoch time."""
     import torch
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    cfg = _config(framework, role, seed, out / "teacher_s0" / "checkpoint.pt")
-    run_dir = out / f"{role}_s{seed}"
+    cfg = _config(framework, role, seed, out / "teacher_s0" / "checkpoint.pt", default_weights)
+    run_dir = out / f"{_key(role, default_weights)}_s{seed}"
     ctx = LocalContext(run_dir, resume=True)
     done = ctx.history()
     if not (done and done[-1]["epoch"] == cfg.train.total_epochs):
@@ -69,6 +76,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/gain")
     parser.add_argument("--roles", default="teacher,none,drkd", help=f"comma-separated subset of {','.join(ROLES)}")
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (processes)")
+    parser.add_argument("--default-weights", action="store_true", help="peers at their published weights (no weight_scale)")
     args = parser.parse_args()
     roles = args.roles.split(",")
     for role in roles:
@@ -85,9 +93,16 @@ def main() -> None:
         # Students need the seed-0 teacher: train it first if it is missing.
         if any(role != "teacher" for role, _ in jobs) and not (out / "teacher_s0" / "checkpoint.pt").exists():
             pool.submit(run, args.framework, "teacher", 0, out, threads).result()
-        futures = {job: pool.submit(run, args.framework, *job, out, threads) for job in jobs}
-        for (role, _), future in futures.items():
-            results.setdefault(role, []).append(future.result())
+        futures = {job: pool.submit(run, args.framework, *job, out, threads, args.default_weights) for job in jobs}
+        failed: dict[str, list[str]] = {}
+        for (role, seed), future in futures.items():
+            try:
+                outcome = future.result()
+            except Exception as err:  # e.g. a diverged run (NonFiniteLossError): report it, keep the rest
+                logging.error("%s seed %d failed: %s", role, seed, err)
+                failed.setdefault(_key(role, args.default_weights), []).append(f"seed {seed}: {err}")
+            else:
+                results.setdefault(_key(role, args.default_weights), []).append(outcome)
 
     print(f"\n{args.framework}: mean ± std over {args.seeds} seeds")
     print("| role | " + " | ".join(METRICS) + " | epochs | wall time per run (s) |")
@@ -99,6 +114,9 @@ def main() -> None:
         wall = [t for _, t in runs]
         print(f"| {role} | {cells} | {runs[0][0]['epoch']} | {statistics.mean(wall):.0f} |")
         summary[role] = {**{k: [m[k] for m, _ in runs] for k in METRICS}, "wall_s": wall}
+    for role, errors in failed.items():
+        print(f"| {role} | failed: {'; '.join(errors)} |")
+        summary.setdefault(role, {})["failed"] = errors
     summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
 
 
