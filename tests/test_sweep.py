@@ -61,6 +61,23 @@ def test_two_trial_search_end_to_end(local_ray, tmp_path: Path, tiny_config, tea
     assert "best trial: mAP" in out and str(exp / "best_config.yaml") in out
 
 
+def test_peer_search_samples_its_own_weights(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str) -> None:
+    path = sweep_file(tmp_path, tiny_config, teacher_ckpt, num_trials=1, workers_per_trial=1)
+    assert lambda_search(["--config", str(path), "--method", "nld", "--name", "nld_search"]) == 0
+    exp = tmp_path / "results" / "nld_search"
+    (trial,) = trial_dirs(exp)
+    params = json.loads((trial / "params.json").read_text())
+    assert params["distill.method"] == "nld"
+    sampled = {k for k in params if k.startswith("distill.nld.")}
+    assert {f"distill.nld.{n}" for n in ("alpha", "beta", "gamma", "temperature")} <= sampled
+    assert {"loss_at", "loss_am", "loss_nld"} <= set(result_lines(trial)[-1])
+    best = load_config(exp / "best_config.yaml")
+    assert best.distill.method == "nld"
+    assert best.distill.nld["alpha"] == pytest.approx(params["distill.nld.alpha"])
+    (study_trial,) = optuna.load_study(study_name="nld_search", storage=f"sqlite:///{exp / 'optuna.db'}").trials
+    assert study_trial.params["distill.nld.alpha"] == pytest.approx(params["distill.nld.alpha"])
+
+
 def test_ablation_grid_runs_every_cell_and_renders_as_table4(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str) -> None:
     import pandas as pd
 
