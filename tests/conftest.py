@@ -54,3 +54,17 @@ def teacher_ckpt(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> s
     cfg.train.epochs = 1
     run_training(cfg, LocalContext(out))
     return str(out / "checkpoint.pt")
+
+
+@pytest.fixture(scope="session")
+def two_stage_teacher_ckpt(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A one-epoch Faster R-CNN teacher (48-channel FPN) for the tiny two-stage distillation runs."""
+    from drkd.run_context import LocalContext
+    from drkd.training_job import run_training
+
+    out = tmp_path_factory.mktemp("frcnn_teacher")
+    cfg = make_tiny_config(tiny_root, out, "none", arch="fasterrcnn")
+    cfg.student.fpn_channels = 48
+    cfg.train.epochs = 1
+    run_training(cfg, LocalContext(out))
+    return str(out / "checkpoint.pt")

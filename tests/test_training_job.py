@@ -129,12 +129,8 @@ def test_peer_methods_train_in_the_same_harness(tiny_config, teacher_ckpt: str, 
     assert terms <= set(last) and all(torch.isfinite(torch.tensor(last[t])) for t in terms)
 
 
-def test_two_stage_drkd_with_non_local_pixel_module(tiny_config, teacher_ckpt: str) -> None:
-    teacher = tiny_config("none", arch="fasterrcnn", out="frcnn_teacher")
-    teacher.student.fpn_channels = 48
-    teacher.train.epochs = 1
-    run_training(teacher, LocalContext(teacher.train.output_dir))
-    cfg = tiny_config("drkd", arch="fasterrcnn", teacher_ckpt=str(Path(teacher.train.output_dir) / "checkpoint.pt"))
+def test_two_stage_drkd_with_non_local_pixel_module(tiny_config, two_stage_teacher_ckpt: str) -> None:
+    cfg = tiny_config("drkd", arch="fasterrcnn", teacher_ckpt=two_stage_teacher_ckpt)
     cfg.distill.drkd.pixel_module = "non_local"
     cfg.train.epochs = 1
     last = run_training(cfg, LocalContext(cfg.train.output_dir))
