@@ -66,8 +66,8 @@ def _pids_named(fragment: str) -> list[int]:
     return pids
 
 
-def _kill_a_worker_after_first_report(exp: Path, killed: list[int], deadline: float) -> None:
-    while time.time() < deadline and not killed:
+def _kill_a_worker_after_first_report(exp: Path, killed: list[int], done: threading.Event) -> None:
+    while not done.is_set() and not killed:
         if any(lines for lines in reports(exp).values()) if exp.exists() else False:
             for pid in _pids_named("RayTrainWorker"):
                 os.kill(pid, signal.SIGKILL)
@@ -80,18 +80,23 @@ def test_sigkilled_worker_resumes_from_checkpoint(tiny_config, teacher_ckpt: str
     ray.init(num_cpus=3, log_to_driver=False)
     killed: list[int] = []
     try:
-        plan = one_cell(tiny_config, teacher_ckpt, tmp_path, "killed_worker", 4, workers_per_trial=2, max_failures=2)
-        killer = threading.Thread(target=_kill_a_worker_after_first_report, args=(Path(plan.path), killed, time.time() + 600))
+        # 10 short epochs: the kill must land after the first checkpoint and before the last epoch.
+        plan = one_cell(tiny_config, teacher_ckpt, tmp_path, "killed_worker", 10, workers_per_trial=2, max_failures=2)
+        done = threading.Event()
+        killer = threading.Thread(target=_kill_a_worker_after_first_report, args=(Path(plan.path), killed, done))
         killer.start()
-        results = run_sweep(plan)
-        killer.join()
+        try:
+            results = run_sweep(plan)
+        finally:
+            done.set()
+            killer.join()
     finally:
         ray.shutdown()
     assert killed, "no training worker was found to kill"
     assert not results.errors
     (lines,) = reports(tmp_path / "killed_worker").values()
     epochs = [r["epoch"] for r in lines]
-    assert epochs[-1] == 4
+    assert epochs[-1] == 10
     assert epochs.count(1) == 1, f"the trial restarted from scratch instead of its checkpoint: {epochs}"
 
 
