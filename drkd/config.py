@@ -324,8 +324,8 @@ def apply_overrides(cfg: Config, overrides: Mapping[str, Any], source: str = "ov
     return config_from_dict(values, source)
 
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Load a YAML or JSON config file, apply dotted overrides, validate (a `sweep:` section is ignored)."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML or JSON config file's top-level sections, unvalidated; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -338,6 +338,12 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(values).__name__}")
+    return values
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load a YAML or JSON config file, apply dotted overrides, validate (a `sweep:` section is ignored)."""
+    values = read_config_file(path)
     values.pop("sweep", None)  # a sweep config is a training config plus its `sweep:` section
     cfg = config_from_dict(values, str(path))
     return apply_overrides(cfg, overrides, str(path)) if overrides else cfg

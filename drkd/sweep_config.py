@@ -9,9 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from drkd.config import Config, ConfigError, _build, load_config
+from drkd.config import Config, ConfigError, _build, config_from_dict, read_config_file
 
 
 @dataclass
@@ -58,8 +56,9 @@ class SweepSettings:
 
 def load_sweep_config(path: str | Path) -> tuple[Config, SweepSettings]:
     """Read a sweep config file: the training sections and the `sweep` section, both validated."""
-    cfg = load_config(path)  # checks the file and the training sections
-    sweep_values = (yaml.safe_load(Path(path).read_text()) or {}).get("sweep") or {}
+    values = read_config_file(path)
+    sweep_values = values.pop("sweep", None) or {}
+    cfg = config_from_dict(values, str(path))
     try:
         settings = _build(SweepSettings, sweep_values, "sweep")
     except ConfigError as err:

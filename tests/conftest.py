@@ -42,29 +42,25 @@ def tiny_config(tiny_root: Path, tmp_path: Path):
     return factory
 
 
-@pytest.fixture(scope="session")
-def teacher_ckpt(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A one-epoch teacher (48-channel FPN) for the tiny configs' distillation runs."""
+def _train_tiny_teacher(root: Path, out: Path, arch: str) -> str:
+    """A one-epoch teacher (48-channel FPN, as make_tiny_config's teacher section expects)."""
     from drkd.run_context import LocalContext
     from drkd.training_job import run_training
 
-    out = tmp_path_factory.mktemp("teacher")
-    cfg = make_tiny_config(tiny_root, out, "none")
+    cfg = make_tiny_config(root, out, "none", arch=arch)
     cfg.student.fpn_channels = 48
     cfg.train.epochs = 1
     run_training(cfg, LocalContext(out))
     return str(out / "checkpoint.pt")
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A one-epoch RetinaNet teacher for the tiny configs' distillation runs."""
+    return _train_tiny_teacher(tiny_root, tmp_path_factory.mktemp("teacher"), "retinanet")
 
 
 @pytest.fixture(scope="session")
 def two_stage_teacher_ckpt(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A one-epoch Faster R-CNN teacher (48-channel FPN) for the tiny two-stage distillation runs."""
-    from drkd.run_context import LocalContext
-    from drkd.training_job import run_training
-
-    out = tmp_path_factory.mktemp("frcnn_teacher")
-    cfg = make_tiny_config(tiny_root, out, "none", arch="fasterrcnn")
-    cfg.student.fpn_channels = 48
-    cfg.train.epochs = 1
-    run_training(cfg, LocalContext(out))
-    return str(out / "checkpoint.pt")
+    """A one-epoch Faster R-CNN teacher for the tiny two-stage distillation runs."""
+    return _train_tiny_teacher(tiny_root, tmp_path_factory.mktemp("frcnn_teacher"), "fasterrcnn")

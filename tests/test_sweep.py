@@ -20,8 +20,10 @@ def local_ray():
     ray.shutdown()
 
 
-def sweep_file(tmp_path: Path, tiny_config, teacher_ckpt: str, **sweep) -> Path:
+def sweep_file(tmp_path: Path, tiny_config, teacher_ckpt: str, weight_scale: dict | None = None, **sweep) -> Path:
     cfg = tiny_config("drkd", teacher_ckpt=teacher_ckpt)
+    if weight_scale is not None:
+        cfg.distill.weight_scale = dict(weight_scale)
     values = cfg.to_dict()
     values["sweep"] = {"num_trials": 2, "workers_per_trial": 2, "grace_period": 1, "seed": 0,
                        "storage_path": str(tmp_path / "results"), **sweep}
@@ -112,11 +114,8 @@ def test_table6_grid_runs_every_method_on_both_frameworks(local_ray, tmp_path: P
     from drkd.report import make_report
 
     # As on the embedded default: at its published alpha, MKD diverges on these small detectors.
-    path = sweep_file(tmp_path, tiny_config, teacher_ckpt, workers_per_trial=1, max_concurrent_trials=2,
-                      teacher_checkpoints={"one_stage": teacher_ckpt, "two_stage": two_stage_teacher_ckpt})
-    values = yaml.safe_load(path.read_text())
-    values["distill"]["weight_scale"] = dict(TINY_WEIGHT_SCALE)
-    path.write_text(yaml.safe_dump(values))
+    path = sweep_file(tmp_path, tiny_config, teacher_ckpt, weight_scale=TINY_WEIGHT_SCALE, workers_per_trial=1,
+                      max_concurrent_trials=2, teacher_checkpoints={"one_stage": teacher_ckpt, "two_stage": two_stage_teacher_ckpt})
     assert ablations(["table6", "--config", str(path), "--epochs-1x", "1"]) == 0
     exp = tmp_path / "results" / "table6"
     trials = {json.loads((t / "params.json").read_text())["cell"]: t for t in trial_dirs(exp)}
