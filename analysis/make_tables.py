@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from drkd.experiment_store import NoExperimentsFound, default_results_dir
-from drkd.report import make_report
+from drkd.analysis.experiment_store import NoExperimentsFound, default_results_dir
+from drkd.analysis.report import make_report
 
 
 def main(argv: list[str] | None = None) -> int:

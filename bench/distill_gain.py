@@ -5,7 +5,7 @@
 
 A role is `teacher` or a distillation method (`none` is the undistilled student). Every student
 trains for the same epochs from the seed-0 teacher, with the embedded default's settings
-(`drkd.presets.tiny_student_config`: paper parameters, peers' weights scaled by TINY_WEIGHT_SCALE).
+(`drkd.config.presets.tiny_student_config`: paper parameters, peers' weights scaled by tiny_weight_scale()).
 Runs `--jobs` trainings at a time, each in its own process on cores / jobs threads; a finished run
 is skipped and an interrupted one resumes from its checkpoint, so the script can be stopped and
 started again. `--default-weights` trains the peers at their published weights instead (run
@@ -25,13 +25,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from drkd.distill_methods import METHODS
-from drkd.presets import TINY_WEIGHT_SCALE, tiny_student_config, tiny_teacher_config
-from drkd.run_context import LocalContext
-from drkd.training_job import run_training
+from drkd.config.methods import method_names
+from drkd.config.presets import tiny_student_config, tiny_teacher_config, tiny_weight_scale
+from drkd.train.run_context import LocalContext
+from drkd.train.job import run_training
 
-ROLES = ("teacher", "none", *METHODS)
-PEERS = tuple(TINY_WEIGHT_SCALE)
+ROLES = ("teacher", *method_names(with_none=True))
+PEERS = tuple(tiny_weight_scale())
 METRICS = ("mAP", "AP_S", "AP_M", "AP_L")
 
 

@@ -18,8 +18,8 @@ import math
 
 import torch
 
-from drkd.instance_features import extract_instances, instance_counts
-from drkd.instance_relation import InstanceRelationLoss
+from drkd.distill.instance_features import extract_instances, instance_counts
+from drkd.distill.drkd.instance_relation import InstanceRelationLoss
 
 
 def random_boxes(num_images: int, per_image: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:

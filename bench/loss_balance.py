@@ -5,7 +5,7 @@ training on the embedded default, and the factor that would give it DRKD's ratio
                                  [--teacher runs/gain/one_stage/teacher_s0/checkpoint.pt]
 
 Every method is built with its default (paper) parameters, from the same seed, on the same batches,
-and measured side by side. The printed scale is what `drkd.presets.TINY_PEER_PARAMS` applies to a
+and measured side by side. The printed scale is what `drkd.config.presets.TINY_PEER_PARAMS` applies to a
 peer's weights; rerun this when a method's loss or the tiny presets change.
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from drkd.coco_dataset import collate_detection
-from drkd.distill_methods import METHODS
-from drkd.presets import tiny_student_config
-from drkd.training_job import build_datasets, build_models, prepare_data, seed_everything
+from drkd.data.coco_dataset import collate_detection
+from drkd.config.methods import method_names
+from drkd.config.presets import tiny_student_config
+from drkd.train.job import build_datasets, build_models, prepare_data, seed_everything
 
 
 def measure(cfg, batches: list, num_classes: int) -> tuple[float, float]:
@@ -56,7 +56,7 @@ def main() -> None:
     print(f"{args.framework}: {args.batches} batches of {base.data.batch_size}, default (paper) weights, at initialisation")
     print("| method | detection loss | weighted distillation loss | ratio | scale to DRKD's ratio |")
     print("|---|---:|---:|---:|---:|")
-    for method in ("drkd", *(m for m in METHODS if m != "drkd")):
+    for method in ("drkd", *(m for m in method_names() if m != "drkd")):
         cfg = tiny_student_config(args.framework, method, teacher_checkpoint=teacher, default_weights=True)
         det, distill = measure(cfg, batches, data.num_classes)
         ratios[method] = distill / det

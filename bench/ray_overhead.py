@@ -2,17 +2,17 @@
 
     python bench/ray_overhead.py [--workers 2] [--iters 30] [--warmup 5] [--repeats 3] [--quick]
 
-The job: the embedded default's DRKD student (`drkd.presets.tiny_student_config`, RetinaNet
+The job: the embedded default's DRKD student (`drkd.config.presets.tiny_student_config`, RetinaNet
 ResNet-18 / FPN-64, batch 8 per worker, 160-px images) distilled from an *untrained* teacher
 (`teacher.checkpoint` unset: the weights do not matter for throughput) on a small synthetic
 dataset (64 train images) generated once into a temporary directory. CPU only, gloo, one thread
 per worker (`OMP_NUM_THREADS=1` and `torch.set_num_threads(1)`) under both launchers.
 
 Both launchers run the same worker function, `train_and_time`: it builds the datasets,
-DistributedSampler/DataLoader, models, SGD and LR schedule as `drkd.training_job.run_training`
+DistributedSampler/DataLoader, models, SGD and LR schedule as `drkd.train.job.run_training`
 does, wraps the model with the context's `wrap` (the DistributedDataParallel of
-`drkd.ray_context.RayTrainContext`, used by both), runs `--warmup` iterations through
-`drkd.engine.train_one_epoch`, then times `--iters` more between two barriers. Throughput =
+`drkd.sweeps.ray_worker.RayTrainContext`, used by both), runs `--warmup` iterations through
+`drkd.train.engine.train_one_epoch`, then times `--iters` more between two barriers. Throughput =
 iters × batch × workers / that time (rank 0's clock), so process and actor start-up, data
 generation, model building and evaluation are all outside the measurement.
 
@@ -53,14 +53,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from drkd.coco_dataset import collate_detection
+from drkd.data.coco_dataset import collate_detection
 from drkd.config import Config, config_from_dict
-from drkd.engine import train_one_epoch
-from drkd.lr_schedule import build_scheduler, scaled_lr
-from drkd.presets import tiny_student_config
-from drkd.ray_context import RayTrainContext
-from drkd.run_context import RunContext
-from drkd.training_job import build_datasets, build_models, prepare_data, seed_everything
+from drkd.train.engine import train_one_epoch
+from drkd.train.lr_schedule import build_scheduler, scaled_lr
+from drkd.config.presets import tiny_student_config
+from drkd.sweeps.ray_worker import RayTrainContext
+from drkd.train.run_context import RunContext
+from drkd.train.job import build_datasets, build_models, prepare_data, seed_everything
 
 THREADS_PER_WORKER = 1
 NUM_TRAIN, NUM_VAL = 64, 16

@@ -5,23 +5,23 @@
 For each setting, three things are timed side by side in one process, interleaved per repetition
 (plain student step, teacher forward, DRKD step; then again), and their medians are reported:
 
-* plain student step: one `drkd.engine.train_one_epoch` iteration of `distill.method: none`
+* plain student step: one `drkd.train.engine.train_one_epoch` iteration of `distill.method: none`
   (host→device copy, forward, loss, backward, SGD step, LR-scheduler step);
-* teacher forward: `drkd.feature_taps.teacher_features` (backbone + FPN under no_grad, autocast
+* teacher forward: `drkd.models.feature_taps.teacher_features` (backbone + FPN under no_grad, autocast
   on CUDA) on the transformed batch tensor the DRKD step feeds the teacher;
 * DRKD step: the same `train_one_epoch` iteration of `distill.method: drkd` (student, teacher
   backbone + FPN, DRKD losses and their backward),
 
 and ratio = DRKD step / (plain student step + teacher forward): how much the distillation
 modules add over the unavoidable work (1.0 = nothing). Models come from drkd's own builders
-(`drkd.training_job.build_models`), optimiser, scheduler and GradScaler are set up as
+(`drkd.train.job.build_models`), optimiser, scheduler and GradScaler are set up as
 `run_training` does, and every step goes through `train_one_epoch`, so the timed path is the
 training path. Warm-up repetitions are not timed; on CUDA every timing is bracketed by
 `torch.cuda.synchronize()`. A few extra, separately run DRKD steps time the teacher's and the
 distiller's forward inside the step (optional breakdown, `--breakdown-reps`).
 
 Settings:
-* cpu: the embedded default (`drkd.presets.tiny_student_config`: RetinaNet, ResNet-18 student
+* cpu: the embedded default (`drkd.config.presets.tiny_student_config`: RetinaNet, ResNet-18 student
   with a 64-channel FPN, ResNet-18 teacher with a 128-channel FPN, GroupNorm heads), a batch of 8
   160-px images of the synthetic dataset, generated into a temporary directory; fp32.
 * gpu (when CUDA is available): RetinaNet, ResNet-50 student and ResNeXt-101 32x8d teacher,
@@ -46,14 +46,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from drkd.coco_dataset import collate_detection
+from drkd.data.coco_dataset import collate_detection
 from drkd.config import Config, DataConfig, DetectorConfig, DistillConfig, TrainSettings, validate
-from drkd.distillation_model import DistillationModel
-from drkd.engine import train_one_epoch
-from drkd.feature_taps import teacher_features
-from drkd.lr_schedule import build_scheduler, scaled_lr
-from drkd.presets import tiny_student_config
-from drkd.training_job import build_datasets, build_models, seed_everything
+from drkd.models.distillation_model import DistillationModel
+from drkd.train.engine import train_one_epoch
+from drkd.models.feature_taps import teacher_features
+from drkd.train.lr_schedule import build_scheduler, scaled_lr
+from drkd.config.presets import tiny_student_config
+from drkd.train.job import build_datasets, build_models, seed_everything
 
 Batch = tuple[list[torch.Tensor], list[dict]]
 # The scheduler is built for this many iterations per epoch, so every timed step is in warm-up

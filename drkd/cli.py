@@ -22,7 +22,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from drkd.synthetic import make_synthetic_coco
+    from drkd.data.synthetic import make_synthetic_coco
 
     root = make_synthetic_coco(args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size)
     print(f"wrote synthetic COCO dataset to {root}")
@@ -31,8 +31,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from drkd.config import load_config
-    from drkd.run_context import LocalContext
-    from drkd.training_job import run_training
+    from drkd.train.run_context import LocalContext
+    from drkd.train.job import run_training
 
     overrides = parse_overrides(args.set)
     if args.output_dir:
@@ -46,13 +46,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from drkd.checkpoint import load_checkpoint
-    from drkd.coco_eval import coco_metrics
+    from drkd.train.checkpoint import load_checkpoint
+    from drkd.data.coco_eval import coco_metrics
     from drkd.config import apply_overrides, config_from_dict, load_config
-    from drkd.detectors import build_detector
-    from drkd.engine import predict
-    from drkd.run_context import resolve_device
-    from drkd.training_job import build_datasets, validation_loader
+    from drkd.models.detectors import build_detector
+    from drkd.train.engine import predict
+    from drkd.train.run_context import resolve_device
+    from drkd.train.job import build_datasets, validation_loader
 
     state = load_checkpoint(args.checkpoint)
     cfg = load_config(args.config) if args.config else config_from_dict(state["config"], f"{args.checkpoint}:config")
@@ -70,9 +70,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from drkd.checkpoint import load_checkpoint, save_atomic
+    from drkd.train.checkpoint import load_checkpoint, save_atomic
     from drkd.config import config_from_dict
-    from drkd.detectors import build_detector, export_state_dict
+    from drkd.models.detectors import build_detector, export_state_dict
     state = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(state["config"], f"{args.checkpoint}:config")
     student = build_detector(cfg.student, int(state["num_classes"]), cfg.data)
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from drkd.config import ConfigError
-    from drkd.coco_dataset import DatasetError
+    from drkd.data.coco_dataset import DatasetError
 
     try:
         return args.func(args)

@@ -5,7 +5,7 @@
 """
 import sys
 
-from drkd.sweep_commands import ablations
+from drkd.sweeps.commands import ablations
 
 if __name__ == "__main__":
     sys.exit(ablations())

@@ -6,7 +6,7 @@
 """
 import sys
 
-from drkd.sweep_commands import lambda_search
+from drkd.sweeps.commands import lambda_search
 
 if __name__ == "__main__":
     sys.exit(lambda_search())

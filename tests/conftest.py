@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from drkd.config import Config, DataConfig, DetectorConfig, DistillConfig, TrainSettings, validate
-from drkd.synthetic import make_synthetic_coco
+from drkd.data.synthetic import make_synthetic_coco
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -44,8 +44,8 @@ def tiny_config(tiny_root: Path, tmp_path: Path):
 
 def _train_tiny_teacher(root: Path, out: Path, arch: str) -> str:
     """A one-epoch teacher (48-channel FPN, as make_tiny_config's teacher section expects)."""
-    from drkd.run_context import LocalContext
-    from drkd.training_job import run_training
+    from drkd.train.run_context import LocalContext
+    from drkd.train.job import run_training
 
     cfg = make_tiny_config(root, out, "none", arch=arch)
     cfg.student.fpn_channels = 48

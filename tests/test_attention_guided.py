@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from drkd.attention_guided import (
+from drkd.distill.nld.attention_guided import (
     AttentionGuidedLoss,
     channel_attention,
     channel_mask,

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from drkd.coco_dataset import CocoDetection, DatasetError, collate_detection
-from drkd.detection_transforms import build_transforms
-from drkd.synthetic import make_synthetic_coco
+from drkd.data.coco_dataset import CocoDetection, DatasetError, collate_detection
+from drkd.data.transforms import build_transforms
+from drkd.data.synthetic import make_synthetic_coco
 
 CATS = [{"id": 10, "name": "ten"}, {"id": 3, "name": "three"}, {"id": 7, "name": "seven"}]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from drkd.coco_eval import METRIC_KEYS, coco_metrics, detections_to_coco
+from drkd.data.coco_eval import METRIC_KEYS, coco_metrics, detections_to_coco
 
 # Small (< 32²), medium and large (≥ 96²) boxes, a crowd region and an image without objects.
 GT_ANNS = [

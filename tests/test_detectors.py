@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from drkd.config import DataConfig, DetectorConfig
-from drkd.detectors import build_detector, export_state_dict
-from drkd.feature_taps import FeatureTap, freeze, teacher_features
+from drkd.models.detectors import build_detector, export_state_dict
+from drkd.models.feature_taps import FeatureTap, freeze, teacher_features
 
 DATA = DataConfig(min_size=96, max_size=128)
 

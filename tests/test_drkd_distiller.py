@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from drkd.distiller_base import Distiller
-from drkd.drkd_distiller import DRKDDistiller, paper_lambdas
+from drkd.distill.base import Distiller
+from drkd.distill.drkd.distiller import DRKDDistiller
+from drkd.distill.drkd.params import paper_lambdas
 
 IMAGE = (32, 32)
 

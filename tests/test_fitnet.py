@@ -4,7 +4,8 @@ import optuna
 import pytest
 import torch
 
-from drkd.fitnet_distiller import FitNetDistiller, fitnet_defaults, search_space
+from drkd.distill.fitnet.distiller import FitNetDistiller
+from drkd.distill.fitnet.params import FitNetParams, search_space
 
 
 def test_hand_computed_mean_over_levels():
@@ -34,7 +35,7 @@ def test_zero_when_equal_and_gradients():
 
 
 def test_defaults_and_validation():
-    assert fitnet_defaults(True) == fitnet_defaults(False) == {"weight": 1.0}
+    assert FitNetParams().distiller_kwargs(True) == FitNetParams().distiller_kwargs(False) == {"weight": 1.0}
     assert FitNetDistiller(4, 4, 1).loss_weights == {"loss_fitnet": 1.0}
     assert FitNetDistiller(4, 4, 1, weight=0.3).loss_weights == {"loss_fitnet": 0.3}
     with pytest.raises(ValueError, match=r"weight.*-2"):
@@ -54,7 +55,7 @@ def test_search_space():
 
 @pytest.mark.parametrize("method", ["drkd", "nld", "mkd", "fitnet"])
 def test_every_method_names_a_wrong_level_count(method: str) -> None:
-    from drkd.distill_methods import distiller_class
+    from drkd.distill.registry import distiller_class
 
     distiller = distiller_class(method)(8, 8, 2)
     feats = [torch.randn(1, 8, 8, 8), torch.randn(1, 8, 4, 4)]

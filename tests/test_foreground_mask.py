@@ -2,7 +2,7 @@ import torch
 
 import pytest
 
-from drkd.foreground_mask import foreground_mask, foreground_masks
+from drkd.distill.foreground_mask import foreground_mask, foreground_masks
 
 
 def _feat(b=1, h=4, w=4, dtype=torch.float32):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from drkd.glore import GloRe
+from drkd.distill.drkd.glore import GloRe
 
 
 def _set_scalar_weights(unit: GloRe, *, state, proj, adj, update, extend, gamma, beta) -> None:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from drkd.instance_distill import InstanceDistillLoss
+from drkd.distill.drkd.instance_distill import InstanceDistillLoss
 
 IMAGE = (16, 16)
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from drkd.instance_relation import InstanceRelationLoss, check_instance_size
+from drkd.distill.drkd.instance_relation import InstanceRelationLoss, check_instance_size
 
 IMAGE = (8, 8)
 # Two boxes well inside the top-left and bottom-right quadrants of an 8×8 stride-1 map: ROI Align

@@ -18,10 +18,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from drkd.experiment_store import load_experiments
-from drkd.paper_numbers import load_paper_numbers
-from drkd.paper_tables import build_all
-from drkd.report import make_report
+from drkd.analysis.experiment_store import load_experiments
+from drkd.analysis.paper_numbers import load_paper_numbers
+from drkd.analysis.paper_tables import build_all
+from drkd.analysis.report import make_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "analysis"))

@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drkd.feature_alignment import feature_alignment_loss
-from drkd.frequency_mask import apply_frequency_mask, frequency_mask_loss, random_frequency_mask
-from drkd.mkd_distiller import MKDDistiller, mkd_defaults, search_space
-from drkd.multiscale_pooling import multiscale_loss, multiscale_pool
+from drkd.distill.mkd.feature_alignment import feature_alignment_loss
+from drkd.distill.mkd.frequency_mask import apply_frequency_mask, frequency_mask_loss, random_frequency_mask
+from drkd.distill.mkd.distiller import MKDDistiller
+from drkd.distill.mkd.params import mkd_defaults, search_space
+from drkd.distill.mkd.multiscale_pooling import multiscale_loss, multiscale_pool
 
 IMAGE = (32, 32)
 NO_BOXES = [torch.zeros(0, 4)] * 2

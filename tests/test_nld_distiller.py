@@ -4,8 +4,9 @@ import optuna
 import pytest
 import torch
 
-from drkd.nld_distiller import NLDDistiller, nld_defaults, search_space
-from drkd.non_local import NON_LOCAL_MODES
+from drkd.distill.nld.distiller import NLDDistiller
+from drkd.distill.nld.params import nld_defaults, search_space
+from drkd.distill.non_local import NON_LOCAL_MODES
 
 IMAGE = (32, 32)
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from drkd.non_local import NON_LOCAL_MODES, NonLocalBlock
+from drkd.distill.non_local import NON_LOCAL_MODES, NonLocalBlock
 
 
 def _unit_block(mode: str) -> NonLocalBlock:

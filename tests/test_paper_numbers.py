@@ -1,4 +1,4 @@
-"""analysis/paper_numbers.csv against the text of the DRKD paper (IJCAI 2023)."""
+"""drkd/analysis/paper_numbers.csv against the text of the DRKD paper (IJCAI 2023)."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from drkd.paper_numbers import load_paper_numbers, paper_value
+from drkd.analysis.paper_numbers import load_paper_numbers, paper_value
 
 PAPER = Path(__file__).resolve().parents[1] / ".." / "shared" / "papers" / "drkd_ijcai2023.md"
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from drkd import pixel_relation
-from drkd.glore import GloRe
-from drkd.pixel_relation import PixelRelationLoss, build_relation_module
+from drkd.distill.drkd import pixel_relation
+from drkd.distill.drkd.glore import GloRe
+from drkd.distill.drkd.pixel_relation import PixelRelationLoss, build_relation_module
 
 
 def _feats(channels, batch=2, sizes=((6, 6), (3, 3)), requires_grad=False):

@@ -15,8 +15,8 @@ import ray
 import yaml
 from ray.cluster_utils import Cluster
 
-from drkd.sweep import SweepPlan, run_sweep
-from drkd.sweep_config import SweepSettings
+from drkd.sweeps.tuner import SweepPlan, run_sweep
+from drkd.config.sweep_settings import SweepSettings
 
 REPO = Path(__file__).resolve().parents[1]
 

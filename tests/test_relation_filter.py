@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from drkd.relation_filter import RelationFilter
+from drkd.distill.drkd.relation_filter import RelationFilter
 
 
 @pytest.mark.parametrize("n", [0, 1, 7])

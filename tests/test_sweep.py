@@ -10,7 +10,7 @@ import ray
 import yaml
 
 from drkd.config import load_config
-from drkd.sweep_commands import ablations, lambda_search
+from drkd.sweeps.commands import ablations, lambda_search
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_peer_search_samples_its_own_weights(local_ray, tmp_path: Path, tiny_con
     assert {"loss_at", "loss_am", "loss_nld"} <= set(result_lines(trial)[-1])
     best = load_config(exp / "best_config.yaml")
     assert best.distill.method == "nld"
-    assert best.distill.nld["alpha"] == pytest.approx(params["distill.nld.alpha"])
+    assert best.distill.nld.alpha == pytest.approx(params["distill.nld.alpha"])
     (study_trial,) = optuna.load_study(study_name="nld_search", storage=f"sqlite:///{exp / 'optuna.db'}").trials
     assert study_trial.params["distill.nld.alpha"] == pytest.approx(params["distill.nld.alpha"])
 
@@ -83,7 +83,7 @@ def test_peer_search_samples_its_own_weights(local_ray, tmp_path: Path, tiny_con
 def test_ablation_grid_runs_every_cell_and_renders_as_table4(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str) -> None:
     import pandas as pd
 
-    from drkd.report import make_report
+    from drkd.analysis.report import make_report
 
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt, workers_per_trial=1, max_concurrent_trials=2)
     assert ablations(["table4", "--config", str(path), "--epochs-1x", "1"]) == 0
@@ -110,11 +110,11 @@ def test_table6_grid_runs_every_method_on_both_frameworks(local_ray, tmp_path: P
     """The real `ablations.py table6`: ten 2-epoch trials, rendered beside the paper's Table 6 (~4 min)."""
     import pandas as pd
 
-    from drkd.presets import TINY_WEIGHT_SCALE
-    from drkd.report import make_report
+    from drkd.config.presets import tiny_weight_scale
+    from drkd.analysis.report import make_report
 
     # As on the embedded default: at its published alpha, MKD diverges on these small detectors.
-    path = sweep_file(tmp_path, tiny_config, teacher_ckpt, weight_scale=TINY_WEIGHT_SCALE, workers_per_trial=1,
+    path = sweep_file(tmp_path, tiny_config, teacher_ckpt, weight_scale=tiny_weight_scale(), workers_per_trial=1,
                       max_concurrent_trials=2, teacher_checkpoints={"one_stage": teacher_ckpt, "two_stage": two_stage_teacher_ckpt})
     assert ablations(["table6", "--config", str(path), "--epochs-1x", "1"]) == 0
     exp = tmp_path / "results" / "table6"
@@ -136,8 +136,8 @@ def test_table6_grid_runs_every_method_on_both_frameworks(local_ray, tmp_path: P
 
 def test_unsampled_search_parameters_keep_the_base_config(tiny_config, teacher_ckpt: str) -> None:
     from drkd.config import apply_overrides
-    from drkd.sweep_commands import SearchSpace
-    from drkd.trial_runner import trial_overrides
+    from drkd.sweeps.commands import SearchSpace
+    from drkd.sweeps.trial import trial_overrides
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = SearchSpace("drkd", False, 2, "retinanet", ("distill.drkd.instance_size", "distill.drkd.lambda_pr"))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drkd.synthetic import ensure_synthetic_coco, make_synthetic_coco
+from drkd.data.synthetic import ensure_synthetic_coco, make_synthetic_coco
 
 SMALL = dict(num_train=12, num_val=6, image_size=96)
 

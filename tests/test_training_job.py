@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from drkd.checkpoint import load_checkpoint
+from drkd.train.checkpoint import load_checkpoint
 from drkd.cli import main
 from drkd.config import ConfigError, save_config
-from drkd.coco_eval import METRIC_KEYS
-from drkd.engine import NonFiniteLossError
-from drkd.run_context import LocalContext
-from drkd.training_job import build_models, run_training
+from drkd.data.coco_eval import METRIC_KEYS
+from drkd.train.engine import NonFiniteLossError
+from drkd.train.run_context import LocalContext
+from drkd.train.job import build_models, run_training
 
 
 def test_baseline_run_reports_every_epoch(tiny_config) -> None:

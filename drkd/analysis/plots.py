@@ -1,0 +1,166 @@
+"""Report figures (PNG, matplotlib Agg): λ sensitivity, AP by object size, search progress, training curves."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from drkd.analysis.experiment_store import COMPLETED, EARLY_STOPPED  # noqa: E402
+from drkd.analysis.paper_tables import LAMBDA_SYMBOLS, LAMBDAS, PaperTable  # noqa: E402
+
+OURS_COLOR, PAPER_COLOR = "#1f77b4", "#d62728"
+SIZE_COLORS = {"AP_S": "#4c72b0", "AP_M": "#55a868", "AP_L": "#c44e52"}
+DPI = 110
+
+
+def _save(fig: plt.Figure, path: Path, layout: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if layout:
+        fig.tight_layout()
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def _no_data(ax: plt.Axes, text: str = "no completed runs yet") -> None:
+    ax.text(0.5, 0.92, text, ha="center", va="top", transform=ax.transAxes, color="grey")
+    ax.set_yticks([])
+
+
+def plot_lambda_sensitivity(table5: PaperTable, path: Path) -> Path:
+    """One panel per λ: our mAP (mean ± std) against λ, the paper's curve on its own right-hand axis.
+
+    Two y axes because a small embedded run and COCO-scale numbers differ in level; the shapes
+    (where the optimum lies, how flat the curve is) are what compare.
+    """
+    frame = table5.frame
+    fig, axes = plt.subplots(1, len(LAMBDAS), figsize=(4.2 * len(LAMBDAS), 3.6))
+    for ax, lam in zip(axes, LAMBDAS):
+        switches = table5.meta.get("switches", {}).get(lam, [])
+        ax.set_title(f"{LAMBDA_SYMBOLS[lam]} ({lam})" + (f" — ours: {', '.join(switches)}" if switches else ""),
+                     fontsize=9)
+        ax.set_xlabel(LAMBDA_SYMBOLS[lam])
+        ax.set_ylabel("our mAP (%)", color=OURS_COLOR)
+        twin = ax.twinx()
+        twin.set_ylabel("paper mAP (%)", color=PAPER_COLOR)
+        drawn = False
+        for model, block in frame.groupby("Model", sort=False):
+            ours = block[[lam, f"{lam}_mAP", f"{lam}_mAP_std"]].dropna(subset=[lam, f"{lam}_mAP"])
+            if len(ours):
+                ax.errorbar(ours[lam], ours[f"{lam}_mAP"], yerr=ours[f"{lam}_mAP_std"].fillna(0.0),
+                            marker="o", capsize=3, color=OURS_COLOR, label=f"ours, {model}")
+                drawn = True
+            paper = block[[lam, f"{lam}_mAP_paper"]].dropna()
+            if len(paper) and not twin.lines:
+                twin.plot(paper[lam], paper[f"{lam}_mAP_paper"], marker="s", linestyle="--",
+                          color=PAPER_COLOR, label="paper (RetinaNet)")
+        if not drawn:
+            _no_data(ax)
+        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        if handles:
+            ax.legend(handles=handles, fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    fig.suptitle("λ sensitivity (Table 5)", fontsize=11)
+    return _save(fig, path)
+
+
+def _row_label(row: pd.Series) -> str:
+    if row["Model"] != "Student":
+        return str(row["Model"])
+    return "+".join(t for t in ("PR", "IR", "INS") if row[t] == "✓") or "baseline"
+
+
+def plot_ap_by_size(table1: PaperTable, path: Path) -> Path:
+    """AP_S / AP_M / AP_L per Table 1 row, one panel per block: ours solid, the paper's hatched."""
+    frame = table1.frame
+    blocks = list(dict.fromkeys(zip(frame["Schedule"], frame["Framework"])))
+    fig, axes = plt.subplots(len(blocks), 1, figsize=(9, 3.2 * max(1, len(blocks))), squeeze=False)
+    width = 0.13
+    for ax, (schedule, fw) in zip(axes[:, 0], blocks):
+        rows = frame[(frame["Schedule"] == schedule) & (frame["Framework"] == fw)]
+        labels = [_row_label(r) for _, r in rows.iterrows()]
+        x = np.arange(len(rows))
+        for i, size in enumerate(("AP_S", "AP_M", "AP_L")):
+            offset = (i - 1) * 2 * width
+            ours = rows[size].to_numpy(dtype=float)
+            ax.bar(x + offset - width / 2, np.nan_to_num(ours), width,
+                   yerr=rows[f"{size}_std"].to_numpy(dtype=float),  # NaN (n < 2): no error bar
+                   color=SIZE_COLORS[size], label=f"{size} ours", capsize=2)
+            ax.bar(x + offset + width / 2, rows[f"{size}_paper"].fillna(0.0), width, color=SIZE_COLORS[size],
+                   alpha=0.35, hatch="//", label=f"{size} paper")
+            for xi, v in zip(x, ours):
+                if math.isnan(v):
+                    ax.text(xi + offset - width / 2, 0, "—", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_ylabel("AP (%)")
+        ax.set_title(f"{fw}, {schedule}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, ncol=6, fontsize=7, loc="lower center")
+    fig.suptitle("AP by object size (Table 1 rows): ours solid, paper hatched; — = no completed run", fontsize=11)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return _save(fig, path, layout=False)
+
+
+def plot_search_progress(trials: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Best mAP so far against trial number and against cumulative compute time.
+
+    Trials are taken in the order Tune created them (trial id); compute time is the sum of each
+    trial's ``time_total_s``. Early-stopped trials are drawn as crosses.
+    """
+    ordered = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
+    value = ordered["mAP"].astype(float)
+    best = value.cummax()
+    axes_x = {"trial #": np.arange(1, len(ordered) + 1),
+              "compute time (s, cumulative)": ordered["time_total_s"].astype(float).cumsum().to_numpy()}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, (xlabel, x) in zip(axes, axes_x.items()):
+        ax.step(x, best, where="post", color=OURS_COLOR, label="best mAP so far")
+        styles = {COMPLETED: ("o", "completed"), EARLY_STOPPED: ("x", "early-stopped")}
+        for status, group in ordered.groupby("status", sort=True):
+            marker, label = styles.get(status, ("^", status))
+            idx = group.index.to_numpy()
+            ax.scatter(x[idx], value.iloc[idx], marker=marker, s=36, label=f"trial ({label})",
+                       color="black" if status == COMPLETED else PAPER_COLOR, zorder=3)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("mAP (%)")
+        ax.grid(alpha=0.3)
+        if xlabel.startswith("trial"):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not len(ordered):
+            _no_data(ax, "no trials")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Search progress{': ' + title if title else ''}", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_training_curves(reports: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """mAP and every reported loss term per epoch for one trial (one panel each)."""
+    history = reports.sort_values("training_iteration", kind="stable")
+    x = history["epoch"] if "epoch" in history else history["training_iteration"]
+    losses = sorted(c for c in history.columns if c.startswith("loss_") and history[c].notna().any())
+    losses = [c for c in ("loss_total", "loss_det") if c in losses] + [
+        c for c in losses if c not in ("loss_total", "loss_det")]
+    panels: Sequence[str] = ["mAP", *losses]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, panels):
+        ax.plot(x, history[name].astype(float), marker="o", markersize=3,
+                color=OURS_COLOR if name == "mAP" else "#555555")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title or "training curves", fontsize=10)
+    return _save(fig, path)

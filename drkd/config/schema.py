@@ -1,0 +1,247 @@
+"""The one configuration object: nested dataclasses, each section validating itself.
+
+Method sections (``distill.drkd``, ``distill.nld``, ...) are not defined here: each method
+registers its parameter dataclass (:mod:`drkd.config.methods`) and :class:`DistillConfig` holds
+one instance per registered method. Loading files is :mod:`drkd.config.files`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from drkd.config.coercion import build_dataclass, coerce
+from drkd.config.errors import ConfigError
+from drkd.config.methods import DEFAULT_METHOD, NO_DISTILLATION, MethodParams, method_names, method_spec, method_specs
+
+ARCHS = ("retinanet", "fasterrcnn", "fcos")
+TWO_STAGE_ARCHS = ("fasterrcnn",)
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "mobilenet_v3_large")
+HEAD_NORMS = ("none", "gn")
+NORMS = ("bn", "frozen_bn")
+SCHEDULES = {"1x": 1, "2x": 2}
+MAX_TRAINABLE_BACKBONE_LAYERS = 5
+
+
+def check_choice(where: str, value: Any, choices: tuple | Mapping) -> None:
+    """``value`` is one of ``choices``, else a ConfigError naming ``where`` and the choices."""
+    if value not in choices:
+        raise ConfigError(f"{where} = {value!r}: must be one of {', '.join(map(str, choices))}")
+
+
+def check_positive(where: str, value: float | int | None, allow_zero: bool = False) -> None:
+    """``value`` is > 0 (>= 0 with ``allow_zero``) or None, else a ConfigError naming ``where``."""
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{where} = {value!r}: must be {'>= 0' if allow_zero else '> 0'}")
+
+
+@dataclass
+class DataConfig:
+    """Where the COCO-format data lives and how it is fed."""
+
+    root: str = "data/synthetic"
+    synthetic: bool = True  # generate the embedded dataset under `root` if it is missing
+    synthetic_seed: int = 0
+    synthetic_num_train: int = 400
+    synthetic_num_val: int = 100
+    synthetic_image_size: int = 160
+    train_images: str = "train"
+    train_annotations: str = "annotations/instances_train.json"
+    val_images: str = "val"
+    val_annotations: str = "annotations/instances_val.json"
+    min_size: int = 160  # detector transform: shorter side
+    max_size: int = 160  # detector transform: longer side cap
+    hflip_prob: float = 0.5
+    batch_size: int = 8  # per worker
+    loader_workers: int = 0
+    train_limit: int | None = None  # use only the first N training images
+    val_limit: int | None = None
+
+    def validate(self, where: str = "data") -> None:
+        for name in ("min_size", "max_size", "batch_size", "synthetic_num_train", "synthetic_num_val", "synthetic_image_size"):
+            check_positive(f"{where}.{name}", getattr(self, name))
+        check_positive(f"{where}.loader_workers", self.loader_workers, allow_zero=True)
+        check_positive(f"{where}.train_limit", self.train_limit)
+        check_positive(f"{where}.val_limit", self.val_limit)
+        if not 0.0 <= self.hflip_prob <= 1.0:
+            raise ConfigError(f"{where}.hflip_prob = {self.hflip_prob}: must be in [0, 1]")
+        if self.max_size < self.min_size:
+            raise ConfigError(f"{where}.max_size = {self.max_size}: must be >= {where}.min_size ({self.min_size})")
+
+
+@dataclass
+class DetectorConfig:
+    """A torchvision detector built by name."""
+
+    arch: str = "retinanet"
+    backbone: str = "resnet18"
+    fpn_channels: int = 64
+    backbone_weights: str | None = None  # torchvision weights name, e.g. "IMAGENET1K_V1" (downloads!)
+    checkpoint: str | None = None  # local drkd or state-dict checkpoint to initialise from
+    anchor_scale: float = 4.0  # anchor size = anchor_scale × level stride (torchvision: 4)
+    trainable_backbone_layers: int = 5
+    head_norm: str = "none"  # "gn": GroupNorm in the heads (trains from scratch); "none": torchvision's v1 heads
+    norm: str | None = None  # "bn" | "frozen_bn"; None: frozen_bn with pretrained weights, else bn
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 2000
+    roi_batch_size_per_image: int = 512  # Faster R-CNN: ROIs sampled per image for the box head
+    detections_per_img: int = 100
+
+    @property
+    def two_stage(self) -> bool:
+        return self.arch in TWO_STAGE_ARCHS
+
+    def validate(self, where: str) -> None:
+        check_choice(f"{where}.arch", self.arch, ARCHS)
+        check_choice(f"{where}.backbone", self.backbone, BACKBONES)
+        check_positive(f"{where}.fpn_channels", self.fpn_channels)
+        check_positive(f"{where}.anchor_scale", self.anchor_scale)
+        check_positive(f"{where}.roi_batch_size_per_image", self.roi_batch_size_per_image)
+        if self.arch == "fcos" and self.fpn_channels % 32:
+            raise ConfigError(f"{where}.fpn_channels = {self.fpn_channels}: FCOS's GroupNorm(32) head needs a multiple of 32")
+        if not 0 <= self.trainable_backbone_layers <= MAX_TRAINABLE_BACKBONE_LAYERS:
+            raise ConfigError(f"{where}.trainable_backbone_layers = {self.trainable_backbone_layers}: "
+                              f"must be in 0..{MAX_TRAINABLE_BACKBONE_LAYERS}")
+        check_choice(f"{where}.head_norm", self.head_norm, HEAD_NORMS)
+        if self.head_norm == "gn" and self.fpn_channels % 8:
+            raise ConfigError(f"{where}.fpn_channels = {self.fpn_channels}: head_norm gn needs a multiple of 8")
+        if self.norm is not None:
+            check_choice(f"{where}.norm", self.norm, NORMS)
+
+
+def _default_method_params() -> dict[str, MethodParams]:
+    return {spec.name: spec.params() for spec in method_specs()}
+
+
+@dataclass
+class DistillConfig:
+    """Which distillation method, and its parameters.
+
+    In files the section reads ``{method: drkd, weight_scale: {...}, drkd: {...}, nld: {...}}``:
+    one key per registered method, each that method's parameter dataclass (missing ones take their
+    defaults). ``cfg.distill.drkd`` is ``cfg.distill.params["drkd"]``.
+    """
+
+    method: str = DEFAULT_METHOD
+    # method -> factor on all of that method's loss weights (defaults or explicit); missing = 1
+    weight_scale: dict[str, float] = field(default_factory=dict)
+    params: dict[str, MethodParams] = field(default_factory=_default_method_params)
+
+    def __getattr__(self, name: str) -> MethodParams:
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or method section {name!r}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str) -> "DistillConfig":
+        """Build from a file's ``distill`` section (see the class docstring)."""
+        own = {"method": str, "weight_scale": dict[str, float]}
+        unknown = sorted(k for k in values if k not in own and k not in method_names())
+        if unknown:
+            known = ", ".join([*own, *method_names()])
+            raise ConfigError(f"{where}.{unknown[0]}: unknown field (known: {known})")
+        kwargs = {k: coerce(values[k], tp, f"{where}.{k}") for k, tp in own.items() if k in values}
+        params = _default_method_params()
+        for name in params:
+            if name in values:
+                section = values[name] if values[name] is not None else {}
+                params[name] = coerce(section, method_spec(name).params, f"{where}.{name}")
+        return cls(**kwargs, params=params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file form: ``method``, ``weight_scale`` and one section per method."""
+        return {"method": self.method, "weight_scale": dict(self.weight_scale),
+                **{name: dataclasses.asdict(p) for name, p in self.params.items()}}  # type: ignore[call-overload]
+
+    def validate(self, where: str = "distill", has_teacher: bool = True) -> None:
+        check_choice(f"{where}.method", self.method, method_names(with_none=True))
+        if self.method != NO_DISTILLATION and not has_teacher:
+            raise ConfigError(f"{where}.method = {self.method!r}: needs a `teacher` section (or use method: {NO_DISTILLATION})")
+        for name, factor in self.weight_scale.items():
+            check_choice(f"{where}.weight_scale key", name, method_names())
+            check_positive(f"{where}.weight_scale.{name}", factor)
+        for name, params in self.params.items():
+            params.validate(f"{where}.{name}")
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation, schedule and bookkeeping (paper §4.1)."""
+
+    schedule: str = "1x"
+    epochs_1x: int = 12  # epochs of a 1× schedule; 2× doubles it
+    epochs: int | None = None  # explicit total; None: epochs_1x × schedule
+    lr: float = 0.02  # at a total batch of 16, scaled linearly
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    warmup_factor: float = 0.001
+    grad_clip: float | None = None
+    amp: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only
+    seed: int = 0
+    log_every: int = 20
+    output_dir: str = "runs/train"
+    device: str = "auto"
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else self.epochs_1x * SCHEDULES[self.schedule]
+
+    def validate(self, where: str = "train") -> None:
+        check_choice(f"{where}.schedule", self.schedule, tuple(SCHEDULES))
+        check_positive(f"{where}.epochs_1x", self.epochs_1x)
+        check_positive(f"{where}.epochs", self.epochs)
+        for name in ("lr", "warmup_factor"):
+            check_positive(f"{where}.{name}", getattr(self, name))
+        for name in ("momentum", "weight_decay", "warmup_iters"):
+            check_positive(f"{where}.{name}", getattr(self, name), allow_zero=True)
+        check_positive(f"{where}.grad_clip", self.grad_clip)
+        check_positive(f"{where}.log_every", self.log_every)
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"{where}.device = {self.device!r}: must be auto, cpu or cuda[:N]")
+
+
+@dataclass
+class Config:
+    """Everything one training job needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    student: DetectorConfig = field(default_factory=DetectorConfig)
+    teacher: DetectorConfig | None = None
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dicts in the file form (what :func:`~drkd.config.files.config_from_dict` reads back)."""
+        values = {f.name: dataclasses.asdict(getattr(self, f.name)) if getattr(self, f.name) is not None else None
+                  for f in dataclasses.fields(self) if f.name != "distill"}
+        values["distill"] = self.distill.to_dict()
+        return {f.name: values[f.name] for f in dataclasses.fields(self)}
+
+    def copy(self) -> "Config":
+        return copy.deepcopy(self)
+
+    def validate(self) -> "Config":
+        """Range and consistency checks that types alone do not catch; returns self."""
+        self.student.validate("student")
+        if self.teacher is not None:
+            self.teacher.validate("teacher")
+        self.data.validate("data")
+        self.train.validate("train")
+        self.distill.validate("distill", has_teacher=self.teacher is not None)
+        return self
+
+
+def validate(cfg: Config) -> Config:
+    """``cfg.validate()``: every section's checks; returns ``cfg``."""
+    return cfg.validate()
+
+
+def build_config(values: Mapping[str, Any]) -> Config:
+    """A Config from plain mappings, type-checked but not yet range-checked."""
+    return build_dataclass(Config, values, "")

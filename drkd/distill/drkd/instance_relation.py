@@ -1,0 +1,162 @@
+"""Instance-wise relation distillation (paper §3.2, Eq. 5–7).
+
+Per image and per configured FPN level, the GT boxes are ROI-aligned to K×K (Eq. 5), flattened
+to x ∈ R^{N×D·K·K}, and each side builds its relation matrix (Eq. 6)
+
+    M_ij = w_ij · g1(x_i)·g2(x_j),   ψ_ij = exp(M_ij) / Σ_i' exp(M_i'j)
+
+with g1, g2 fully connected layers and w_ij from a :class:`RelationFilter`. The softmax runs
+over the *first* index i, as Eq. 6 writes (τ = Σ_∀i), so each column of ψ sums to 1. (Usual
+non-local blocks, and the authors' code, ``nn.Softmax(-1)``, normalise over j instead.)
+
+Eq. 7 then compares ψ_t with f(ψ_s). Teacher and student each have their own g1, g2 and filter,
+and the student's g1, g2 read the student's D_s·K·K features directly, so the channel counts
+never need matching: the "adaptive convolution" f acts on the relation matrix, read as a 1×1
+conv on the N×N map seen as a one-channel image, i.e. a learned scale and bias, initialised to
+the identity.
+
+Reduction: the distance over all N² entries per image, averaged over the images that have at
+least one instance, then over levels. With no instance in the batch the loss is an exact 0 that
+is still connected to the graph (all modules run on empty inputs), so backward and DDP work.
+
+The authors' code (nizhenliang/Dual-Relation-Knowledge-Distillation, ``two_stage.py``) differs:
+it distills the non-local *output features* W(ψ·g(x)) + x rather than ψ, uses a 1152-d embedding
+(D·K·K/2), normalises over j, draws a fresh random filter per call, and sums ``torch.dist`` over
+images and levels.
+
+Trivial solutions: trained on this loss alone, the teacher side is free to move ψ_t towards a
+pattern the student matches without learning from the teacher (uniform, or one-hot columns).
+bench/ir_collapse.py measures it: with trainable teacher embeddings ψ_t sharpens from a column
+entropy of 0.77·log N to 0.07–0.22·log N and piles onto "hub" instances, while the loss drops
+below what a frozen teacher allows. ``teacher_embed_trainable=False`` (the default) therefore
+freezes the teacher's g1, g2 and filter as fixed random projections (kept in the state dict).
+The filter must be frozen with them: w_ij → 0 alone would make ψ_t uniform.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
+from drkd.distill.instance_features import extract_instances, instance_counts
+from drkd.distill.drkd.params import INSTANCE_SIZES
+from drkd.distill.drkd.relation_filter import RelationFilter
+
+
+def check_instance_size(instance_size: int) -> int:
+    """Return K if the paper evaluates it (1, 3 or 5), else raise ValueError naming it."""
+    if isinstance(instance_size, bool) or instance_size not in INSTANCE_SIZES:
+        raise ValueError(f"instance_size must be one of {INSTANCE_SIZES}, got {instance_size!r}")
+    return int(instance_size)
+
+
+def check_levels(levels: Sequence[int], num_levels: int | None = None) -> tuple[int, ...]:
+    """Validate the FPN level indices instances are taken from; returns them as a tuple."""
+    levels = tuple(levels)
+    if not levels or len(set(levels)) != len(levels) or any(
+        isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in levels
+    ):
+        raise ValueError(f"instance_levels must be distinct non-negative ints, got {levels!r}")
+    if num_levels is not None and max(levels) >= num_levels:
+        raise ValueError(f"instance_levels {levels!r} out of range for {num_levels} levels")
+    return levels
+
+
+class InstanceRelationModule(nn.Module):
+    """ψ of Eq. 6 for one image: (N, D, K, K) instance features -> (N, N), columns summing to 1."""
+
+    def __init__(self, in_features: int, embed_dim: int, relation_filter: bool = True) -> None:
+        super().__init__()
+        self.g1 = nn.Linear(in_features, embed_dim)
+        self.g2 = nn.Linear(in_features, embed_dim)
+        self.filter = RelationFilter(embed_dim) if relation_filter else None
+
+    def forward(self, instances: torch.Tensor) -> torch.Tensor:
+        x = instances.flatten(1)
+        q, k = self.g1(x), self.g2(x)
+        logits = q @ k.t()
+        if self.filter is not None:
+            logits = self.filter(q, k) * logits
+        return torch.softmax(logits, dim=0)
+
+
+class RelationAdapter(nn.Module):
+    """f of Eq. 7 on a relation matrix: a 1×1 conv on a one-channel map, i.e. a·ψ + b; identity at init."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(()))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, relation: torch.Tensor) -> torch.Tensor:
+        return relation * self.weight + self.bias
+
+
+class InstanceRelationLoss(nn.Module):
+    """Eq. 7 averaged over images with instances and over ``levels``.
+
+    ``embed_dim`` is the width of g1, g2 (default 128; the authors use D·K·K/2 = 1152, which
+    only costs parameters: what is distilled is the N×N matrix).
+    """
+
+    def __init__(
+        self,
+        teacher_channels: int,
+        student_channels: int,
+        *,
+        instance_size: int = 3,
+        levels: Sequence[int] = (0, 1),
+        embed_dim: int = 128,
+        relation_filter: bool = True,
+        teacher_embed_trainable: bool = False,
+        distance: str = DEFAULT_DISTANCE,
+    ) -> None:
+        super().__init__()
+        self.instance_size = check_instance_size(instance_size)
+        self.levels = check_levels(levels)
+        self.distance = check_distance(distance)
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
+        area = self.instance_size**2
+        self.teacher_relation = nn.ModuleList(
+            InstanceRelationModule(teacher_channels * area, embed_dim, relation_filter) for _ in self.levels
+        )
+        self.student_relation = nn.ModuleList(
+            InstanceRelationModule(student_channels * area, embed_dim, relation_filter) for _ in self.levels
+        )
+        self.adapters = nn.ModuleList(RelationAdapter() for _ in self.levels)
+        self.teacher_embed_trainable = teacher_embed_trainable
+        self.teacher_relation.requires_grad_(teacher_embed_trainable)
+
+    def relations(
+        self, level_index: int, teacher_instances: torch.Tensor, student_instances: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ψ_t, f(ψ_s)) for one image's instances at the ``level_index``-th configured level."""
+        psi_t = self.teacher_relation[level_index](teacher_instances)
+        psi_s = self.adapters[level_index](self.student_relation[level_index](student_instances))
+        return psi_t, psi_s
+
+    def forward(
+        self,
+        teacher_feats: Sequence[torch.Tensor],
+        student_feats: Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor],
+        image_shape: tuple[int, int],
+    ) -> torch.Tensor:
+        check_levels(self.levels, min(len(teacher_feats), len(student_feats)))
+        counts = instance_counts(boxes)
+        images_with_instances = max(1, sum(1 for n in counts if n > 0))
+        level_terms = []
+        for index, level in enumerate(self.levels):
+            t = extract_instances(teacher_feats[level].detach(), boxes, image_shape, self.instance_size)
+            s = extract_instances(student_feats[level], boxes, image_shape, self.instance_size)
+            total = None
+            # Images without instances run on empty tensors and add an exact, graph-connected 0.
+            for t_img, s_img in zip(t.split(counts), s.split(counts)):
+                psi_t, psi_s = self.relations(index, t_img, s_img)
+                term = feature_distance(psi_t[None], psi_s[None], self.distance)[0]
+                total = term if total is None else total + term
+            level_terms.append(total / images_with_instances)
+        return torch.stack(level_terms).mean()

@@ -1,0 +1,46 @@
+"""Binary foreground masks of GT boxes on FPN levels."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from drkd.distill.instance_features import level_stride
+
+
+def foreground_mask(
+    boxes: Sequence[torch.Tensor], feat: torch.Tensor, image_shape: tuple[int, int]
+) -> torch.Tensor:
+    """(B, 1, H, W) mask, 1 where a feature cell's footprint overlaps any GT box of its image.
+
+    Cell (i, j) covers image pixels [j·s, (j+1)·s) × [i·s, (i+1)·s) with s the level stride, so a
+    box marks columns floor(x1/s) .. ceil(x2/s) - 1; a box thinner than one cell still marks the
+    cell it lies in. Images without boxes get an all-zero mask. The result has ``feat``'s dtype and
+    device and never requires grad.
+    """
+    b, _, h, w = feat.shape
+    if len(boxes) != b:
+        raise ValueError(f"got boxes for {len(boxes)} images but features for {b}")
+    stride = level_stride(feat, image_shape)
+    mask = torch.zeros(b, 1, h, w, dtype=feat.dtype, device=feat.device)
+    rows = torch.arange(h, device=feat.device, dtype=torch.float32)
+    cols = torch.arange(w, device=feat.device, dtype=torch.float32)
+    for i, image_boxes in enumerate(boxes):
+        if image_boxes.numel() == 0:
+            continue
+        cells = image_boxes.detach().to(device=feat.device, dtype=torch.float32).reshape(-1, 4) / stride
+        x0, y0 = cells[:, 0].floor(), cells[:, 1].floor()
+        x1 = torch.maximum(cells[:, 2].ceil(), x0 + 1)
+        y1 = torch.maximum(cells[:, 3].ceil(), y0 + 1)
+        in_cols = (cols[None] >= x0[:, None]) & (cols[None] < x1[:, None])  # (N, W)
+        in_rows = (rows[None] >= y0[:, None]) & (rows[None] < y1[:, None])  # (N, H)
+        covered = in_rows.float().transpose(0, 1) @ in_cols.float()  # (H, W): boxes covering the cell
+        mask[i, 0] = (covered > 0).to(feat.dtype)
+    return mask
+
+
+def foreground_masks(
+    feats: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], image_shape: tuple[int, int]
+) -> list[torch.Tensor]:
+    """:func:`foreground_mask` for every FPN level."""
+    return [foreground_mask(boxes, feat, image_shape) for feat in feats]

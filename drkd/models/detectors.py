@@ -1,0 +1,179 @@
+"""torchvision detectors built by name: RetinaNet, Faster R-CNN and FCOS on ResNet/ResNeXt/MobileNet FPNs."""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
+
+from drkd.config import ConfigError, DataConfig, DetectorConfig
+
+log = logging.getLogger("drkd.models.detectors")
+
+# Strides of the FPN levels each architecture uses (P3–P7 one-stage, P2–P6 Faster R-CNN).
+ONE_STAGE_STRIDES = (8, 16, 32, 64, 128)
+TWO_STAGE_STRIDES = (4, 8, 16, 32, 64)
+
+
+def level_strides(arch: str) -> tuple[int, ...]:
+    return TWO_STAGE_STRIDES if arch == "fasterrcnn" else ONE_STAGE_STRIDES
+
+
+def _norm_layer(cfg: DetectorConfig) -> type[nn.Module]:
+    norm = cfg.norm or ("frozen_bn" if cfg.backbone_weights else "bn")
+    return FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d
+
+
+def _freeze_layers(backbone: nn.Module, prefixes: list[str], trainable: int) -> None:
+    """Freeze all but the last `trainable` stages (prefixes ordered from the top stage down)."""
+    keep = prefixes[:trainable]
+    for name, param in backbone.named_parameters():
+        if not any(name.startswith(p) for p in keep):
+            param.requires_grad_(False)
+
+
+def build_backbone(cfg: DetectorConfig) -> BackboneWithFPN:
+    """Backbone + FPN with `cfg.fpn_channels` channels, levels matching the architecture."""
+    norm_layer = _norm_layer(cfg)
+    weights = cfg.backbone_weights
+    two_stage = cfg.arch == "fasterrcnn"
+    c = cfg.fpn_channels
+    if cfg.backbone.startswith("res"):
+        body = getattr(torchvision.models, cfg.backbone)(weights=weights, norm_layer=norm_layer)
+        layers = ["layer4", "layer3", "layer2", "layer1", "conv1"]
+        trainable = cfg.trainable_backbone_layers
+        _freeze_layers(body, layers + ["bn1"], trainable + (trainable == 5))  # the stem's bn1 goes with conv1
+        returned = [1, 2, 3, 4] if two_stage else [2, 3, 4]
+        stage2 = body.inplanes // 8
+        in_channels = [stage2 * 2 ** (i - 1) for i in returned]
+        return_layers = {f"layer{k}": str(v) for v, k in enumerate(returned)}
+    elif cfg.backbone == "mobilenet_v3_large":
+        body = torchvision.models.mobilenet_v3_large(weights=weights, norm_layer=norm_layer).features
+        # Stage ends: the blocks just before each stride-2 block, plus the last block.
+        stage_ends = [i - 1 for i, b in enumerate(body) if getattr(b, "_is_cn", False)] + [len(body) - 1]
+        # stage_ends hold strides 2, 4, 8, 16, 32 outputs; take strides 4/8 ... as the architecture needs.
+        chosen = stage_ends[1:5] if two_stage else stage_ends[2:5]
+        num_stages = len(body)
+        freeze_before = num_stages - max(1, round(num_stages * cfg.trainable_backbone_layers / 5))
+        for idx, block in enumerate(body):
+            if idx < freeze_before and cfg.trainable_backbone_layers < 5:
+                block.requires_grad_(False)
+        in_channels = [body[i].out_channels for i in chosen]
+        return_layers = {str(i): str(v) for v, i in enumerate(chosen)}
+    else:  # pragma: no cover - validated in config
+        raise ConfigError(f"backbone = {cfg.backbone!r}: unknown")
+    extra = LastLevelMaxPool() if two_stage else LastLevelP6P7(c, c)
+    return BackboneWithFPN(body, return_layers, in_channels, c, extra_blocks=extra)
+
+
+def _anchor_sizes(cfg: DetectorConfig, octaves: bool) -> tuple[tuple[float, ...], ...]:
+    scales = (1.0, 2 ** (1 / 3), 2 ** (2 / 3)) if octaves else (1.0,)
+    return tuple(tuple(cfg.anchor_scale * s * k for k in scales) for s in level_strides(cfg.arch))
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups where the width allows it (fewer for narrow FPNs)."""
+    groups = next(g for g in (32, 16, 8) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def build_detector(cfg: DetectorConfig, num_classes: int, data: DataConfig) -> nn.Module:
+    """A torchvision detector for `num_classes` (background included) at the data's image size.
+
+    `head_norm: gn` uses torchvision's own GroupNorm head options (as its v2 models do): from
+    random initialisation, RetinaNet's plain v1 head barely moves its focal loss in a few hundred
+    iterations, while the GroupNorm head trains.
+    """
+    backbone = build_backbone(cfg)
+    c = cfg.fpn_channels
+    gn = group_norm if cfg.head_norm == "gn" else None
+    common = dict(min_size=data.min_size, max_size=data.max_size, detections_per_img=cfg.detections_per_img)
+    if cfg.arch == "retinanet":
+        anchors = AnchorGenerator(_anchor_sizes(cfg, octaves=True), ((0.5, 1.0, 2.0),) * 5)
+        head = RetinaNetHead(c, anchors.num_anchors_per_location()[0], num_classes, norm_layer=gn) if gn else None
+        model = RetinaNet(backbone, num_classes, anchor_generator=anchors, head=head, **common)
+    elif cfg.arch == "fcos":
+        # FCOS uses one "anchor" per location, sized as the level stride (torchvision's default).
+        anchors = AnchorGenerator(tuple((s,) for s in ONE_STAGE_STRIDES), ((1.0,),) * 5)
+        model = FCOS(backbone, num_classes, anchor_generator=anchors, **common)
+    else:
+        anchors = AnchorGenerator(_anchor_sizes(cfg, octaves=False), ((0.5, 1.0, 2.0),) * 5)
+        heads = {}
+        if gn:
+            heads["rpn_head"] = RPNHead(c, anchors.num_anchors_per_location()[0], conv_depth=2)
+            heads["box_head"] = FastRCNNConvFCHead((c, 7, 7), [c, c, c, c], [1024], norm_layer=gn)
+        model = FasterRCNN(
+            backbone,
+            num_classes,
+            rpn_anchor_generator=anchors,
+            **heads,
+            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+            box_detections_per_img=cfg.detections_per_img,
+            box_batch_size_per_image=cfg.roi_batch_size_per_image,
+            min_size=data.min_size,
+            max_size=data.max_size,
+        )
+    if cfg.checkpoint:
+        load_detector_weights(model, cfg.checkpoint)
+    return model
+
+
+def load_detector_weights(model: nn.Module, path: str | Path) -> None:
+    """Initialise from a drkd checkpoint (its `student` entry) or a plain detector state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint = {str(path)!r}: file not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "student" in state:
+        state = state["student"]
+    elif isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        missing, unexpected = model.load_state_dict(_adapt_norm_keys(state, model), strict=False)
+    except RuntimeError as err:  # shape mismatch
+        raise ConfigError(f"checkpoint = {str(path)!r}: does not fit this detector: {str(err).splitlines()[-1].strip()}") from None
+    if missing or unexpected:
+        raise ConfigError(
+            f"checkpoint = {str(path)!r}: does not fit this detector "
+            f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
+        )
+
+
+def _adapt_norm_keys(state: dict, model: nn.Module) -> dict:
+    """Let BatchNorm checkpoints load into FrozenBatchNorm models and back (num_batches_tracked)."""
+    own = model.state_dict()
+    out = OrderedDict((k, v) for k, v in state.items() if k in own or not k.endswith("num_batches_tracked"))
+    for k in own:
+        if k.endswith("num_batches_tracked") and k not in out:
+            out[k] = own[k]
+    return out
+
+
+def export_state_dict(model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+    """Student weights for deployment: no distillation modules, no BatchNorm step counters.
+
+    Loads (strict) into the plain torchvision detector of the same shape, whose backbones use
+    FrozenBatchNorm2d, e.g. `retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=N)`
+    for the R50 / 256-channel RetinaNet.
+    """
+    return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
+
+
+# Public pieces of torchvision used to build the plain model of an exported checkpoint.
+PLAIN_BUILDERS = {
+    ("retinanet", "resnet50", 256): partial(torchvision.models.detection.retinanet_resnet50_fpn, weights=None, weights_backbone=None),
+    ("fasterrcnn", "resnet50", 256): partial(torchvision.models.detection.fasterrcnn_resnet50_fpn, weights=None, weights_backbone=None),
+}

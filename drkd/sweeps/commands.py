@@ -1,0 +1,180 @@
+"""What `python sweeps/lambda_search.py` and `python sweeps/ablations.py` do (the scripts stay thin)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from drkd.sweeps.ablation_grids import GRIDS, NEEDS_TEACHER, frameworks_used, with_seeds
+from drkd.config import Config, ConfigError
+from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
+from drkd.analysis.experiment_store import default_results_dir
+from drkd.config.presets import FRAMEWORK_ARCH, tiny_student_config
+from drkd.sweeps.tuner import SweepPlan, run_sweep, startup_overhead, write_best_config
+from drkd.config.sweep_settings import SweepSettings, load_sweep_config
+
+log = logging.getLogger("drkd.sweeps.tuner")
+
+# The embedded default's search: 8 trials of 6 epochs on half the synthetic training set,
+# 2 DDP workers each, so that the whole search (data and teacher included) suits a 2-core laptop.
+DEFAULT_SEARCH_EPOCHS = 6
+DEFAULT_SEARCH_TRAIN_IMAGES = 200
+
+
+def _common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="sweep config file (training sections + `sweep:`); default: the embedded default")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (finished trials are kept)")
+    parser.add_argument("--name", help="experiment name (default: from the config, else the sweep kind)")
+    parser.add_argument("--storage-path", help="results root: a directory, shared mount or s3:// URI (default: $DRKD_RESULTS or ./results)")
+    parser.add_argument("--workers", type=int, help="DDP workers per trial (overrides sweep.workers_per_trial)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def _settings(args: argparse.Namespace, settings: SweepSettings, **more: Any) -> SweepSettings:
+    for key, value in {"name": args.name, "storage_path": args.storage_path, "workers_per_trial": args.workers, **more}.items():
+        if value is not None:
+            setattr(settings, key, value)
+    return settings.validate("command line")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return args
+
+
+def _base_and_settings(args: argparse.Namespace, embedded_default: Callable[[], tuple[Config, SweepSettings]]) -> tuple[Config, SweepSettings]:
+    """The sweep config file's training sections and `sweep:` section, or the embedded default."""
+    return load_sweep_config(args.config) if args.config else embedded_default()
+
+
+def _default_search() -> tuple[Config, SweepSettings]:
+    """The embedded default's search: the tiny DRKD student on part of the data, teacher cached."""
+    teachers = _default_teachers({"one_stage"})
+    base = tiny_student_config("one_stage", teacher_checkpoint=teachers["one_stage"])
+    base.train.epochs = DEFAULT_SEARCH_EPOCHS
+    base.data.train_limit = DEFAULT_SEARCH_TRAIN_IMAGES
+    return base, SweepSettings(grace_period=2)
+
+
+def _default_teachers(frameworks: set[str]) -> dict[str, str]:
+    from drkd.train.default_teacher import ensure_default_teacher
+
+    return {f: str(ensure_default_teacher(default_results_dir(), f)) for f in sorted(frameworks)}
+
+
+def lambda_search(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lambda_search.py",
+        description="Optuna TPE search (Ray Tune, ASHA early stopping on mAP) over a distillation method's "
+        "weights and switches; each trial is a Ray Train DDP job. Prints the best configuration and "
+        "writes it as a config file for `drkd train`.",
+    )
+    _common_args(parser)
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=method_names(),
+                        help=f"whose space to search (default: {DEFAULT_METHOD})")
+    parser.add_argument("--num-trials", type=int, help="overrides sweep.num_trials")
+    args = _parse(parser, argv)
+    try:
+        base, settings = _base_and_settings(args, _default_search)
+        settings = _settings(args, settings, num_trials=args.num_trials, name=args.name or settings.name or f"lambda_search_{args.method}")
+        base.distill.method = args.method
+        plan = SweepPlan("lambda_search", base, settings, space=_space(args.method, base))
+        start = time.perf_counter()
+        results = run_sweep(plan, resume=args.resume)
+        wall = time.perf_counter() - start
+        best, path = write_best_config(plan, results)
+    except ConfigError as err:
+        print(f"lambda_search.py: error: {err}", file=sys.stderr)
+        return 2
+    params = {k: v for k, v in best["config"].items() if k.startswith("distill.") and v is not None}
+    print(f"\nbest trial: mAP {best['mAP']:.2f} (AP_S {best['AP_S']:.2f}, AP_M {best['AP_M']:.2f}, AP_L {best['AP_L']:.2f}) at epoch {best['epoch']}")
+    for key in sorted(params):
+        print(f"  {key} = {params[key]}")
+    print(f"best config: {path}  (train it with: drkd train --config {path})")
+    print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
+    overhead, total = startup_overhead(results)
+    if total:
+        print(f"search wall time {wall:.0f} s; trials ran {total:.0f} s, of which {overhead:.0f} s ({100 * overhead / total:.0f}%) "
+              "went to starting the Ray Train jobs and reporting rather than epochs")
+    return 0
+
+
+@dataclass
+class SearchSpace:
+    """A method's define-by-run space plus the constants recorded with every trial (picklable, as
+    Tune checkpoints the searcher)."""
+
+    method: str
+    two_stage: bool
+    epochs: int
+    arch: str
+
+    columns: tuple[str, ...] = ()  # shown in the live table; None where a trial did not sample one
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        fixed = method_spec(self.method).search_space(trial, self.two_stage) or {}
+        # Ray's OptunaSearch lets returned constants override sampled values: fill only the gaps.
+        sampled = getattr(trial, "captured_values", {})
+        gaps = {c: None for c in self.columns if c not in sampled and c not in fixed}
+        return {**gaps, **fixed, "distill.method": self.method, "train.epochs": self.epochs, "student.arch": self.arch, "role": "student"}
+
+
+def _space(method: str, base: Config) -> SearchSpace:
+    return SearchSpace(method, base.student.two_stage, base.train.total_epochs, base.student.arch,
+                       method_spec(method).live_columns)
+
+
+def ablations(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ablations.py",
+        description="Run one of the paper's ablation grids exactly (each cell a Ray Train DDP trial, "
+        "repeated over seeds) into its own experiment directory for analysis/make_tables.py.",
+    )
+    parser.add_argument("grid", choices=sorted(GRIDS), help="table1..table6 (the paper's tables), teacher or baseline")
+    _common_args(parser)
+    parser.add_argument("--seeds", type=int, help="repeats of each cell (overrides sweep.seeds; default 1)")
+    parser.add_argument("--epochs-1x", type=int, help="epochs of the 1x schedule (2x doubles it)")
+    args = _parse(parser, argv)
+    try:
+        base, settings = _base_and_settings(args, lambda: (tiny_student_config("one_stage"), SweepSettings()))
+        if args.epochs_1x:
+            base.train.epochs_1x = args.epochs_1x
+        settings = _settings(args, settings, seeds=args.seeds, name=args.name or settings.name or args.grid)
+        cells = GRIDS[args.grid](base, {})
+        teachers = _teacher_checkpoints(args.grid, base, settings, cells, configured=bool(args.config))
+        cells = with_seeds(GRIDS[args.grid](base, teachers), settings.seeds)
+        plan = SweepPlan(args.grid, base, settings, grid=cells)
+        log.info("%s: %d trials (%d cells x %d seeds)", args.grid, len(cells), len(cells) // settings.seeds, settings.seeds)
+        run_sweep(plan, resume=args.resume)
+    except ConfigError as err:
+        print(f"ablations.py: error: {err}", file=sys.stderr)
+        return 2
+    print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
+    return 0
+
+
+def _teacher_checkpoints(grid: str, base: Config, settings: SweepSettings, cells: list[dict[str, Any]], configured: bool) -> dict[str, str]:
+    """Per framework, the teacher to distil from: `sweep.teacher_checkpoints`, else the config's
+    `teacher.checkpoint` for its own framework; the cached default teachers for the embedded default."""
+    if grid not in NEEDS_TEACHER:
+        return {}
+    needed = frameworks_used(cells)
+    if not configured:
+        return _default_teachers(needed)
+    teachers = dict(settings.teacher_checkpoints)
+    if base.teacher is not None and base.teacher.checkpoint:
+        for framework, arch in FRAMEWORK_ARCH.items():
+            if arch == base.teacher.arch:
+                teachers.setdefault(framework, base.teacher.checkpoint)
+    missing = sorted(needed - set(teachers))
+    if missing:
+        raise ConfigError(
+            f"{grid}: no trained teacher for {', '.join(missing)}: set sweep.teacher_checkpoints.{missing[0]} "
+            "(train one with: python sweeps/ablations.py teacher --config ...)"
+        )
+    return {f: str(Path(teachers[f]).resolve()) if "://" not in teachers[f] else teachers[f] for f in needed}

@@ -1,0 +1,110 @@
+"""The training job as one worker of a Ray Train (DDP) run."""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from drkd.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_atomic
+from drkd.config import config_from_dict
+from drkd.train.run_context import RunContext
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-1 of the learned weights; BatchNorm running statistics are left out, as each DDP rank
+    updates its own after the last broadcast."""
+    h = hashlib.sha1()
+    for key in sorted(state):
+        if "running_" in key or key.endswith("num_batches_tracked"):
+            continue
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class RayTrainContext(RunContext):
+    """Rank and device from Ray Train; collectives over the process group Ray Train set up."""
+
+    def __init__(self) -> None:
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if not self.distributed:
+            return model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # Some distillation modules see no instance in a batch (e.g. an image without objects):
+        # their parameters then get no gradient, which plain DDP would wait for forever.
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+    def gather(self, items: list) -> list:
+        if not self.distributed:
+            return items
+        out: list[list] | None = [None] * self.world_size if self.rank == 0 else None  # type: ignore[list-item]
+        dist.gather_object(items, out, dst=0)
+        return [x for part in out for x in part] if out is not None else []
+
+    def broadcast(self, obj: Any) -> Any:
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        """Every rank reports (Ray Train needs it); rank 0 alone writes the checkpoint.
+
+        Rank 0's metrics also say how many nodes the workers ran on and whether every replica
+        holds the same student weights (`ddp_in_sync`: a cheap guard against silent desync).
+        """
+        replicas = self.gather([(ray.get_runtime_context().get_node_id(), weights_digest(state["student"]))])
+        if self.rank == 0:
+            metrics = {
+                **metrics,
+                "ddp_workers": self.world_size,
+                "ddp_nodes": len({node for node, _ in replicas}),
+                "ddp_in_sync": float(len({digest for _, digest in replicas}) == 1),
+            }
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if self.rank == 0:
+                save_atomic(state, Path(tmp) / CHECKPOINT_NAME)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    def restore(self) -> dict[str, Any] | None:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as path:
+            self.log(f"resuming from {checkpoint.path}")
+            return load_checkpoint(Path(path) / CHECKPOINT_NAME)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point: everything comes from `loop_config["config"]` (a Config as a dict)."""
+    from drkd.train.job import run_training
+
+    torch.set_num_threads(max(1, int(loop_config.get("threads_per_worker", 1))))
+    cfg = config_from_dict(loop_config["config"], "trial config")
+    run_training(cfg, RayTrainContext())

@@ -1,0 +1,64 @@
+"""One Tune trial = one Ray Train DDP job (the function-trainable pattern Ray Train V2 supports)."""
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from ray import tune
+from ray.train import FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from drkd.config import apply_overrides, config_from_dict
+from drkd.sweeps.ray_worker import train_loop_per_worker
+from drkd.config.sweep_settings import SweepSettings
+
+# Trial-config keys that label a trial for the analysis but are not config fields.
+LABEL_KEYS = ("cell", "role")
+TRAIN_RUNS_DIR = ".train"  # inside the experiment directory; not a trial directory
+
+
+def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """The dotted config overrides in a trial's flat parameter dict.
+
+    None means "not set for this trial" (a search parameter its switches left unsampled, shown
+    blank in the live table): the base config's value stays.
+    """
+    return {k: v for k, v in params.items() if k not in LABEL_KEYS and v is not None}
+
+
+def scaling_config(settings: SweepSettings) -> ScalingConfig:
+    use_gpu = settings.gpus_per_worker > 0
+    resources: dict[str, float] = {"CPU": settings.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = settings.gpus_per_worker
+    return ScalingConfig(
+        num_workers=settings.workers_per_trial,
+        use_gpu=use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=settings.placement_strategy,
+    )
+
+
+def run_trial(params: dict[str, Any], base: dict[str, Any], settings: dict[str, Any], experiment_path: str) -> None:
+    """Tune function trainable: build this trial's config and run it as a Ray Train job.
+
+    The Train run is named after the trial id and stored under the experiment, so a trial that
+    Tune restores (``--resume``) or retries finds its run again and resumes from its last checkpoint.
+    """
+    sweep = SweepSettings(**settings)
+    cfg = apply_overrides(config_from_dict(base, "sweep base config"), trial_overrides(params), "trial parameters")
+    trial_id = tune.get_context().get_trial_id()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "threads_per_worker": sweep.cpus_per_worker},
+        torch_config=TorchConfig(backend="nccl" if sweep.gpus_per_worker > 0 else "gloo"),
+        scaling_config=scaling_config(sweep),
+        run_config=RunConfig(
+            name=f"trial_{trial_id}",
+            storage_path=posixpath.join(experiment_path, TRAIN_RUNS_DIR),
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=sweep.max_failures),
+        ),
+    )
+    trainer.fit()

@@ -1,0 +1,222 @@
+"""Ray Tune experiments: an Optuna search or an explicit grid, each trial a Ray Train DDP job."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+from ray import tune
+from ray.tune import CLIReporter
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from drkd.config import Config, ConfigError, apply_overrides, save_config
+from drkd.analysis.experiment_store import EXPERIMENT_FILE, default_results_dir
+from drkd.sweeps.grid_searcher import ExplicitGridSearcher
+from drkd.config.sweep_settings import SweepSettings
+from drkd.sweeps.trial import run_trial, trial_overrides
+
+log = logging.getLogger("drkd.sweeps.tuner")
+METRIC = "mAP"
+
+
+@dataclass
+class SweepPlan:
+    """What to run: a base config plus either a search space or an explicit list of trials."""
+
+    kind: str  # lambda_search | table1..table6 | teacher | baseline (the analysis reads it)
+    base: Config
+    settings: SweepSettings
+    space: Callable[[Any], dict[str, Any] | None] | None = None  # Optuna define-by-run
+    grid: list[dict[str, Any]] = field(default_factory=list)  # flat dotted trial params
+
+    @property
+    def name(self) -> str:
+        return self.settings.name or self.kind
+
+    @property
+    def storage(self) -> str:
+        return self.settings.storage_path or str(default_results_dir().resolve())
+
+    @property
+    def path(self) -> str:
+        return posixpath.join(self.storage, self.name)
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """Tune runs trials in their own directories: make every file path in the config absolute."""
+    cfg = cfg.copy()
+    cfg.data.root = str(Path(cfg.data.root).resolve())
+    for det in (cfg.student, cfg.teacher):
+        if det is not None and det.checkpoint:
+            det.checkpoint = str(Path(det.checkpoint).resolve())
+    return cfg
+
+
+def init_ray(settings: SweepSettings) -> None:
+    """Join the running cluster (RAY_ADDRESS, or one started with `ray start`/`ray up` on this
+    node); else start a local Ray sized for the trials: each trial's driver holds 1 CPU besides
+    its workers' CPUs."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=address or "auto")
+        return
+    except ConnectionError:
+        if address:
+            raise
+    needed = settings.max_concurrent_trials * (1 + settings.workers_per_trial * settings.cpus_per_worker)
+    ray.init(address="local", num_cpus=max(needed, os.cpu_count() or 1))
+
+
+def _write_experiment_file(plan: SweepPlan, command: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(plan.path) if "://" in plan.path else (pafs.LocalFileSystem(), plan.path)
+    fs.create_dir(path, recursive=True)
+    target = posixpath.join(path, EXPERIMENT_FILE)
+    meta = {
+        "kind": plan.kind,
+        "name": plan.name,
+        "metric": METRIC,
+        "mode": "max",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "settings": plan.settings.to_dict(),
+    }
+    with fs.open_output_stream(target) as f:
+        f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+
+
+def _reporter(plan: SweepPlan) -> CLIReporter:
+    if plan.grid:
+        short = {"cell": "cell"} | ({"train.seed": "seed"} if all("train.seed" in t for t in plan.grid) else {})
+    else:
+        short = {k: k.split(".")[-1] for k in getattr(plan.space, "columns", ())} or None
+    # Tune looks every column up in every trial's config: only keys all trials have.
+    return CLIReporter(
+        metric_columns={"epoch": "epoch", "mAP": "mAP", "AP_S": "AP_S", "loss_total": "loss"},
+        parameter_columns=short, max_report_frequency=30, sort_by_metric=True,
+    )
+
+
+def _searcher(plan: SweepPlan):
+    if plan.space is None:
+        return ExplicitGridSearcher(plan.grid, METRIC, "max")
+    import optuna
+
+    from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch
+
+    url = plan.settings.optuna_storage or f"sqlite:///{Path(plan.path) / 'optuna.db'}"
+    if url.startswith("sqlite:///") and "://" in plan.path:
+        raise ConfigError(f"sweep.optuna_storage: needed (e.g. a PostgreSQL URL) when storage_path is {plan.storage!r}")
+    storage = optuna.storages.RDBStorage(url)
+    return PrunedAwareOptunaSearch(
+        space=plan.space,
+        metric=METRIC,
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=plan.settings.seed),
+        storage=storage,
+        study_name=plan.name,
+        total_epochs=plan.base.train.total_epochs,
+    )
+
+
+def _scheduler(plan: SweepPlan):
+    if plan.space is None:
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=plan.base.train.total_epochs,
+        grace_period=min(plan.settings.grace_period, plan.base.train.total_epochs),
+        reduction_factor=plan.settings.reduction_factor,
+    )
+
+
+def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
+    """A new Tuner for `plan`, or the restored one with `resume` (finished trials are not rerun)."""
+    base = absolute_paths(plan.base)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=base.to_dict(), settings=plan.settings.to_dict(), experiment_path=plan.path),
+        {"CPU": 1},
+    )
+    exists = tune.Tuner.can_restore(plan.path)
+    if resume:
+        if not exists:
+            raise ConfigError(f"--resume: no experiment to resume at {plan.path}")
+        log.info("resuming %s", plan.path)
+        return tune.Tuner.restore(plan.path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    if exists:
+        raise ConfigError(f"experiment {plan.path} exists: pass --resume to continue it, or --name for a new one")
+    num_samples = plan.settings.num_trials if plan.space is not None else len(plan.grid)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            search_alg=_searcher(plan),
+            scheduler=_scheduler(plan),
+            num_samples=num_samples,
+            max_concurrent_trials=plan.settings.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.name,
+            storage_path=plan.storage,
+            progress_reporter=_reporter(plan),
+            verbose=1,  # the live trial table, not every result dict
+            failure_config=tune.FailureConfig(max_failures=1),
+        ),
+    )
+
+
+def run_sweep(plan: SweepPlan, resume: bool = False, command: str | None = None) -> tune.ResultGrid:
+    """Run (or resume) the experiment; returns Tune's ResultGrid."""
+    plan.settings.validate()
+    if plan.space is None and not plan.grid:
+        raise ConfigError(f"{plan.kind}: nothing to run (no search space and an empty grid)")
+    for trial in plan.grid:  # fail before any trial starts, naming the bad cell
+        apply_overrides(plan.base, trial_overrides(trial), f"{plan.kind} cell {trial.get('cell', trial)}")
+    # The classic reporter prints the live table with our columns; Ray's newer output ignores it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    init_ray(plan.settings)
+    if not resume:
+        _write_experiment_file(plan, command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    tuner = build_tuner(plan, resume)
+    log.info("experiment directory: %s", plan.path)
+    return tuner.fit()
+
+
+def write_best_config(plan: SweepPlan, results: tune.ResultGrid) -> tuple[dict[str, Any], Path]:
+    """Best trial by last-epoch mAP among those that ran all epochs; its full config as a YAML file
+    that `drkd train --config` accepts, written into the experiment directory."""
+    finished = [r for r in results if r.metrics and r.metrics.get("epoch") == plan.base.train.total_epochs]
+    pool = finished or [r for r in results if r.metrics and METRIC in r.metrics]
+    if not pool:
+        raise RuntimeError(f"no trial of {plan.path} reported {METRIC}; see the trial errors above")
+    best = max(pool, key=lambda r: r.metrics[METRIC])
+    cfg = apply_overrides(absolute_paths(plan.base), trial_overrides(best.config), "best trial")
+    cfg.train.output_dir = str(Path("runs") / f"{plan.name}_best")
+    local = Path(plan.path) if "://" not in plan.path else Path("results") / plan.name
+    path = save_config(cfg, local / "best_config.yaml")
+    return best.metrics | {"config": best.config}, path
+
+
+def startup_overhead(results: tune.ResultGrid) -> tuple[float, float]:
+    """(seconds of trial time not spent in epochs, total trial seconds): what starting and
+    reporting the Ray Train jobs cost, from every trial's reported history."""
+    overhead = total = 0.0
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or "epoch_time_s" not in frame:
+            continue
+        trial_total = float(frame["time_total_s"].iloc[-1])
+        total += trial_total
+        overhead += trial_total - float(frame["epoch_time_s"].sum())
+    return overhead, total

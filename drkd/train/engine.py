@@ -1,0 +1,105 @@
+"""One epoch of training, and prediction for COCO evaluation (torchvision references' split)."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from drkd.data.coco_eval import detections_to_coco
+
+log = logging.getLogger("drkd.train.engine")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite: training stops rather than corrupting the weights."""
+
+
+def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device, channels_last: bool):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    images = [img.to(device, non_blocking=True).contiguous(memory_format=fmt) for img in images]
+    targets = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def check_finite(terms: dict[str, torch.Tensor], epoch: int, iteration: int) -> None:
+    for name, value in terms.items():
+        if not math.isfinite(float(value)):
+            raise NonFiniteLossError(f"{name} = {float(value)} at epoch {epoch}, iteration {iteration}: stopping")
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader: Iterable,
+    epoch: int,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float | None = None,
+    log_every: int = 20,
+    channels_last: bool = False,
+    on_log: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """Train for one pass over `loader`; returns the mean of every loss term, and the last lr.
+
+    `model(images, targets)` returns (loss, terms) as :class:`DistillationModel` does (DDP-wrapped or not).
+    """
+    model.train()
+    sums: dict[str, float] = {}
+    n = 0
+    start = time.perf_counter()
+    num_iters = len(loader) if hasattr(loader, "__len__") else None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for it, (images, targets) in enumerate(loader):
+        images, targets = _to_device(images, targets, device, channels_last)
+        with torch.autocast(device.type, enabled=scaler is not None and device.type == "cuda"):
+            loss, terms = model(images, targets)
+        check_finite(terms, epoch, it)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+        scheduler.step()
+        n += 1
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        if on_log is not None and (it % log_every == 0 or it + 1 == num_iters):
+            rate = n / (time.perf_counter() - start)
+            on_log(
+                f"epoch {epoch} [{it + 1}/{num_iters or '?'}] loss {float(terms['loss_total']):.4f} "
+                f"det {float(terms['loss_det']):.4f} lr {optimizer.param_groups[0]['lr']:.5f} {rate:.2f} it/s"
+            )
+    if n == 0:
+        raise ValueError("the training loader yielded no batches (empty dataset or train_limit too small?)")
+    means = {k: v / n for k, v in sums.items()}
+    means["lr"] = optimizer.param_groups[0]["lr"]
+    return means
+
+
+@torch.no_grad()
+def predict(
+    detector: nn.Module, loader: Iterable, device: torch.device, label_to_cat_id: dict[int, int], channels_last: bool = False
+) -> list[dict]:
+    """COCO-format detections for this process's share of the images (JSON-able, to be gathered)."""
+    detector.eval()
+    detections: list[dict] = []
+    for images, targets in loader:
+        images, _ = _to_device(images, [], device, channels_last)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            outputs = detector(images)
+        outputs = [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
+        detections.extend(detections_to_coco(outputs, [int(t["image_id"]) for t in targets], label_to_cat_id))
+    return detections

@@ -1,0 +1,185 @@
+"""One training job from a config: the function `drkd train` and every Ray Train worker call."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from drkd.data.coco_dataset import CocoDetection, collate_detection
+from drkd.data.coco_eval import coco_metrics
+from drkd.config import Config, ConfigError
+from drkd.config.methods import NO_DISTILLATION
+from drkd.data.transforms import build_transforms
+from drkd.models.detectors import build_detector
+from drkd.distill.registry import build_distiller
+from drkd.models.distillation_model import DistillationModel
+from drkd.train.engine import predict, train_one_epoch
+from drkd.models.feature_taps import fpn_channels
+from drkd.train.lr_schedule import build_scheduler, scaled_lr
+from drkd.train.run_context import LocalContext, RunContext
+from drkd.data.synthetic import ensure_synthetic_coco
+
+log = logging.getLogger("drkd.train")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_data(cfg: Config) -> Path:
+    """The data root; the embedded synthetic dataset is generated there if missing."""
+    root = Path(cfg.data.root)
+    d = cfg.data
+    if d.synthetic:
+        ensure_synthetic_coco(
+            root, seed=d.synthetic_seed, num_train=d.synthetic_num_train, num_val=d.synthetic_num_val, image_size=d.synthetic_image_size
+        )
+    for name in ("train_annotations", "val_annotations"):
+        if not (root / getattr(d, name)).is_file():
+            raise ConfigError(f"data.{name}: {root / getattr(d, name)} not found (data.root = {str(root)!r})")
+    return root
+
+
+@dataclass
+class Datasets:
+    train: CocoDetection
+    val: CocoDetection
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+
+def build_datasets(cfg: Config) -> Datasets:
+    root = prepare_data(cfg)
+    d = cfg.data
+    train = CocoDetection(root / d.train_images, root / d.train_annotations, build_transforms(True, d.hflip_prob), train=True)
+    val = CocoDetection(root / d.val_images, root / d.val_annotations, build_transforms(False), train=False)
+    if train.cat_id_to_label != val.cat_id_to_label:
+        raise ConfigError(f"data: train and val annotation files list different categories ({root})")
+    return Datasets(train, val)
+
+
+def _limit(ds: CocoDetection, n: int | None) -> Any:
+    return Subset(ds, range(min(n, len(ds)))) if n else ds
+
+
+def validation_loader(data: Datasets, cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[DataLoader, list[int]]:
+    """This process's share of the validation images (every world_size-th one), and the ids of all
+    evaluated images, for scoring on rank 0."""
+    val_ds = _limit(data.val, cfg.data.val_limit)
+    loader = DataLoader(
+        Subset(val_ds, range(rank, len(val_ds), world_size)), batch_size=cfg.data.batch_size,
+        collate_fn=collate_detection, num_workers=cfg.data.loader_workers,
+    )
+    return loader, [data.val.image_ids[i] for i in range(len(val_ds))]
+
+
+def build_models(cfg: Config, num_classes: int) -> DistillationModel:
+    """Student (seeded), frozen teacher and the configured distiller, as one trainable module."""
+    student = build_detector(cfg.student, num_classes, cfg.data)
+    if cfg.distill.method == NO_DISTILLATION:
+        return DistillationModel(student)
+    assert cfg.teacher is not None  # validated
+    if not cfg.teacher.checkpoint and not cfg.teacher.backbone_weights:
+        log.warning("teacher has neither checkpoint nor backbone_weights: distilling from an untrained teacher")
+    teacher = build_detector(cfg.teacher, num_classes, cfg.data)
+    num_levels = len(student.backbone.fpn.layer_blocks) + (2 if cfg.student.arch != "fasterrcnn" else 1)
+    distiller = build_distiller(cfg, fpn_channels(teacher), fpn_channels(student), num_levels)
+    return DistillationModel(student, distiller, teacher)
+
+
+def training_state(
+    model: DistillationModel, optimizer, scheduler, scaler, epoch: int, cfg: Config, num_classes: int
+) -> dict[str, Any]:
+    """Everything needed to resume exactly: weights, optimiser, schedule, scaler, epoch, config."""
+    return {
+        "num_classes": num_classes,
+        "student": model.student.state_dict(),
+        "distiller": model.distiller.state_dict() if model.distiller is not None else {},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "epoch": epoch,
+        "config": cfg.to_dict(),
+    }
+
+
+def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
+    """Train (and distil) for cfg.train.total_epochs, evaluating and reporting every epoch.
+
+    Returns the last epoch's metrics. Resumes from `ctx.restore()` when it gives a checkpoint;
+    the run then continues exactly as if it had not stopped.
+    """
+    ctx = ctx or LocalContext(cfg.train.output_dir, cfg.train.device)
+    t = cfg.train
+    seed_everything(t.seed)
+    data = build_datasets(cfg) if ctx.rank == 0 else None
+    ctx.barrier()  # rank 0 generated the data if it had to
+    data = data or build_datasets(cfg)
+    train_ds = _limit(data.train, cfg.data.train_limit)
+
+    sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=t.seed, drop_last=True)
+    loader = DataLoader(
+        train_ds, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate_detection,
+        num_workers=cfg.data.loader_workers, drop_last=True,
+    )
+    val_loader, val_ids = validation_loader(data, cfg, ctx.rank, ctx.world_size)
+    if len(loader) == 0:
+        raise ConfigError(
+            f"data.batch_size = {cfg.data.batch_size}: larger than the {len(train_ds) // ctx.world_size} training images per worker"
+        )
+
+    model = build_models(cfg, data.num_classes).to(ctx.device)
+    cuda = ctx.device.type == "cuda"
+    channels_last = t.channels_last and cuda
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lr = scaled_lr(t.lr, cfg.data.batch_size * ctx.world_size)
+    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    total_epochs = t.total_epochs
+    scheduler = build_scheduler(optimizer, total_epochs, len(loader), t.warmup_iters, t.warmup_factor)
+    scaler = torch.amp.GradScaler("cuda") if t.amp and cuda else None
+
+    start_epoch = 0
+    state = ctx.restore()
+    if state is not None:
+        model.student.load_state_dict(state["student"])
+        if model.distiller is not None:
+            model.distiller.load_state_dict(state["distiller"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"]) + 1
+    wrapped = ctx.wrap(model)
+
+    metrics: dict[str, Any] = {}
+    ctx.log(
+        f"training {cfg.student.arch}/{cfg.student.backbone} with distill.method={cfg.distill.method} "
+        f"for {total_epochs} epochs ({len(loader)} iterations/epoch, lr {lr:.4g}) on {ctx.device} x{ctx.world_size}"
+    )
+    for epoch in range(start_epoch, total_epochs):
+        start = time.perf_counter()
+        sampler.set_epoch(epoch)
+        # Augmentation draws from the global RNG: seed it per epoch and rank so a resumed run matches.
+        torch.manual_seed(t.seed * 100_003 + epoch * 1_009 + ctx.rank)
+        losses = train_one_epoch(
+            wrapped, optimizer, scheduler, loader, epoch + 1, ctx.device, scaler, t.grad_clip, t.log_every, channels_last, ctx.log
+        )
+        detections = ctx.gather(predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last))
+        scores = coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None
+        scores = ctx.broadcast(scores)
+        metrics = {"epoch": epoch + 1, **scores, **losses, "epoch_time_s": time.perf_counter() - start}
+        ctx.report(metrics, training_state(model, optimizer, scheduler, scaler, epoch, cfg, data.num_classes))
+    return metrics
