@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from drkd.analysis.experiment_store import NoExperimentsFound, default_results_dir
+from drkd.analysis.experiment_store import NoExperimentsFound
+from drkd.config.storage import default_results_dir
 from drkd.analysis.report import make_report
 
 

@@ -124,7 +124,7 @@ def train_and_time(ctx: RunContext, spec: dict[str, Any]) -> dict[str, float]:
     def run(n: int) -> None:
         if n > 0:
             its: Iterable[Any] = itertools.islice(batches, n)
-            train_one_epoch(wrapped, optimizer, scheduler, its, 1, ctx.device, None, t.grad_clip)
+            train_one_epoch(wrapped, optimizer, scheduler, its, epoch=1, device=ctx.device, grad_clip=t.grad_clip)
 
     run(int(spec["warmup"]))
     ctx.barrier()

@@ -150,8 +150,8 @@ class Trainer:
         """One training iteration, through the engine's own loop."""
         scale = self.scaler.get_scale() if self.scaler is not None else None
         train_one_epoch(
-            self.model, self.optimizer, self.scheduler, [batch], 1, self.device, self.scaler,
-            self.cfg.train.grad_clip, channels_last=self.channels_last,
+            self.model, self.optimizer, self.scheduler, [batch], epoch=1, device=self.device, scaler=self.scaler,
+            grad_clip=self.cfg.train.grad_clip, channels_last=self.channels_last,
         )
         if self.scaler is not None and self.scaler.get_scale() < scale:
             self.skipped_steps += 1

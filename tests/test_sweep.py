@@ -157,3 +157,23 @@ def test_bad_sweep_settings_are_named(tmp_path: Path, tiny_config, teacher_ckpt:
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt)
     assert ablations(["table1", "--config", str(path)]) == 2
     assert "no trained teacher for two_stage: set sweep.teacher_checkpoints.two_stage" in capsys.readouterr().err
+
+
+def test_best_config_of_a_remote_sweep_goes_to_the_results_dir(tmp_path: Path, monkeypatch, tiny_config) -> None:
+    """With storage on s3://, the best config is written under $DRKD_RESULTS (not ./results)."""
+    from types import SimpleNamespace
+
+    from drkd.analysis.paper_tables import SEARCH_KIND
+    from drkd.config.sweep_settings import SweepSettings
+    from drkd.sweeps.tuner import SweepPlan, write_best_config
+
+    monkeypatch.setenv("DRKD_RESULTS", str(tmp_path / "local"))
+    monkeypatch.chdir(tmp_path)
+    base = tiny_config("none")
+    plan = SweepPlan(SEARCH_KIND, base, SweepSettings(name="remote", storage_path="s3://bucket/results"),
+                     space=lambda trial: {})
+    finished = SimpleNamespace(metrics={"epoch": base.train.total_epochs, "mAP": 1.5}, config={"train.seed": 5})
+    best, path = write_best_config(plan, [finished])
+    assert path == tmp_path / "local" / "remote" / "best_config.yaml"
+    assert not (tmp_path / "results").exists()
+    assert load_config(path).train.seed == 5 and best["mAP"] == 1.5

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,25 +17,18 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import pandas as pd
 import pyarrow.fs as pafs
 
+from drkd.config.storage import is_uri
+
 log = logging.getLogger(__name__)
 
 EXPERIMENT_FILE = "drkd_experiment.json"
 RESULT_FILE = "result.json"
 PARAMS_FILE = "params.json"
 CONFIG_PREFIX = "config/"
-EXPERIMENT_KINDS = (
-    "lambda_search", "table1", "table2", "table3", "table4", "table5", "table6", "teacher", "baseline",
-)
 # Trial statuses, as the tables and the search summary use them.
 COMPLETED, EARLY_STOPPED, INCOMPLETE, ERRORED = "completed", "early-stopped", "incomplete", "errored"
 
 Pick = Literal["last", "best"]
-
-
-def default_results_dir() -> Path:
-    """Where the sweeps write and the analysis reads: ``$DRKD_RESULTS`` or ``./results``."""
-    env = os.environ.get("DRKD_RESULTS")
-    return Path(env) if env else Path.cwd() / "results"
 
 
 @dataclass(frozen=True)
@@ -80,7 +72,7 @@ class NoExperimentsFound(RuntimeError):
 
 def _resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
     text = str(location)
-    if "://" in text:
+    if is_uri(text):
         return pafs.FileSystem.from_uri(text)
     return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
 
@@ -101,7 +93,7 @@ def _read_text(fs: pafs.FileSystem, path: str) -> str:
 
 def _child_location(base: str, child_path: str) -> str:
     """A sub-directory's location in the caller's notation: a URI stays a URI."""
-    if "://" in base:
+    if is_uri(base):
         return base.rstrip("/") + "/" + posixpath.basename(child_path)
     return child_path
 

@@ -14,7 +14,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from drkd.analysis.experiment_store import COMPLETED, EARLY_STOPPED  # noqa: E402
-from drkd.analysis.paper_tables import LAMBDA_SYMBOLS, LAMBDAS, PaperTable  # noqa: E402
+from drkd.analysis.paper_tables.settings import LAMBDA_SYMBOLS, LAMBDAS  # noqa: E402
+from drkd.analysis.paper_tables.table_spec import PaperTable  # noqa: E402
 
 OURS_COLOR, PAPER_COLOR = "#1f77b4", "#d62728"
 SIZE_COLORS = {"AP_S": "#4c72b0", "AP_M": "#55a868", "AP_L": "#c44e52"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from drkd.analysis.paper_tables import Column, PaperTable
+from drkd.analysis.paper_tables.table_spec import Column, PaperTable
 
 MISSING = "—"
 CSV_FLOAT_FORMAT = "%.6g"

@@ -6,12 +6,14 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from drkd.analysis.experiment_store import ExperimentData, Pick, default_results_dir, load_experiments
+from drkd.analysis.experiment_store import ExperimentData, Pick, load_experiments
 from drkd.analysis.paper_numbers import load_paper_numbers
-from drkd.analysis.paper_tables import SEARCH_KIND, build_all, trial_results
+from drkd.analysis.paper_tables import SEARCH_KIND, build_all, table1, table5, trial_results
 from drkd.analysis.plots import (plot_ap_by_size, plot_lambda_sensitivity, plot_search_progress,
                                plot_training_curves)
 from drkd.analysis.render import safe_stem, to_markdown, write_table
+
+from drkd.config.storage import default_results_dir, is_uri
 
 Echo = Callable[[str], None]
 
@@ -57,7 +59,7 @@ def make_report(experiment_dirs: Sequence[str | Path] | None, out_dir: str | Pat
     echo = echo or _quiet
     locations = list(experiment_dirs or [default_results_dir()])
     out = Path(out_dir) if out_dir else default_results_dir() / "report"
-    data = load_experiments(locations, ignore=[out] if "://" not in str(out) else [])
+    data = load_experiments(locations, ignore=[] if is_uri(out) else [out])
     for line in data.read:
         echo(f"read     {line}")
     for line in data.skipped:
@@ -69,12 +71,12 @@ def make_report(experiment_dirs: Sequence[str | Path] | None, out_dir: str | Pat
     tables_dir, plots_dir = out / "tables", out / "plots"
     by_name = {t.name: t for t in tables}
     figures: dict[str, list[str]] = {}
-    if "table1" in by_name:
-        path = plot_ap_by_size(by_name["table1"], plots_dir / "ap_by_size.png")
-        figures["table1"] = [_figure("AP by object size, Table 1 rows", path, out)]
-    if "table5" in by_name:
-        path = plot_lambda_sensitivity(by_name["table5"], plots_dir / "lambda_sensitivity.png")
-        figures["table5"] = [_figure("λ sensitivity, ours against the paper", path, out)]
+    if table1.SPEC.name in by_name:
+        path = plot_ap_by_size(by_name[table1.SPEC.name], plots_dir / "ap_by_size.png")
+        figures[table1.SPEC.name] = [_figure("AP by object size, Table 1 rows", path, out)]
+    if table5.SPEC.name in by_name:
+        path = plot_lambda_sensitivity(by_name[table5.SPEC.name], plots_dir / "lambda_sensitivity.png")
+        figures[table5.SPEC.name] = [_figure("λ sensitivity, ours against the paper", path, out)]
     for table in tables:
         experiment = table.meta.get("experiment")
         if experiment and data.experiment(experiment).kind == SEARCH_KIND:

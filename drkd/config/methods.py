@@ -95,6 +95,11 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+def unregister_method(name: str) -> None:
+    """Remove ``name`` from the registry (tests and interactive sessions; a no-op if absent)."""
+    _METHODS.pop(name, None)
+
+
 def method_spec(name: str) -> MethodSpec:
     """The registered spec of ``name``; ``KeyError`` naming the known methods otherwise."""
     try:

@@ -18,7 +18,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from drkd.config import ConfigError, DataConfig, DetectorConfig
+from drkd.config import TWO_STAGE_ARCHS, ConfigError, DataConfig, DetectorConfig
 
 log = logging.getLogger("drkd.models.detectors")
 
@@ -28,7 +28,7 @@ TWO_STAGE_STRIDES = (4, 8, 16, 32, 64)
 
 
 def level_strides(arch: str) -> tuple[int, ...]:
-    return TWO_STAGE_STRIDES if arch == "fasterrcnn" else ONE_STAGE_STRIDES
+    return TWO_STAGE_STRIDES if arch in TWO_STAGE_ARCHS else ONE_STAGE_STRIDES
 
 
 def _norm_layer(cfg: DetectorConfig) -> type[nn.Module]:
@@ -48,7 +48,7 @@ def build_backbone(cfg: DetectorConfig) -> BackboneWithFPN:
     """Backbone + FPN with `cfg.fpn_channels` channels, levels matching the architecture."""
     norm_layer = _norm_layer(cfg)
     weights = cfg.backbone_weights
-    two_stage = cfg.arch == "fasterrcnn"
+    two_stage = cfg.two_stage
     c = cfg.fpn_channels
     if cfg.backbone.startswith("res"):
         body = getattr(torchvision.models, cfg.backbone)(weights=weights, norm_layer=norm_layer)

@@ -9,15 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from drkd.sweeps.ablation_grids import GRIDS, NEEDS_TEACHER, frameworks_used, with_seeds
+from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND
+from drkd.analysis.paper_tables.cells import frameworks_used, with_seeds
+from drkd.analysis.paper_tables.settings import ROLE_KEY, STUDENT
 from drkd.config import Config, ConfigError
 from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
-from drkd.analysis.experiment_store import default_results_dir
+from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.presets import FRAMEWORK_ARCH, tiny_student_config
 from drkd.sweeps.tuner import SweepPlan, run_sweep, startup_overhead, write_best_config
 from drkd.config.sweep_settings import SweepSettings, load_sweep_config
 
-log = logging.getLogger("drkd.sweeps.tuner")
+log = logging.getLogger("drkd.sweeps")
 
 # The embedded default's search: 8 trials of 6 epochs on half the synthetic training set,
 # 2 DDP workers each, so that the whole search (data and teacher included) suits a 2-core laptop.
@@ -83,7 +85,7 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         base, settings = _base_and_settings(args, _default_search)
         settings = _settings(args, settings, num_trials=args.num_trials, name=args.name or settings.name or f"lambda_search_{args.method}")
         base.distill.method = args.method
-        plan = SweepPlan("lambda_search", base, settings, space=_space(args.method, base))
+        plan = SweepPlan(SEARCH_KIND, base, settings, space=_space(args.method, base))
         start = time.perf_counter()
         results = run_sweep(plan, resume=args.resume)
         wall = time.perf_counter() - start
@@ -121,7 +123,7 @@ class SearchSpace:
         # Ray's OptunaSearch lets returned constants override sampled values: fill only the gaps.
         sampled = getattr(trial, "captured_values", {})
         gaps = {c: None for c in self.columns if c not in sampled and c not in fixed}
-        return {**gaps, **fixed, "distill.method": self.method, "train.epochs": self.epochs, "student.arch": self.arch, "role": "student"}
+        return {**gaps, **fixed, "distill.method": self.method, "train.epochs": self.epochs, "student.arch": self.arch, ROLE_KEY: STUDENT}
 
 
 def _space(method: str, base: Config) -> SearchSpace:
@@ -177,4 +179,4 @@ def _teacher_checkpoints(grid: str, base: Config, settings: SweepSettings, cells
             f"{grid}: no trained teacher for {', '.join(missing)}: set sweep.teacher_checkpoints.{missing[0]} "
             "(train one with: python sweeps/ablations.py teacher --config ...)"
         )
-    return {f: str(Path(teachers[f]).resolve()) if "://" not in teachers[f] else teachers[f] for f in needed}
+    return {f: teachers[f] if is_uri(teachers[f]) else str(Path(teachers[f]).resolve()) for f in needed}

@@ -9,12 +9,11 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from drkd.analysis.paper_tables.settings import LABEL_KEYS
 from drkd.config import apply_overrides, config_from_dict
 from drkd.sweeps.ray_worker import train_loop_per_worker
 from drkd.config.sweep_settings import SweepSettings
 
-# Trial-config keys that label a trial for the analysis but are not config fields.
-LABEL_KEYS = ("cell", "role")
 TRAIN_RUNS_DIR = ".train"  # inside the experiment directory; not a trial directory
 
 

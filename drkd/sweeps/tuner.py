@@ -1,6 +1,7 @@
 """Ray Tune experiments: an Optuna search or an explicit grid, each trial a Ray Train DDP job."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -9,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import ray
 from ray import tune
@@ -17,13 +18,14 @@ from ray.tune import CLIReporter
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from drkd.config import Config, ConfigError, apply_overrides, save_config
-from drkd.analysis.experiment_store import EXPERIMENT_FILE, default_results_dir
+from drkd.analysis.experiment_store import EXPERIMENT_FILE
+from drkd.config.storage import default_results_dir, is_uri
 from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.config.sweep_settings import SweepSettings
 from drkd.sweeps.trial import run_trial, trial_overrides
 
-log = logging.getLogger("drkd.sweeps.tuner")
-METRIC = "mAP"
+log = logging.getLogger("drkd.sweeps")
+METRIC, MODE = "mAP", "max"  # every sweep maximises COCO mAP
 
 
 @dataclass
@@ -35,6 +37,11 @@ class SweepPlan:
     settings: SweepSettings
     space: Callable[[Any], dict[str, Any] | None] | None = None  # Optuna define-by-run
     grid: list[dict[str, Any]] = field(default_factory=list)  # flat dotted trial params
+
+    @property
+    def is_search(self) -> bool:
+        """An Optuna search (trials sampled from ``space``) rather than an explicit grid."""
+        return self.space is not None
 
     @property
     def name(self) -> str:
@@ -79,14 +86,14 @@ def init_ray(settings: SweepSettings) -> None:
 def _write_experiment_file(plan: SweepPlan, command: str) -> None:
     import pyarrow.fs as pafs
 
-    fs, path = pafs.FileSystem.from_uri(plan.path) if "://" in plan.path else (pafs.LocalFileSystem(), plan.path)
+    fs, path = pafs.FileSystem.from_uri(plan.path) if is_uri(plan.path) else (pafs.LocalFileSystem(), plan.path)
     fs.create_dir(path, recursive=True)
     target = posixpath.join(path, EXPERIMENT_FILE)
     meta = {
         "kind": plan.kind,
         "name": plan.name,
         "metric": METRIC,
-        "mode": "max",
+        "mode": MODE,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "settings": plan.settings.to_dict(),
@@ -108,20 +115,20 @@ def _reporter(plan: SweepPlan) -> CLIReporter:
 
 
 def _searcher(plan: SweepPlan):
-    if plan.space is None:
-        return ExplicitGridSearcher(plan.grid, METRIC, "max")
+    if not plan.is_search:
+        return ExplicitGridSearcher(plan.grid, METRIC, MODE)
     import optuna
 
     from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch
 
     url = plan.settings.optuna_storage or f"sqlite:///{Path(plan.path) / 'optuna.db'}"
-    if url.startswith("sqlite:///") and "://" in plan.path:
+    if url.startswith("sqlite:///") and is_uri(plan.path):
         raise ConfigError(f"sweep.optuna_storage: needed (e.g. a PostgreSQL URL) when storage_path is {plan.storage!r}")
     storage = optuna.storages.RDBStorage(url)
     return PrunedAwareOptunaSearch(
         space=plan.space,
         metric=METRIC,
-        mode="max",
+        mode=MODE,
         sampler=optuna.samplers.TPESampler(seed=plan.settings.seed),
         storage=storage,
         study_name=plan.name,
@@ -130,7 +137,7 @@ def _searcher(plan: SweepPlan):
 
 
 def _scheduler(plan: SweepPlan):
-    if plan.space is None:
+    if not plan.is_search:
         return FIFOScheduler()
     return ASHAScheduler(
         time_attr="epoch",
@@ -155,12 +162,12 @@ def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
         return tune.Tuner.restore(plan.path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     if exists:
         raise ConfigError(f"experiment {plan.path} exists: pass --resume to continue it, or --name for a new one")
-    num_samples = plan.settings.num_trials if plan.space is not None else len(plan.grid)
+    num_samples = plan.settings.num_trials if plan.is_search else len(plan.grid)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             metric=METRIC,
-            mode="max",
+            mode=MODE,
             search_alg=_searcher(plan),
             scheduler=_scheduler(plan),
             num_samples=num_samples,
@@ -179,18 +186,31 @@ def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
 def run_sweep(plan: SweepPlan, resume: bool = False, command: str | None = None) -> tune.ResultGrid:
     """Run (or resume) the experiment; returns Tune's ResultGrid."""
     plan.settings.validate()
-    if plan.space is None and not plan.grid:
+    if not plan.is_search and not plan.grid:
         raise ConfigError(f"{plan.kind}: nothing to run (no search space and an empty grid)")
     for trial in plan.grid:  # fail before any trial starts, naming the bad cell
         apply_overrides(plan.base, trial_overrides(trial), f"{plan.kind} cell {trial.get('cell', trial)}")
-    # The classic reporter prints the live table with our columns; Ray's newer output ignores it.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     init_ray(plan.settings)
     if not resume:
         _write_experiment_file(plan, command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
     tuner = build_tuner(plan, resume)
     log.info("experiment directory: %s", plan.path)
-    return tuner.fit()
+    # The classic reporter prints the live table with our columns; Ray's newer output ignores it.
+    with _env_default("RAY_AIR_NEW_OUTPUT", "0"):
+        return tuner.fit()
+
+
+@contextlib.contextmanager
+def _env_default(name: str, value: str) -> Iterator[None]:
+    """``$name`` set to ``value`` (unless the user set it) for the duration, then as it was."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def write_best_config(plan: SweepPlan, results: tune.ResultGrid) -> tuple[dict[str, Any], Path]:
@@ -203,7 +223,8 @@ def write_best_config(plan: SweepPlan, results: tune.ResultGrid) -> tuple[dict[s
     best = max(pool, key=lambda r: r.metrics[METRIC])
     cfg = apply_overrides(absolute_paths(plan.base), trial_overrides(best.config), "best trial")
     cfg.train.output_dir = str(Path("runs") / f"{plan.name}_best")
-    local = Path(plan.path) if "://" not in plan.path else Path("results") / plan.name
+    # with remote storage, the file a user passes to `drkd train` goes to the local results directory
+    local = default_results_dir() / plan.name if is_uri(plan.path) else Path(plan.path)
     path = save_config(cfg, local / "best_config.yaml")
     return best.metrics | {"config": best.config}, path
 

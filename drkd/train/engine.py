@@ -36,6 +36,7 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loader: Iterable,
+    *,
     epoch: int,
     device: torch.device,
     scaler: torch.amp.GradScaler | None = None,

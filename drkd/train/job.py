@@ -93,7 +93,8 @@ def build_models(cfg: Config, num_classes: int) -> DistillationModel:
     if not cfg.teacher.checkpoint and not cfg.teacher.backbone_weights:
         log.warning("teacher has neither checkpoint nor backbone_weights: distilling from an untrained teacher")
     teacher = build_detector(cfg.teacher, num_classes, cfg.data)
-    num_levels = len(student.backbone.fpn.layer_blocks) + (2 if cfg.student.arch != "fasterrcnn" else 1)
+    # the FPN's own levels plus its extra ones: P6, P7 (one-stage) or the max-pooled P6 (Faster R-CNN)
+    num_levels = len(student.backbone.fpn.layer_blocks) + (1 if cfg.student.two_stage else 2)
     distiller = build_distiller(cfg, fpn_channels(teacher), fpn_channels(student), num_levels)
     return DistillationModel(student, distiller, teacher)
 
@@ -175,7 +176,8 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         # Augmentation draws from the global RNG: seed it per epoch and rank so a resumed run matches.
         torch.manual_seed(t.seed * 100_003 + epoch * 1_009 + ctx.rank)
         losses = train_one_epoch(
-            wrapped, optimizer, scheduler, loader, epoch + 1, ctx.device, scaler, t.grad_clip, t.log_every, channels_last, ctx.log
+            wrapped, optimizer, scheduler, loader, epoch=epoch + 1, device=ctx.device, scaler=scaler,
+            grad_clip=t.grad_clip, log_every=t.log_every, channels_last=channels_last, on_log=ctx.log,
         )
         detections = ctx.gather(predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last))
         scores = coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None

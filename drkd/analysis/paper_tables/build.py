@@ -1,0 +1,237 @@
+"""Building a paper table from what the sweeps measured: the rules and the shared pieces.
+
+Rules, so the tables are reproducible and defensible:
+  * A cell uses only trials that reached ``train.epochs``; the caption counts the ones left out.
+  * Distilled rows come from experiments of the table's own kind (``table3`` → Table 3). Teacher and
+    baseline rows are the same models whichever sweep trained them, so they pool every experiment
+    except λ searches; teacher rows match any schedule of that detector.
+  * Δ is our row's mean minus our baseline row's mean (student, no distillation) in the same block.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from drkd.analysis.experiment_store import COMPLETED, CONFIG_PREFIX, ExperimentData, Pick, pick_reports
+from drkd.analysis.paper_tables.labels import ARCH_NAMES, row_order
+from drkd.analysis.paper_tables.settings import (ROLE_KEY, STUDENT, TEACHER, TERMS, Settings, is_baseline,
+                                                 is_reference, is_teacher, missing, paper_settings, relevant,
+                                                 settings_from_config)
+from drkd.analysis.paper_tables.table_spec import METRICS, Column, PaperTable, TableSpec, metric_columns
+from drkd.config.methods import method_names
+
+SEARCH_KIND = "lambda_search"  # the experiment kind of `sweeps/lambda_search.py`
+PICK_TEXT = {"last": "last reported epoch", "best": "best epoch by mAP"}
+Record = dict[str, Any]
+Block = tuple[str, str]  # (arch, schedule)
+
+
+def trial_results(data: ExperimentData, pick: Pick = "last") -> pd.DataFrame:
+    """One row per trial: its status, the metrics of the picked report, and its settings."""
+    picked = pick_reports(data.reports, pick)
+    metric_cols = [c for c in ("epoch", *METRICS) if c in picked.columns]
+    picked = picked[["experiment", "trial_id", *metric_cols]]
+    merged = data.trials.merge(picked, on=["experiment", "trial_id"], how="left")
+    config_cols = [c for c in merged.columns if c.startswith(CONFIG_PREFIX)]
+    settings = [settings_from_config({c[len(CONFIG_PREFIX):]: row[c] for c in config_cols})
+                for row in merged[config_cols].to_dict("records")]
+    settings_frame = pd.DataFrame(settings, index=merged.index, dtype=object)
+    for metric in METRICS:
+        if metric not in merged.columns:
+            merged[metric] = np.nan
+    return pd.concat([merged.drop(columns=[c for c in settings_frame.columns if c in merged.columns]),
+                      settings_frame], axis=1)
+
+
+# --- shared pieces --------------------------------------------------------------------------------
+
+def records(frame: pd.DataFrame) -> list[Record]:
+    return [{k: (None if missing(v) else v) for k, v in r.items()} for r in frame.to_dict("records")]
+
+
+def stats(values: Iterable[Any]) -> tuple[float, float, int]:
+    """(mean, sample std, n) of the values that are set."""
+    clean = [float(v) for v in values if not missing(v)]
+    if not clean:
+        return math.nan, math.nan, 0
+    std = float(np.std(clean, ddof=1)) if len(clean) > 1 else math.nan
+    return float(np.mean(clean)), std, len(clean)
+
+
+def done(trials: Iterable[Record]) -> list[Record]:
+    return [t for t in trials if t["status"] == COMPLETED]
+
+
+def key(s: Settings, dims: Iterable[str]) -> tuple:
+    return tuple(s.get(d) for d in dims)
+
+
+def reference_pool(trials: list[Record]) -> list[Record]:
+    """Teacher and baseline trials of every experiment but λ searches."""
+    return [t for t in trials if t["kind"] != SEARCH_KIND and is_reference(t)]
+
+
+def baseline_mean(pool: list[Record], arch: str, schedule: str, metric: str) -> float:
+    return stats(t[metric] for t in done(pool) if is_baseline(t) and t["arch"] == arch and t["schedule"] == schedule)[0]
+
+
+def block_order(paper_blocks: Sequence[Block], ours: Iterable[Block]) -> list[Block]:
+    """The paper's blocks first, then ours by detector family."""
+    arch_rank = {a: i for i, a in enumerate(ARCH_NAMES)}
+    rest = sorted(set(ours) - set(paper_blocks), key=lambda b: (arch_rank.get(b[0], 99), b[0], str(b[1])))
+    return list(paper_blocks) + rest
+
+
+def metric_record(metric: str, cell: list[Record], base_mean: float, paper: float, prefix: str = "") -> Record:
+    """Ours (mean, std, n over completed trials), the paper's value and Δ to our baseline."""
+    mean, std, n = stats(t[metric] for t in done(cell))
+    return {f"{prefix}{metric}": mean, f"{prefix}{metric}_std": std, f"{prefix}{metric}_n": n,
+            f"{prefix}{metric}_paper": paper, f"{prefix}{metric}_delta": mean - base_mean}
+
+
+def metric_fields(metric: str) -> tuple[str, ...]:
+    """The frame columns :func:`metric_record` fills for one metric."""
+    return tuple(f"{metric}{x}" for x in ("", "_std", "_n", "_paper", "_delta"))
+
+
+def make_frame(rows: list[Record], columns: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(columns))
+    for col in columns:
+        if col.endswith("_n"):
+            frame[col] = frame[col].astype("Int64")
+    return frame.reset_index(drop=True)
+
+
+def unique_trials(cells: Iterable[list[Record]]) -> list[Record]:
+    seen, out = set(), []
+    for cell in cells:
+        for t in cell:
+            if (t["experiment"], t["trial_id"]) not in seen:
+                seen.add((t["experiment"], t["trial_id"]))
+                out.append(t)
+    return out
+
+
+def epochs_note(used: list[Record]) -> str:
+    pairs = sorted({(t["schedule"], int(t["target_epochs"])) for t in used if t.get("target_epochs") is not None})
+    return ("Our schedules: " + ", ".join(f"{s} = {e} epochs" for s, e in pairs) + ".") if pairs else ""
+
+
+def excluded_note(used: list[Record]) -> str:
+    bad = [t for t in used if t["status"] != COMPLETED]
+    if not bad:
+        return "Every matching trial reached train.epochs."
+    cells = len({t["_cell"] for t in bad})
+    statuses = ", ".join(sorted({t["status"] for t in bad}))
+    return f"{len(bad)} trial(s) in {cells} cell(s) did not reach train.epochs ({statuses}) and are left out."
+
+
+def caption(title: str, pick: Pick, notes: Iterable[str]) -> str:
+    parts = [title + ".", f"Value per trial: {PICK_TEXT[pick]}.",
+             "Cells: our mean ± std (n runs), the paper's value, and Δ = ours − our baseline row "
+             "(student without distillation, same block)."]
+    return " ".join(parts + [n for n in notes if n])
+
+
+def missing_footnotes(ours_missing: bool, paper_missing: bool, command: str, what: str,
+                      paper_what: str = "the paper reports no such value") -> list[str]:
+    """The footnotes that explain '—' cells."""
+    notes = []
+    if ours_missing:
+        notes.append(f"— in an 'ours' column: no run {what} reached train.epochs; `{command}` fills it.")
+    if paper_missing:
+        notes.append(f"— in a 'paper' column: {paper_what}.")
+    return notes
+
+
+# --- Tables 1-4 and 6 -----------------------------------------------------------------------------
+
+def _paper_rows(spec: TableSpec, paper: pd.DataFrame) -> list[Record]:
+    known = set(method_names(with_none=True))
+    rows = [r for r in records(paper[paper["table"] == spec.name])
+            if r["arch"] in ARCH_NAMES and (r["method"] is None or r["method"] in known)]
+    for r in rows:
+        r["_settings"] = paper_settings(r)
+    return rows
+
+
+def _paper_blocks(spec: TableSpec, paper_rows: list[Record], own_blocks: set[Block]) -> list[Block]:
+    """The blocks the paper's rows fall in: (arch, schedule), or every schedule we ran of that arch."""
+    blocks: list[Block] = []
+    for r in paper_rows:
+        same_arch = sorted(b for b in own_blocks if b[0] == r["arch"])
+        for block in ([(r["arch"], r["schedule"])] if spec.exact_schedule or not same_arch else same_arch):
+            if block not in blocks:
+                blocks.append(block)
+    return blocks
+
+
+def _expected_rows(spec: TableSpec, paper_rows: list[Record]) -> dict[tuple, Settings]:
+    """Row key -> settings of every row the block shows even without runs."""
+    expected: dict[tuple, Settings] = {}
+    for r in paper_rows:
+        expected.setdefault(key(r["_settings"], spec.row_dims), r["_settings"])
+    if spec.all_methods:
+        every = [relevant({ROLE_KEY: TEACHER})] + [
+            relevant({ROLE_KEY: STUDENT, "method": m, **{t: True for t in TERMS}}) for m in method_names(with_none=True)]
+        for s in every:
+            expected.setdefault(key(s, spec.row_dims), s)
+    return expected
+
+
+def _block_cells(spec: TableSpec, block: Block, own: list[Record], pool: list[Record],
+                 expected: dict[tuple, Settings]) -> dict[tuple, list[Record]]:
+    """Row key -> trials: the table's own distilled runs (which may add rows), then the reference
+    runs that fill expected rows (never adding any)."""
+    cells: dict[tuple, list[Record]] = {}
+    for t in own:
+        if (t["arch"], t["schedule"]) == block and not is_reference(t):
+            cells.setdefault(key(t, spec.row_dims), []).append(t)
+            expected.setdefault(key(t, spec.row_dims), t)
+    for t in pool:
+        k = key(t, spec.row_dims)
+        if t["arch"] == block[0] and (t["schedule"] == block[1] or is_teacher(t)) and k in expected:
+            cells.setdefault(k, []).append(t)
+    return cells
+
+
+def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick: Pick = "last") -> PaperTable:
+    """One of the paper's tables, in its layout, from :func:`trial_results` and the paper numbers."""
+    paper_rows = _paper_rows(spec, paper)
+    all_trials = records(trials)
+    own = [t for t in all_trials if t["kind"] == spec.name]
+    pool = reference_pool(all_trials)
+    own_blocks = {(t["arch"], t["schedule"]) for t in own}
+
+    rows: list[Record] = []
+    used: list[list[Record]] = []
+    for arch, schedule in block_order(_paper_blocks(spec, paper_rows, own_blocks), own_blocks):
+        block_paper = [r for r in paper_rows if r["arch"] == arch and (not spec.exact_schedule or r["schedule"] == schedule)]
+        expected = _expected_rows(spec, block_paper)
+        cells = _block_cells(spec, (arch, schedule), own, pool, expected)
+        for k in sorted(expected, key=lambda k: row_order(expected[k])):
+            label_settings = {**expected[k], "arch": arch, "schedule": schedule}
+            row: Record = {header: fn(label_settings) for header, fn in spec.labels}
+            cell = cells.get(k, [])
+            used.append([{**t, "_cell": (arch, schedule, k)} for t in cell])
+            for metric in spec.metrics:
+                paper_value = next((r["value"] for r in block_paper
+                                    if r["metric"] == metric and key(r["_settings"], spec.row_dims) == k), math.nan)
+                row.update(metric_record(metric, cell, baseline_mean(pool, arch, schedule, metric), paper_value))
+            rows.append(row)
+
+    columns = [Column(h, h) for h, _ in spec.labels] + [c for m in spec.metrics for c in metric_columns(m)]
+    frame = make_frame(rows, [h for h, _ in spec.labels] + [f for m in spec.metrics for f in metric_fields(m)])
+    used_trials = unique_trials(used)
+    notes = [excluded_note(used_trials), epochs_note(used_trials)]
+    if any(is_teacher(t) for t in used_trials):
+        notes.append("Teacher rows take any teacher run of that detector, whatever its schedule.")
+    notes.append(spec.paper_note)
+    ours_missing = frame.empty or frame[list(spec.metrics)].isna().any().any()
+    paper_missing = frame.empty or frame[[f"{m}_paper" for m in spec.metrics]].isna().any().any()
+    footnotes = missing_footnotes(ours_missing, paper_missing, spec.command, "of that cell")
+    return PaperTable(spec.name, spec.title, caption(spec.title, pick, notes), columns, frame, footnotes,
+                      meta={"metrics": spec.metrics, "command": spec.command})

@@ -1,0 +1,141 @@
+"""The settings vocabulary the sweeps and the tables share: what a trial ran, from its flat config.
+
+Each trial's config is turned into *settings* (detector, schedule, role, method, DRKD switches, ...;
+defaults filled in, settings that cannot matter blanked). A table row is a set of settings values,
+so rows are found from configs rather than from the label a sweep gave them, and the paper's
+numbers (:mod:`drkd.analysis.paper_numbers`, same vocabulary) are matched to our rows the same way.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import pandas as pd
+
+from drkd.config import TWO_STAGE_ARCHS, DetectorConfig, DistillConfig, TrainSettings
+from drkd.config.methods import NO_DISTILLATION
+from drkd.distill.drkd import SPEC as DRKD_SPEC
+from drkd.distill.drkd.params import DRKDParams, paper_lambdas
+
+# Keys of a trial's flat parameters that label it for the analysis but are not config fields.
+CELL_KEY, ROLE_KEY = "cell", "role"
+LABEL_KEYS = (CELL_KEY, ROLE_KEY)
+TEACHER, STUDENT = "teacher", "student"  # the values of ROLE_KEY
+
+DRKD = DRKD_SPEC.name  # Tables 1-5 are the DRKD paper's ablations of its own method
+TERMS = ("pr", "ir", "ins")
+LAMBDAS = ("lambda_pr", "lambda_ir", "lambda_ins")
+LAMBDA_SYMBOLS = {"lambda_pr": "λ1", "lambda_ir": "λ2", "lambda_ins": "λ3"}
+
+
+def drkd_key(field: str) -> str:
+    """The flat config key of a DRKD parameter (``distill.drkd.<field>``)."""
+    return f"distill.{DRKD}.{field}"
+
+
+# DRKD's settings: they matter only to DRKD students.
+DRKD_DIMS = (*TERMS, "instance_size", "relation_filter", "pixel_module", *LAMBDAS)
+ROW_DIMS_ALL = (ROLE_KEY, "method", *DRKD_DIMS)
+
+# settings name -> flat config key (the sweep contract)
+CONFIG_KEYS = {
+    "arch": "student.arch", "schedule": "train.schedule", "epochs": "train.epochs", "seed": "train.seed",
+    ROLE_KEY: ROLE_KEY, "method": "distill.method", **{dim: drkd_key(dim) for dim in DRKD_DIMS},
+}
+# A key missing from a trial config means the default of the config object the sweeps fill in.
+_DRKD_DEFAULTS = DRKDParams()
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "arch": DetectorConfig().arch, "schedule": TrainSettings().schedule, ROLE_KEY: STUDENT,
+    "method": DistillConfig().method,
+    **{dim: getattr(_DRKD_DEFAULTS, dim) for dim in (*TERMS, "instance_size", "relation_filter", "pixel_module")},
+}
+
+Settings = dict[str, Any]
+
+
+def missing(value: Any) -> bool:
+    """None, NaN or pandas' NA: a value a trial or the paper did not set."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def framework(arch: str) -> str:
+    """'One-stage' or 'Two-stage'."""
+    return "Two-stage" if arch in TWO_STAGE_ARCHS else "One-stage"
+
+
+def lambda_defaults(two_stage: bool) -> dict[str, float]:
+    """The paper's λ1, λ2, λ3 (§4.5), as the DRKD distiller uses them."""
+    return {dim: round(value, 8) for dim, value in zip(LAMBDAS, paper_lambdas(two_stage))}
+
+
+def is_teacher(s: Mapping[str, Any]) -> bool:
+    return s.get(ROLE_KEY) == TEACHER
+
+
+def is_baseline(s: Mapping[str, Any]) -> bool:
+    """A student trained without distillation."""
+    return not is_teacher(s) and s.get("method") == NO_DISTILLATION
+
+
+def is_drkd(s: Mapping[str, Any]) -> bool:
+    """A student distilled with DRKD."""
+    return not is_teacher(s) and s.get("method") == DRKD
+
+
+def is_reference(s: Mapping[str, Any]) -> bool:
+    """Teacher and baseline rows: the same model whichever sweep trained it."""
+    return is_teacher(s) or is_baseline(s)
+
+
+def relevant(settings: Settings) -> Settings:
+    """Blank the settings that cannot affect a run, so equal runs get equal keys."""
+    s = dict(settings)
+    if is_teacher(s):
+        return {**s, **{dim: None for dim in ROW_DIMS_ALL if dim != ROLE_KEY}}
+    if not is_drkd(s):
+        return {**s, **{dim: None for dim in DRKD_DIMS}}
+    if not s.get("pr"):
+        s["pixel_module"] = s["lambda_pr"] = None
+    if not s.get("ir"):
+        s["relation_filter"] = s["lambda_ir"] = None
+    if not s.get("ins"):
+        s["lambda_ins"] = None
+    if not (s.get("ir") or s.get("ins")):
+        s["instance_size"] = None  # ROI size only matters to the instance terms
+    return s
+
+
+def settings_from_config(config: Mapping[str, Any]) -> Settings:
+    """Settings of one trial from its flat config (keys as in params.json), defaults applied."""
+    s: Settings = {}
+    for dim, key in CONFIG_KEYS.items():
+        value = config.get(key)
+        s[dim] = CONFIG_DEFAULTS.get(dim) if missing(value) else value
+    for dim in ("arch", "schedule", ROLE_KEY, "method", "pixel_module"):
+        s[dim] = str(s[dim])
+    for dim in ("pr", "ir", "ins", "relation_filter"):
+        s[dim] = _as_bool(s[dim])
+    s["instance_size"] = int(s["instance_size"])
+    for dim in ("epochs", "seed"):
+        s[dim] = None if missing(s[dim]) else int(s[dim])
+    for dim in LAMBDAS:
+        value = s[dim]
+        s[dim] = lambda_defaults(s["arch"] in TWO_STAGE_ARCHS)[dim] if missing(value) else round(float(value), 8)
+    return relevant(s)
+
+
+def paper_settings(row: Mapping[str, Any]) -> Settings:
+    """Settings of one transcribed paper row (blank stays blank)."""
+    s = {dim: (None if missing(row.get(dim)) else row.get(dim)) for dim in ("arch", "schedule", *ROW_DIMS_ALL)}
+    for dim in LAMBDAS:
+        if s[dim] is not None:
+            s[dim] = round(float(s[dim]), 8)
+    if s["instance_size"] is not None:
+        s["instance_size"] = int(s["instance_size"])
+    return relevant(s)
