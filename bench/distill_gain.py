@@ -13,6 +13,7 @@ directories and summary keys `<role>-paper`). A finished run is reused whatever 
 pass a new `--out`. Prints mean ± std of the COCO metrics and wall time per role, and merges them into
 `<out>/<framework>/summary.json`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ from pathlib import Path
 
 from drkd.config.methods import method_names
 from drkd.config.presets import tiny_student_config, tiny_teacher_config, tiny_weight_scale
-from drkd.train.run_context import LocalContext
 from drkd.train.job import run_training
+from drkd.train.run_context import LocalContext
 
 ROLES = ("teacher", *method_names(with_none=True))
 PEERS = tuple(tiny_weight_scale())
@@ -38,7 +39,9 @@ METRICS = ("mAP", "AP_S", "AP_M", "AP_L")
 def _config(framework: str, role: str, seed: int, teacher_ckpt: Path, default_weights: bool):
     if role == "teacher":
         return tiny_teacher_config(framework, seed=seed)
-    return tiny_student_config(framework, role, teacher_checkpoint=teacher_ckpt, seed=seed, default_weights=default_weights)
+    return tiny_student_config(
+        framework, role, teacher_checkpoint=teacher_ckpt, seed=seed, default_weights=default_weights
+    )
 
 
 def _key(role: str, default_weights: bool) -> str:
@@ -46,7 +49,9 @@ def _key(role: str, default_weights: bool) -> str:
     return f"{role}-paper" if default_weights and role in PEERS else role
 
 
-def run(framework: str, role: str, seed: int, out: Path, threads: int, default_weights: bool = False) -> tuple[dict, float]:
+def run(
+    framework: str, role: str, seed: int, out: Path, threads: int, default_weights: bool = False
+) -> tuple[dict, float]:
     """Train (or resume, or skip) one role/seed; its last-epoch metrics and summed epoch time."""
     import torch
 
@@ -76,7 +81,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/gain")
     parser.add_argument("--roles", default="teacher,none,drkd", help=f"comma-separated subset of {','.join(ROLES)}")
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (processes)")
-    parser.add_argument("--default-weights", action="store_true", help="peers at their published weights (no weight_scale)")
+    parser.add_argument(
+        "--default-weights", action="store_true", help="peers at their published weights (no weight_scale)"
+    )
     args = parser.parse_args()
     roles = args.roles.split(",")
     for role in roles:

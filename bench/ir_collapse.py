@@ -11,6 +11,7 @@ features, and a student can match them without learning from it.
 
     python bench/ir_collapse.py [--steps 600] [--seeds 3] [--lr 1e-3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import math
 
 import torch
 
-from drkd.distill.instance_features import extract_instances, instance_counts
 from drkd.distill.drkd.instance_relation import InstanceRelationLoss
+from drkd.distill.instance_features import extract_instances, instance_counts
 
 
 def random_boxes(num_images: int, per_image: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:

@@ -8,6 +8,7 @@ Every method is built with its default (paper) parameters, from the same seed, o
 and measured side by side. The printed scale is what `drkd.config.presets.TINY_PEER_PARAMS` applies to a
 peer's weights; rerun this when a method's loss or the tiny presets change.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from drkd.data.coco_dataset import collate_detection
 from drkd.config.methods import method_names
 from drkd.config.presets import tiny_student_config
+from drkd.data.coco_dataset import collate_detection
 from drkd.train.job import build_datasets, build_models, prepare_data, seed_everything
 
 
@@ -41,7 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--framework", default="one_stage", choices=("one_stage", "two_stage"))
     parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--teacher", default=None, help="teacher checkpoint (default: runs/gain/<framework>/teacher_s0)")
+    parser.add_argument(
+        "--teacher", default=None, help="teacher checkpoint (default: runs/gain/<framework>/teacher_s0)"
+    )
     args = parser.parse_args()
     teacher = Path(args.teacher or f"runs/gain/{args.framework}/teacher_s0/checkpoint.pt")
     if not teacher.exists():
@@ -49,18 +52,27 @@ def main() -> None:
     base = tiny_student_config(args.framework, "drkd", teacher_checkpoint=teacher)
     prepare_data(base)
     data = build_datasets(base)
-    loader = DataLoader(data.train, batch_size=base.data.batch_size, shuffle=True,
-                        collate_fn=collate_detection, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        data.train,
+        batch_size=base.data.batch_size,
+        shuffle=True,
+        collate_fn=collate_detection,
+        generator=torch.Generator().manual_seed(0),
+    )
     batches = [b for _, b in zip(range(args.batches), loader)]
     ratios = {}
-    print(f"{args.framework}: {args.batches} batches of {base.data.batch_size}, default (paper) weights, at initialisation")
+    print(
+        f"{args.framework}: {args.batches} batches of {base.data.batch_size}, default (paper) weights, at initialisation"
+    )
     print("| method | detection loss | weighted distillation loss | ratio | scale to DRKD's ratio |")
     print("|---|---:|---:|---:|---:|")
     for method in ("drkd", *(m for m in method_names() if m != "drkd")):
         cfg = tiny_student_config(args.framework, method, teacher_checkpoint=teacher, default_weights=True)
         det, distill = measure(cfg, batches, data.num_classes)
         ratios[method] = distill / det
-        print(f"| {method} | {det:.3f} | {distill:.3f} | {ratios[method]:.3f} | {ratios['drkd'] / ratios[method]:.3g} |")
+        print(
+            f"| {method} | {det:.3f} | {distill:.3f} | {ratios[method]:.3f} | {ratios['drkd'] / ratios[method]:.3g} |"
+        )
 
 
 if __name__ == "__main__":

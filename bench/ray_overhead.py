@@ -33,6 +33,7 @@ Rounds alternate torchrun, Ray, torchrun, Ray, ... (`--repeats` rounds); each ro
 ratio pairs neighbouring runs, so slow drifts in machine load cancel. The headline is the median
 of those ratios (goal: ≥ 0.97). Run it on an otherwise idle machine for numbers worth quoting.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,21 +47,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from drkd.data.coco_dataset import collate_detection
 from drkd.config import Config, config_from_dict
-from drkd.train.engine import train_one_epoch
-from drkd.train.lr_schedule import build_scheduler, scaled_lr
 from drkd.config.presets import tiny_student_config
+from drkd.data.coco_dataset import collate_detection
 from drkd.sweeps.ray_worker import RayTrainContext
-from drkd.train.run_context import RunContext
+from drkd.train.engine import train_one_epoch
 from drkd.train.job import build_datasets, build_models, prepare_data, seed_everything
+from drkd.train.lr_schedule import build_scheduler, scaled_lr
+from drkd.train.run_context import RunContext
 
 THREADS_PER_WORKER = 1
 NUM_TRAIN, NUM_VAL = 64, 16
@@ -107,15 +109,24 @@ def train_and_time(ctx: RunContext, spec: dict[str, Any]) -> dict[str, float]:
     data = build_datasets(cfg) if ctx.rank == 0 else None
     ctx.barrier()
     data = data or build_datasets(cfg)
-    sampler = DistributedSampler(data.train, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=t.seed, drop_last=True)
+    sampler = DistributedSampler(
+        data.train, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=t.seed, drop_last=True
+    )
     loader = DataLoader(
-        data.train, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate_detection,
-        num_workers=cfg.data.loader_workers, drop_last=True,
+        data.train,
+        batch_size=cfg.data.batch_size,
+        sampler=sampler,
+        collate_fn=collate_detection,
+        num_workers=cfg.data.loader_workers,
+        drop_last=True,
     )
     model = build_models(cfg, data.num_classes).to(ctx.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
-        trainable, lr=scaled_lr(t.lr, cfg.data.batch_size * ctx.world_size), momentum=t.momentum, weight_decay=t.weight_decay
+        trainable,
+        lr=scaled_lr(t.lr, cfg.data.batch_size * ctx.world_size),
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
     )
     scheduler = build_scheduler(optimizer, t.total_epochs, len(loader), t.warmup_iters, t.warmup_factor)
     wrapped = ctx.wrap(model)
@@ -134,8 +145,11 @@ def train_and_time(ctx: RunContext, spec: dict[str, Any]) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     images = int(spec["iters"]) * cfg.data.batch_size * ctx.world_size
     return {
-        "images_per_s": images / elapsed, "elapsed_s": elapsed, "iters": int(spec["iters"]),
-        "world_size": ctx.world_size, "niceness": os.nice(0),
+        "images_per_s": images / elapsed,
+        "elapsed_s": elapsed,
+        "iters": int(spec["iters"]),
+        "world_size": ctx.world_size,
+        "niceness": os.nice(0),
     }
 
 
@@ -182,7 +196,9 @@ def start_local_ray(num_cpus: int) -> None:
     os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)
     try:
         ray.init(
-            address="local", num_cpus=num_cpus, dashboard_port=dashboard_port,
+            address="local",
+            num_cpus=num_cpus,
+            dashboard_port=dashboard_port,
             runtime_env={"env_vars": {**worker_env(), "RAY_ADDRESS": address}},
         )
     finally:
@@ -206,8 +222,15 @@ def run_torchrun(spec: dict[str, Any], workers: int, spec_path: Path, niceness: 
     Path(spec["result"]).unlink(missing_ok=True)
     spec_path.write_text(json.dumps(spec))
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(workers),
-        str(Path(__file__).resolve()), "--worker", str(spec_path),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(workers),
+        str(Path(__file__).resolve()),
+        "--worker",
+        str(spec_path),
     ]
     increment = max(0, niceness - os.nice(0))
     subprocess.run(cmd, env={**os.environ, **worker_env()}, check=True, preexec_fn=lambda: os.nice(increment))
@@ -262,9 +285,13 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30, help="timed training iterations per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of (torchrun run, Ray run)")
-    parser.add_argument("--quick", action="store_true", help="1 round of 3 iterations after 1 warm-up: checks that it runs")
     parser.add_argument(
-        "--match-niceness", action=argparse.BooleanOptionalAction, default=True,
+        "--quick", action="store_true", help="1 round of 3 iterations after 1 warm-up: checks that it runs"
+    )
+    parser.add_argument(
+        "--match-niceness",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="run the torchrun workers at the niceness Ray gives its workers (default: yes)",
     )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: a torchrun process
@@ -285,7 +312,9 @@ def main() -> None:
         cfg = bench_config(tmp / "data")
         prepare_data(cfg)  # generated once, here: the workers find it complete
         if NUM_TRAIN // args.workers < cfg.data.batch_size:
-            parser.error(f"--workers {args.workers}: fewer than a batch of {cfg.data.batch_size} training images per worker")
+            parser.error(
+                f"--workers {args.workers}: fewer than a batch of {cfg.data.batch_size} training images per worker"
+            )
         spec = {"config": cfg.to_dict(), "iters": args.iters, "warmup": args.warmup, "threads": THREADS_PER_WORKER}
         torchrun_spec = {**spec, "result": str(tmp / "torchrun_result.json")}
         ray_spec = {**spec, "result": str(tmp / "ray_result.json")}  # the workers share this machine's disk

@@ -32,6 +32,7 @@ Settings:
 Timings are per step, in milliseconds, on whatever else the machine is doing: run it on an idle
 machine for numbers worth quoting. Use OMP_NUM_THREADS / torch's defaults to choose CPU threads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,21 +40,21 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from drkd.data.coco_dataset import collate_detection
 from drkd.config import Config, DataConfig, DetectorConfig, DistillConfig, TrainSettings, validate
-from drkd.models.distillation_model import DistillationModel
-from drkd.train.engine import train_one_epoch
-from drkd.models.feature_taps import teacher_features
-from drkd.train.lr_schedule import build_scheduler, scaled_lr
 from drkd.config.presets import tiny_student_config
+from drkd.data.coco_dataset import collate_detection
+from drkd.models.distillation_model import DistillationModel
+from drkd.models.feature_taps import teacher_features
+from drkd.train.engine import train_one_epoch
 from drkd.train.job import build_datasets, build_models, seed_everything
+from drkd.train.lr_schedule import build_scheduler, scaled_lr
 
 Batch = tuple[list[torch.Tensor], list[dict]]
 # The scheduler is built for this many iterations per epoch, so every timed step is in warm-up
@@ -83,7 +84,9 @@ def tiny_cpu_setting(root: Path) -> Setting:
     return Setting("tiny R18/FPN-64 ← R18/FPN-128, 160 px, batch 8", cfg, data.num_classes, batch, torch.device("cpu"))
 
 
-def random_batch(batch_size: int, height: int, width: int, boxes_per_image: int, num_classes: int, seed: int = 0) -> Batch:
+def random_batch(
+    batch_size: int, height: int, width: int, boxes_per_image: int, num_classes: int, seed: int = 0
+) -> Batch:
     """Images in [0, 1] and boxes of 16–400 px (clipped to the image) with random labels."""
     g = torch.Generator().manual_seed(seed)
     images, targets = [], []
@@ -105,7 +108,13 @@ def paper_gpu_setting(device: torch.device, height: int = 800, width: int = 1333
 
     cfg = validate(
         Config(
-            data=DataConfig(root="unused", synthetic=False, min_size=min(height, width), max_size=max(height, width), batch_size=batch_size),
+            data=DataConfig(
+                root="unused",
+                synthetic=False,
+                min_size=min(height, width),
+                max_size=max(height, width),
+                batch_size=batch_size,
+            ),
             student=detector("resnet50"),
             teacher=detector("resnext101_32x8d"),
             distill=DistillConfig(method="drkd"),
@@ -143,15 +152,24 @@ class Trainer:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         lr = scaled_lr(t.lr, self.cfg.data.batch_size)
         self.optimizer = torch.optim.SGD(trainable, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
-        self.scheduler = build_scheduler(self.optimizer, t.total_epochs, SCHEDULE_ITERS_PER_EPOCH, t.warmup_iters, t.warmup_factor)
+        self.scheduler = build_scheduler(
+            self.optimizer, t.total_epochs, SCHEDULE_ITERS_PER_EPOCH, t.warmup_iters, t.warmup_factor
+        )
         self.scaler = torch.amp.GradScaler("cuda") if t.amp and cuda else None
 
     def step(self, batch: Batch) -> None:
         """One training iteration, through the engine's own loop."""
         scale = self.scaler.get_scale() if self.scaler is not None else None
         train_one_epoch(
-            self.model, self.optimizer, self.scheduler, [batch], epoch=1, device=self.device, scaler=self.scaler,
-            grad_clip=self.cfg.train.grad_clip, channels_last=self.channels_last,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            [batch],
+            epoch=1,
+            device=self.device,
+            scaler=self.scaler,
+            grad_clip=self.cfg.train.grad_clip,
+            channels_last=self.channels_last,
         )
         if self.scaler is not None and self.scaler.get_scale() < scale:
             self.skipped_steps += 1
@@ -204,7 +222,9 @@ class Result:
 
     @property
     def ratio(self) -> float:
-        return statistics.median(self.drkd_ms) / (statistics.median(self.student_ms) + statistics.median(self.teacher_ms))
+        return statistics.median(self.drkd_ms) / (
+            statistics.median(self.student_ms) + statistics.median(self.teacher_ms)
+        )
 
 
 def device_name(device: torch.device) -> str:
@@ -248,8 +268,10 @@ def measure(setting: Setting, reps: int, warmup: int, breakdown_reps: int) -> Re
     skipped = plain.skipped_steps + drkd.skipped_steps
     breakdown: dict[str, float] = {}
     if breakdown_reps > 0:
-        timers = {"teacher forward in step": ForwardTimer(teacher.backbone, device),
-                  "distiller forward in step": ForwardTimer(drkd.model.distiller, device)}
+        timers = {
+            "teacher forward in step": ForwardTimer(teacher.backbone, device),
+            "distiller forward in step": ForwardTimer(drkd.model.distiller, device),
+        }
         steps = [time_ms(lambda: drkd.step(setting.batch), device) for _ in range(breakdown_reps)]
         for timer in timers.values():
             timer.remove()
@@ -260,19 +282,24 @@ def measure(setting: Setting, reps: int, warmup: int, breakdown_reps: int) -> Re
 
 def print_table(results: list[Result], reps: int, warmup: int) -> None:
     print(f"\nMedians of {reps} interleaved repetitions (after {warmup} untimed warm-up repetitions).\n")
-    print("| setting | device | plain student step (ms) | teacher forward (ms) | DRKD step (ms) | ratio DRKD / (student + teacher) |")
+    print(
+        "| setting | device | plain student step (ms) | teacher forward (ms) | DRKD step (ms) | ratio DRKD / (student + teacher) |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     for r in results:
         s, t, d = (statistics.median(x) for x in (r.student_ms, r.teacher_ms, r.drkd_ms))
         print(f"| {r.setting.name} | {r.device_name} | {s:.1f} | {t:.1f} | {d:.1f} | {r.ratio:.3f} |")
     for r in results:
         spread = ", ".join(
-            f"{name} {min(x):.1f}–{max(x):.1f}" for name, x in (("student", r.student_ms), ("teacher", r.teacher_ms), ("DRKD", r.drkd_ms))
+            f"{name} {min(x):.1f}–{max(x):.1f}"
+            for name, x in (("student", r.student_ms), ("teacher", r.teacher_ms), ("DRKD", r.drkd_ms))
         )
         print(f"\n{r.setting.name}: range (ms) {spread}")
         if r.breakdown:
-            print("  breakdown (separate instrumented DRKD steps, medians): "
-                  + ", ".join(f"{k} {v:.1f} ms" for k, v in r.breakdown.items()))
+            print(
+                "  breakdown (separate instrumented DRKD steps, medians): "
+                + ", ".join(f"{k} {v:.1f} ms" for k, v in r.breakdown.items())
+            )
         if r.skipped_steps:
             print(f"  note: the GradScaler skipped {r.skipped_steps} timed steps (inf gradients); raise --warmup")
 
@@ -281,8 +308,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=20, help="timed repetitions of each measurement")
     parser.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
-    parser.add_argument("--breakdown-reps", type=int, default=3, help="instrumented DRKD steps for the breakdown (0: none)")
-    parser.add_argument("--quick", action="store_true", help="3 repetitions, 1 warm-up, 1 breakdown step: checks that it runs")
+    parser.add_argument(
+        "--breakdown-reps", type=int, default=3, help="instrumented DRKD steps for the breakdown (0: none)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="3 repetitions, 1 warm-up, 1 breakdown step: checks that it runs"
+    )
     parser.add_argument("--only", choices=("cpu", "gpu"), help="run one setting only")
     args = parser.parse_args()
     if args.quick:

@@ -4,4 +4,5 @@ Layers, imports only going down: ``sweeps`` → ``train`` → ``models`` → ``d
 ``config``; ``analysis`` reads results with the config layer alone (no torch). Importing drkd
 registers the distillation methods (``drkd.distill``), which imports no torch.
 """
+
 import drkd.distill  # noqa: F401  (registers the methods; torch-free)

@@ -1,11 +1,13 @@
 """`drkd` command line: synth, train, eval, export."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import yaml
 
@@ -24,15 +26,17 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from drkd.data.synthetic import make_synthetic_coco
 
-    root = make_synthetic_coco(args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size)
+    root = make_synthetic_coco(
+        args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size
+    )
     print(f"wrote synthetic COCO dataset to {root}")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from drkd.config import load_config
-    from drkd.train.run_context import LocalContext
     from drkd.train.job import run_training
+    from drkd.train.run_context import LocalContext
 
     overrides = parse_overrides(args.set)
     if args.output_dir:
@@ -46,13 +50,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from drkd.train.checkpoint import load_checkpoint
-    from drkd.data.coco_eval import coco_metrics
     from drkd.config import apply_overrides, config_from_dict, load_config
+    from drkd.data.coco_eval import coco_metrics
     from drkd.models.detectors import build_detector
+    from drkd.train.checkpoint import load_checkpoint
     from drkd.train.engine import predict
-    from drkd.train.run_context import resolve_device
     from drkd.train.job import build_datasets, validation_loader
+    from drkd.train.run_context import resolve_device
 
     state = load_checkpoint(args.checkpoint)
     cfg = load_config(args.config) if args.config else config_from_dict(state["config"], f"{args.checkpoint}:config")
@@ -70,15 +74,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from drkd.train.checkpoint import load_checkpoint, save_atomic
     from drkd.config import config_from_dict
     from drkd.models.detectors import build_detector, export_state_dict
+    from drkd.train.checkpoint import load_checkpoint, save_atomic
+
     state = load_checkpoint(args.checkpoint)
     cfg = config_from_dict(state["config"], f"{args.checkpoint}:config")
     student = build_detector(cfg.student, int(state["num_classes"]), cfg.data)
     student.load_state_dict(state["student"])
     out = save_atomic(export_state_dict(student), args.out)
-    print(f"wrote student-only state dict ({cfg.student.arch}/{cfg.student.backbone}, FPN {cfg.student.fpn_channels}) to {out}")
+    print(
+        f"wrote student-only state dict ({cfg.student.arch}/{cfg.student.backbone}, FPN {cfg.student.fpn_channels}) to {out}"
+    )
     return 0
 
 
@@ -97,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train (and distil) one model in this process")
     p.add_argument("--config", required=True, help="YAML/JSON config file (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. distill.drkd.lambda_pr=0.002")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. distill.drkd.lambda_pr=0.002",
+    )
     p.add_argument("--output-dir", help="where checkpoints and metrics.jsonl go (default: train.output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
     p.set_defaults(func=_cmd_train)
@@ -117,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     from drkd.config import ConfigError
     from drkd.data.coco_dataset import DatasetError
 

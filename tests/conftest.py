@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic dataset and tiny configs that train in seconds on a CPU."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,9 +20,18 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def make_tiny_config(root: Path, out: Path, method: str = "none", arch: str = "retinanet", teacher_ckpt: str | None = None) -> Config:
+def make_tiny_config(
+    root: Path, out: Path, method: str = "none", arch: str = "retinanet", teacher_ckpt: str | None = None
+) -> Config:
     """A two-epoch run on 16 images of 128 px with 32-channel FPNs (teacher 48 channels)."""
-    det = dict(arch=arch, backbone="resnet18", anchor_scale=2.0, head_norm="gn", rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100)
+    det = dict(
+        arch=arch,
+        backbone="resnet18",
+        anchor_scale=2.0,
+        head_norm="gn",
+        rpn_pre_nms_top_n_train=200,
+        rpn_post_nms_top_n_train=100,
+    )
     teacher = DetectorConfig(fpn_channels=48, checkpoint=teacher_ckpt, **det) if method != "none" else None
     return validate(
         Config(
@@ -36,7 +46,9 @@ def make_tiny_config(root: Path, out: Path, method: str = "none", arch: str = "r
 
 @pytest.fixture
 def tiny_config(tiny_root: Path, tmp_path: Path):
-    def factory(method: str = "none", arch: str = "retinanet", teacher_ckpt: str | None = None, out: str = "run") -> Config:
+    def factory(
+        method: str = "none", arch: str = "retinanet", teacher_ckpt: str | None = None, out: str = "run"
+    ) -> Config:
         return make_tiny_config(tiny_root, tmp_path / out, method, arch, teacher_ckpt)
 
     return factory
@@ -44,8 +56,8 @@ def tiny_config(tiny_root: Path, tmp_path: Path):
 
 def _train_tiny_teacher(root: Path, out: Path, arch: str) -> str:
     """A one-epoch teacher (48-channel FPN, as make_tiny_config's teacher section expects)."""
-    from drkd.train.run_context import LocalContext
     from drkd.train.job import run_training
+    from drkd.train.run_context import LocalContext
 
     cfg = make_tiny_config(root, out, "none", arch=arch)
     cfg.student.fpn_channels = 48

@@ -1,5 +1,6 @@
 """The layout's rules, enforced: imports only go down, reading results needs no torch, and a
 method's name is spelled only in its own package."""
+
 from __future__ import annotations
 
 import ast
@@ -46,17 +47,37 @@ def _write_experiment(root: Path) -> None:
     for i, (method, mAP) in enumerate((("none", 3.0), ("nld", 4.5))):
         trial = exp / f"run_trial_{i}"
         trial.mkdir()
-        params = {"role": "student", "student.arch": "retinanet", "train.schedule": "2x", "train.epochs": 2,
-                  "train.seed": 0, "distill.method": method}
+        params = {
+            "role": "student",
+            "student.arch": "retinanet",
+            "train.schedule": "2x",
+            "train.epochs": 2,
+            "train.seed": 0,
+            "distill.method": method,
+        }
         (trial / "params.json").write_text(json.dumps(params))
-        lines = [{"epoch": e, "training_iteration": e, "trial_id": f"t{i}", "mAP": mAP - 2 + e, "AP50": 9.0,
-                  "AP75": 3.0, "AP_S": 1.0, "AP_M": 3.0, "AP_L": 5.0} for e in (1, 2)]
+        lines = [
+            {
+                "epoch": e,
+                "training_iteration": e,
+                "trial_id": f"t{i}",
+                "mAP": mAP - 2 + e,
+                "AP50": 9.0,
+                "AP75": 3.0,
+                "AP_S": 1.0,
+                "AP_M": 3.0,
+                "AP_L": 5.0,
+            }
+            for e in (1, 2)
+        ]
         (trial / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
 def test_tables_are_built_with_torch_and_ray_unimportable(tmp_path: Path) -> None:
     _write_experiment(tmp_path / "results")
-    script = BLOCKER + f"""
+    script = (
+        BLOCKER
+        + f"""
 sys.path.insert(0, {str(REPO / "analysis")!r})
 import make_tables
 assert make_tables.main([{str(tmp_path / "results")!r}, "--out", {str(tmp_path / "report")!r}]) == 0
@@ -65,6 +86,7 @@ for path in {sorted(str(p) for p in (REPO / "configs").glob("*.yaml"))!r}:
     load_config(path)  # configs load on a laptop without torch too
 assert not any(m.split(".")[0] in ("torch", "torchvision", "ray") for m in sys.modules)
 """
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -74,8 +96,11 @@ assert not any(m.split(".")[0] in ("torch", "torchvision", "ray") for m in sys.m
 
 def _string_literals(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(), str(path))
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    ]
 
 
 @pytest.mark.parametrize("method", method_names())

@@ -6,6 +6,7 @@ setup_commands into head/worker_setup_commands, fill per-type min/max_workers) a
 (`fillout_available_node_types_resources` and `bootstrap_aws` are the first calls that do).
 This test runs exactly those two functions, with sockets disabled to prove nothing is contacted.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-PIP_INSTALL = re.compile(
-    r"pip install -e \"?/home/ubuntu/drkd\[dev\]\"? -c /home/ubuntu/drkd/constraints\.txt")
+PIP_INSTALL = re.compile(r"pip install -e \"?/home/ubuntu/drkd\[dev\]\"? -c /home/ubuntu/drkd/constraints\.txt")
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,14 @@ def test_every_node_has_an_ami_and_an_instance_profile(prepared):
 
 
 def test_no_credentials_in_the_file(text, raw):
-    for pattern in (r"aws_access_key_id", r"aws_secret_access_key", r"aws_session_token", r"AWS_SECRET",
-                    r"\bAKIA[0-9A-Z]{16}\b", r"\bASIA[0-9A-Z]{16}\b"):
+    for pattern in (
+        r"aws_access_key_id",
+        r"aws_secret_access_key",
+        r"aws_session_token",
+        r"AWS_SECRET",
+        r"\bAKIA[0-9A-Z]{16}\b",
+        r"\bASIA[0-9A-Z]{16}\b",
+    ):
         assert not re.search(pattern, text, re.IGNORECASE), pattern
     assert "aws_credentials" not in raw["provider"]
 
@@ -129,8 +135,9 @@ def test_every_node_installs_the_pinned_project(raw, prepared):
 
 def test_shared_storage_on_every_node(raw):
     node_wide = raw["initialization_commands"] + raw["setup_commands"]
-    assert any(re.search(r"sudo mount -t (efs|nfs4)\b.*\$DRKD_MNT", c) and "DRKD_MNT=/mnt/drkd-results" in c
-               for c in node_wide)
+    assert any(
+        re.search(r"sudo mount -t (efs|nfs4)\b.*\$DRKD_MNT", c) and "DRKD_MNT=/mnt/drkd-results" in c for c in node_wide
+    )
     assert any("export DRKD_RESULTS=/mnt/drkd-results" in c and "~/.bashrc" in c for c in raw["setup_commands"])
     for t in raw["available_node_types"].values():
         assert "initialization_commands" not in t  # would replace the EFS mount for that type

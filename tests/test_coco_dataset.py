@@ -8,15 +8,21 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from drkd.data.coco_dataset import CocoDetection, DatasetError, collate_detection
-from drkd.data.transforms import build_transforms
 from drkd.data.synthetic import make_synthetic_coco
+from drkd.data.transforms import build_transforms
 
 CATS = [{"id": 10, "name": "ten"}, {"id": 3, "name": "three"}, {"id": 7, "name": "seven"}]
 
 
 def _ann(ann_id, image_id, cat, bbox, iscrowd=0):
-    return {"id": ann_id, "image_id": image_id, "category_id": cat, "bbox": bbox,
-            "area": bbox[2] * bbox[3], "iscrowd": iscrowd}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cat,
+        "bbox": bbox,
+        "area": bbox[2] * bbox[3],
+        "iscrowd": iscrowd,
+    }
 
 
 def _write(tmp_path: Path, images, annotations, categories=CATS, image_modes=None) -> Path:
@@ -49,7 +55,7 @@ def test_label_remapping_round_trip(tmp_path):
     assert target["boxes"].format == tv_tensors.BoundingBoxFormat.XYXY
     assert tuple(target["boxes"].canvas_size) == (30, 40)
     assert target["boxes"].tolist() == [[1, 2, 11, 12], [5, 5, 13, 11]]
-    assert [ds.label_to_cat_id[int(l)] for l in target["labels"]] == [10, 3]
+    assert [ds.label_to_cat_id[int(label)] for label in target["labels"]] == [10, 3]
     assert target["labels"].dtype == torch.int64 and target["image_id"] == 1
     assert target["area"].dtype == torch.float32 and target["area"].tolist() == [100, 48]
     assert ds.coco.getImgIds() == [1, 2]
@@ -161,8 +167,8 @@ def _sample(width=100, height=50):
     image = tv_tensors.Image(torch.rand(3, height, width))
     target = {
         "boxes": tv_tensors.BoundingBoxes(
-            torch.tensor([[10.0, 5.0, 30.0, 25.0], [60.0, 0.0, 61.5, 50.0]]),
-            format="XYXY", canvas_size=(height, width)),
+            torch.tensor([[10.0, 5.0, 30.0, 25.0], [60.0, 0.0, 61.5, 50.0]]), format="XYXY", canvas_size=(height, width)
+        ),
         "labels": torch.tensor([1, 2]),
         "image_id": 7,
         "area": torch.tensor([400.0, 75.0]),
@@ -196,8 +202,7 @@ def test_eval_transforms_are_identity():
 
 def test_loads_synthetic_dataset(tmp_path):
     root = make_synthetic_coco(tmp_path, seed=0, num_train=4, num_val=2, image_size=96)
-    ds = CocoDetection(root / "train", root / "annotations" / "instances_train.json",
-                       transforms=build_transforms(True))
+    ds = CocoDetection(root / "train", root / "annotations" / "instances_train.json", transforms=build_transforms(True))
     assert ds.num_classes == 7 and ds.num_dropped_boxes == 0
     for i in range(len(ds)):
         image, target = ds[i]

@@ -69,8 +69,15 @@ def test_independent_of_detection_order(coco_gt):
     rng = random.Random(0)
     dets = _perfect()
     # False positives and score ties make the matching order-sensitive unless sorted.
-    dets += [{"image_id": rng.choice([1, 2, 3, 4]), "category_id": rng.choice([1, 5]),
-              "bbox": [rng.uniform(0, 100), rng.uniform(0, 100), 30.0, 30.0], "score": 1.0} for _ in range(20)]
+    dets += [
+        {
+            "image_id": rng.choice([1, 2, 3, 4]),
+            "category_id": rng.choice([1, 5]),
+            "bbox": [rng.uniform(0, 100), rng.uniform(0, 100), 30.0, 30.0],
+            "score": 1.0,
+        }
+        for _ in range(20)
+    ]
     dets += [dict(d, bbox=[d["bbox"][0] + 3, *d["bbox"][1:]], score=0.5) for d in _perfect()]
     expected = coco_metrics(coco_gt, dets)
     assert 0 < expected["mAP"] < 100
@@ -103,8 +110,11 @@ def test_unknown_image_id_rejected(coco_gt):
 
 def test_detections_to_coco():
     outputs = [
-        {"boxes": torch.tensor([[1.234, 2.0, 11.5, 22.0], [0.0, 0.0, 5.0, 5.0]]),
-         "scores": torch.tensor([0.98766, 0.5]), "labels": torch.tensor([2, 1])},
+        {
+            "boxes": torch.tensor([[1.234, 2.0, 11.5, 22.0], [0.0, 0.0, 5.0, 5.0]]),
+            "scores": torch.tensor([0.98766, 0.5]),
+            "labels": torch.tensor([2, 1]),
+        },
         {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
     results = detections_to_coco(outputs, [7, 8], {1: 3, 2: 9})

@@ -1,4 +1,5 @@
 """Config loading and validation: errors name the file, the field and the bad value."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -95,7 +96,10 @@ def test_tiny_configs_are_the_presets() -> None:
     from drkd.config.presets import tiny_student_config, tiny_teacher_config
 
     teacher = load_config(REPO / "configs" / "tiny_teacher.yaml")
-    assert teacher.student == tiny_teacher_config().student and teacher.train.total_epochs == tiny_teacher_config().train.total_epochs
+    assert (
+        teacher.student == tiny_teacher_config().student
+        and teacher.train.total_epochs == tiny_teacher_config().train.total_epochs
+    )
     drkd = load_config(REPO / "configs" / "tiny_drkd.yaml")
     expected = tiny_student_config(method="drkd")
     assert drkd.student == expected.student and drkd.distill == expected.distill and drkd.train.lr == expected.train.lr

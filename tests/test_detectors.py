@@ -1,4 +1,5 @@
 """Detectors built by name, and feature taps that see exactly what the detector saw."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,13 +23,20 @@ def _batch() -> tuple[list[torch.Tensor], list[dict]]:
 
 @pytest.mark.parametrize(
     "arch, backbone, levels",
-    [("retinanet", "resnet18", 5), ("fasterrcnn", "resnet18", 5), ("fcos", "resnet34", 5), ("retinanet", "mobilenet_v3_large", 5),
-     ("fasterrcnn", "mobilenet_v3_large", 5)],
+    [
+        ("retinanet", "resnet18", 5),
+        ("fasterrcnn", "resnet18", 5),
+        ("fcos", "resnet34", 5),
+        ("retinanet", "mobilenet_v3_large", 5),
+        ("fasterrcnn", "mobilenet_v3_large", 5),
+    ],
 )
 def test_build_train_and_tap(arch: str, backbone: str, levels: int) -> None:
     torch.manual_seed(0)
     channels = 32 if arch == "fcos" else 24  # FCOS's head uses GroupNorm(32)
-    model = build_detector(DetectorConfig(arch=arch, backbone=backbone, fpn_channels=channels, anchor_scale=2.0), 4, DATA)
+    model = build_detector(
+        DetectorConfig(arch=arch, backbone=backbone, fpn_channels=channels, anchor_scale=2.0), 4, DATA
+    )
     tap = FeatureTap(model)
     images, targets = _batch()
     losses = model(images, targets)
@@ -75,7 +83,9 @@ def test_export_loads_into_plain_torchvision() -> None:
     import torchvision
 
     torch.manual_seed(0)
-    ours = build_detector(DetectorConfig(backbone="resnet50", fpn_channels=256), 5, DataConfig(min_size=128, max_size=128))
+    ours = build_detector(
+        DetectorConfig(backbone="resnet50", fpn_channels=256), 5, DataConfig(min_size=128, max_size=128)
+    )
     ours.eval()
     plain = torchvision.models.detection.retinanet_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=5, min_size=128, max_size=128

@@ -55,15 +55,24 @@ def test_builds_only_enabled_parts(switches, keys):
     t, s, boxes = make_batch()
     assert set(d(t, s, boxes, IMAGE)) == keys == set(d.loss_weights)
     built = {name for name in ("pr", "ir", "ins") if getattr(d, name) is not None}
-    assert built == {k[len("loss_"):] for k in keys}
+    assert built == {k[len("loss_") :] for k in keys}
     prefixes = {name.split(".")[0] for name, _ in d.named_parameters()}
     assert prefixes == built
 
 
 def test_terms_match_standalone_modules():
     torch.manual_seed(1)
-    d = DRKDDistiller(6, 4, 3, lambda_pr=0.1, lambda_ir=0.2, lambda_ins=0.3, instance_levels=(1, 2),
-                      instance_size=5, distance="squared")
+    d = DRKDDistiller(
+        6,
+        4,
+        3,
+        lambda_pr=0.1,
+        lambda_ir=0.2,
+        lambda_ins=0.3,
+        instance_levels=(1, 2),
+        instance_size=5,
+        distance="squared",
+    )
     t, s, boxes = make_batch()
     losses = d(t, s, boxes, IMAGE)
     assert d.loss_weights == {"loss_pr": 0.1, "loss_ir": 0.2, "loss_ins": 0.3}

@@ -1,6 +1,5 @@
-import torch
-
 import pytest
+import torch
 
 from drkd.distill.foreground_mask import foreground_mask, foreground_masks
 
@@ -23,8 +22,7 @@ def test_cell_aligned_and_tiny_boxes():
     expected[0, 0, 1, 1] = 1
     torch.testing.assert_close(mask, expected)
     # thinner than a cell: still marks the cell it lies in
-    torch.testing.assert_close(
-        foreground_mask([torch.tensor([[2.2, 2.2, 2.4, 2.4]])], _feat(), (8, 8)), expected)
+    torch.testing.assert_close(foreground_mask([torch.tensor([[2.2, 2.2, 2.4, 2.4]])], _feat(), (8, 8)), expected)
 
 
 def test_zero_boxes_and_mixed_batch():

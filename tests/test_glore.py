@@ -9,12 +9,16 @@ from drkd.distill.drkd.glore import GloRe
 def _set_scalar_weights(unit: GloRe, *, state, proj, adj, update, extend, gamma, beta) -> None:
     """Hand-set every weight of a 1-channel, 1-state, 1-node unit."""
     with torch.no_grad():
-        unit.state.weight.fill_(state[0]); unit.state.bias.fill_(state[1])
-        unit.projection.weight.fill_(proj[0]); unit.projection.bias.fill_(proj[1])
-        unit.gcn.adjacency.weight.fill_(adj[0]); unit.gcn.adjacency.bias.fill_(adj[1])
+        unit.state.weight.fill_(state[0])
+        unit.state.bias.fill_(state[1])
+        unit.projection.weight.fill_(proj[0])
+        unit.projection.bias.fill_(proj[1])
+        unit.gcn.adjacency.weight.fill_(adj[0])
+        unit.gcn.adjacency.bias.fill_(adj[1])
         unit.gcn.state_update.weight.fill_(update)
         unit.extend.weight.fill_(extend)
-        unit.blocker.weight.fill_(gamma); unit.blocker.bias.fill_(beta)
+        unit.blocker.weight.fill_(gamma)
+        unit.blocker.bias.fill_(beta)
 
 
 def test_defaults_follow_reference_ratios():
@@ -35,8 +39,9 @@ def test_identity_at_init_zero_gamma():
 
 def test_hand_computed_1x2x2():
     unit = GloRe(1, num_state=1, num_node=1).eval()
-    _set_scalar_weights(unit, state=(0.5, 1.0), proj=(1.0, -2.0), adj=(0.5, 0.25), update=2.0,
-                        extend=3.0, gamma=2.0, beta=0.5)
+    _set_scalar_weights(
+        unit, state=(0.5, 1.0), proj=(1.0, -2.0), adj=(0.5, 0.25), update=2.0, extend=3.0, gamma=2.0, beta=0.5
+    )
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     # X̄ = 0.5x + 1 = [1.5, 2, 2.5, 3];  B = x − 2 = [−1, 0, 1, 2]
     # V = X̄·B / (H·W) = (−1.5 + 0 + 2.5 + 6) / 4 = 1.75
@@ -52,8 +57,9 @@ def test_hand_computed_1x2x2():
 
 def test_hand_computed_relu_clips_negative_graph_state():
     unit = GloRe(1, num_state=1, num_node=1).eval()
-    _set_scalar_weights(unit, state=(0.5, 1.0), proj=(1.0, -2.0), adj=(2.0, 0.0), update=2.0,
-                        extend=3.0, gamma=2.0, beta=0.5)
+    _set_scalar_weights(
+        unit, state=(0.5, 1.0), proj=(1.0, -2.0), adj=(2.0, 0.0), update=2.0, extend=3.0, gamma=2.0, beta=0.5
+    )
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     # (I − A)V = 1.75 − 3.5 < 0 -> ReLU -> Z = 0, so only the BN bias is added.
     assert torch.allclose(unit(x), x + 0.5)
@@ -61,8 +67,9 @@ def test_hand_computed_relu_clips_negative_graph_state():
 
 def test_unnormalised_node_features_scale_with_area():
     unit = GloRe(1, num_state=1, num_node=1, normalize=False)
-    _set_scalar_weights(unit, state=(0.5, 1.0), proj=(1.0, -2.0), adj=(0.5, 0.25), update=2.0,
-                        extend=3.0, gamma=2.0, beta=0.5)
+    _set_scalar_weights(
+        unit, state=(0.5, 1.0), proj=(1.0, -2.0), adj=(0.5, 0.25), update=2.0, extend=3.0, gamma=2.0, beta=0.5
+    )
     v, _ = unit.node_features(torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]))
     assert v.item() == pytest.approx(7.0)
 

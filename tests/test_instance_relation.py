@@ -95,10 +95,14 @@ def test_filter_weights_enter_before_softmax():
 
 def _random_case(batch_counts, channels_t=4, channels_s=3, seed=0, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
-    t = [torch.randn(len(batch_counts), channels_t, 16, 16, generator=g, requires_grad=requires_grad),
-         torch.randn(len(batch_counts), channels_t, 8, 8, generator=g, requires_grad=requires_grad)]
-    s = [torch.randn(len(batch_counts), channels_s, 16, 16, generator=g, requires_grad=requires_grad),
-         torch.randn(len(batch_counts), channels_s, 8, 8, generator=g, requires_grad=requires_grad)]
+    t = [
+        torch.randn(len(batch_counts), channels_t, 16, 16, generator=g, requires_grad=requires_grad),
+        torch.randn(len(batch_counts), channels_t, 8, 8, generator=g, requires_grad=requires_grad),
+    ]
+    s = [
+        torch.randn(len(batch_counts), channels_s, 16, 16, generator=g, requires_grad=requires_grad),
+        torch.randn(len(batch_counts), channels_s, 8, 8, generator=g, requires_grad=requires_grad),
+    ]
     boxes = []
     for n in batch_counts:
         xy = torch.rand(n, 2, generator=g) * 20
@@ -119,9 +123,7 @@ def test_variable_n_is_mean_over_images_with_instances():
     _active_filters(loss)
     t, s, boxes, shape = _random_case([3, 0, 5, 1])
     total = loss(t, s, boxes, shape)
-    singles = [
-        loss([x[i:i + 1] for x in t], [x[i:i + 1] for x in s], [boxes[i]], shape) for i in (0, 2, 3)
-    ]
+    singles = [loss([x[i : i + 1] for x in t], [x[i : i + 1] for x in s], [boxes[i]], shape) for i in (0, 2, 3)]
     assert total.item() == pytest.approx(sum(x.item() for x in singles) / 3, rel=1e-5)
 
 
@@ -172,8 +174,14 @@ def test_gradients_student_and_modules_not_teacher():
     assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in s)
     assert all(not p.requires_grad and p.grad is None for p in loss.teacher_relation.parameters())
     student = loss.student_relation[0]
-    for p in (student.g1.weight, student.g2.weight, student.filter.hidden.weight, student.filter.out.weight,
-              loss.adapters[0].weight, loss.adapters[0].bias):
+    for p in (
+        student.g1.weight,
+        student.g2.weight,
+        student.filter.hidden.weight,
+        student.filter.out.weight,
+        loss.adapters[0].weight,
+        loss.adapters[0].bias,
+    ):
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 

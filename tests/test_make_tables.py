@@ -4,6 +4,7 @@ The ``tiny_sweeps`` fixture is the only place that knows how the experiments wer
 the tests a results root and, per experiment, what each trial reported (read back through Ray's own
 ``ResultGrid``). Swapping it for a fixture that runs the real tiny DRKD sweep needs no other change.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,6 +38,7 @@ PEER_GAIN = {"fitnet": 0.5, "nld": 1.0, "mkd": 1.2}
 
 # --- the tiny sweep ------------------------------------------------------------------------------
 
+
 def fake_report(config: dict[str, Any], epoch: int) -> dict[str, float]:
     """Metrics a trial reports at ``epoch``: a deterministic function of its config."""
     arch, epochs = config["student.arch"], config["train.epochs"]
@@ -56,55 +58,109 @@ def fake_report(config: dict[str, Any], epoch: int) -> dict[str, float]:
     m = final - 1.5 * (epochs - epoch)
     if arch == "fasterrcnn" and epoch == epochs:
         m -= 2.0  # so the best epoch is not the last one
-    terms = {f"loss_{t}": 0.5 / epoch + 0.1 * k for k, t in enumerate(("pr", "ir", "ins")) if (pr, ir, ins)[k]
-             and config["distill.method"] == "drkd" and config["role"] == "student"}
+    terms = {
+        f"loss_{t}": 0.5 / epoch + 0.1 * k
+        for k, t in enumerate(("pr", "ir", "ins"))
+        if (pr, ir, ins)[k] and config["distill.method"] == "drkd" and config["role"] == "student"
+    }
     loss_det = 2.0 / epoch
-    return {"epoch": epoch, "mAP": m, "AP50": m + 18.3, "AP75": m + 1.2, "AP_S": m - 15 + 0.5 * ir,
-            "AP_M": m + 3.1, "AP_L": m + 11.7 - 0.2 * pr, "loss_det": loss_det,
-            "loss_total": loss_det + 0.004 * sum(terms.values()), **terms,
-            "lr": 0.02 if epoch < epochs else 0.002, "epoch_time_s": 1.0}
+    return {
+        "epoch": epoch,
+        "mAP": m,
+        "AP50": m + 18.3,
+        "AP75": m + 1.2,
+        "AP_S": m - 15 + 0.5 * ir,
+        "AP_M": m + 3.1,
+        "AP_L": m + 11.7 - 0.2 * pr,
+        "loss_det": loss_det,
+        "loss_total": loss_det + 0.004 * sum(terms.values()),
+        **terms,
+        "lr": 0.02 if epoch < epochs else 0.002,
+        "epoch_time_s": 1.0,
+    }
 
 
 def tiny_trainable(config: dict[str, Any]) -> None:
     from ray import tune
+
     for epoch in range(1, config["train.epochs"] + 1):
         tune.report(fake_report(config, epoch))
 
 
 def student(arch: str, pr: bool, ir: bool, ins: bool, seed: int, size: int = 3, **extra: Any) -> dict[str, Any]:
     cell = "+".join(t for t, on in (("PR", pr), ("IR", ir), ("INS", ins)) if on)
-    return {"cell": cell, "role": "student", "student.arch": arch, "train.schedule": "1x", "train.epochs": EPOCHS,
-            "train.seed": seed, "distill.method": "drkd", "distill.drkd.pr": pr, "distill.drkd.ir": ir,
-            "distill.drkd.ins": ins, "distill.drkd.instance_size": size, **extra}
+    return {
+        "cell": cell,
+        "role": "student",
+        "student.arch": arch,
+        "train.schedule": "1x",
+        "train.epochs": EPOCHS,
+        "train.seed": seed,
+        "distill.method": "drkd",
+        "distill.drkd.pr": pr,
+        "distill.drkd.ir": ir,
+        "distill.drkd.ins": ins,
+        "distill.drkd.instance_size": size,
+        **extra,
+    }
 
 
 def baseline(arch: str, seed: int, role: str = "student") -> dict[str, Any]:
-    return {"cell": "teacher" if role == "teacher" else "baseline", "role": role, "student.arch": arch,
-            "train.schedule": "1x", "train.epochs": EPOCHS, "train.seed": seed, "distill.method": "none"}
+    return {
+        "cell": "teacher" if role == "teacher" else "baseline",
+        "role": role,
+        "student.arch": arch,
+        "train.schedule": "1x",
+        "train.epochs": EPOCHS,
+        "train.seed": seed,
+        "distill.method": "none",
+    }
 
 
 SWITCHES = [(True, False, False), (False, True, False), (True, True, False), (True, True, True)]
-TABLE1 = ([baseline("retinanet", s) for s in (0, 1)]
-          + [student("retinanet", *sw, seed=s) for sw in SWITCHES for s in (0, 1)]
-          + [baseline("fasterrcnn", s) for s in (0, 1)]
-          + [student("fasterrcnn", True, True, True, seed=s) for s in (0, 1)]
-          + [baseline("retinanet", 0, role="teacher")])
-TABLE3 = ([student("retinanet", False, True, False, seed=s, size=k) for k in (1, 5) for s in (0, 1)]
-          + [student("retinanet", True, True, True, seed=s, size=1) for s in (0, 1)]
-          + [student("retinanet", True, True, True, seed=0, size=5)])
+TABLE1 = (
+    [baseline("retinanet", s) for s in (0, 1)]
+    + [student("retinanet", *sw, seed=s) for sw in SWITCHES for s in (0, 1)]
+    + [baseline("fasterrcnn", s) for s in (0, 1)]
+    + [student("fasterrcnn", True, True, True, seed=s) for s in (0, 1)]
+    + [baseline("retinanet", 0, role="teacher")]
+)
+TABLE3 = (
+    [student("retinanet", False, True, False, seed=s, size=k) for k in (1, 5) for s in (0, 1)]
+    + [student("retinanet", True, True, True, seed=s, size=1) for s in (0, 1)]
+    + [student("retinanet", True, True, True, seed=0, size=5)]
+)
 # λ1 swept with PR only and λ2 with IR only (as the paper's optima suggest), λ3 with full DRKD
-TABLE5 = ([student("retinanet", True, False, False, seed=0, **{"distill.drkd.lambda_pr": v}) for v in (0.002, 0.004, 0.006)]
-          + [student("retinanet", False, True, False, seed=0, **{"distill.drkd.lambda_ir": v}) for v in (0.002, 0.004)]
-          + [student("retinanet", True, True, True, seed=0, **{"distill.drkd.lambda_ins": v}) for v in (0.006, 0.008)])
+TABLE5 = (
+    [student("retinanet", True, False, False, seed=0, **{"distill.drkd.lambda_pr": v}) for v in (0.002, 0.004, 0.006)]
+    + [student("retinanet", False, True, False, seed=0, **{"distill.drkd.lambda_ir": v}) for v in (0.002, 0.004)]
+    + [student("retinanet", True, True, True, seed=0, **{"distill.drkd.lambda_ins": v}) for v in (0.006, 0.008)]
+)
 # Table 6: each method on both frameworks at 2x; RetinaNet over two seeds, Faster R-CNN over one.
-TABLE6 = [{**(student(arch, True, True, True, seed=s) if m == "drkd" else baseline(arch, s)), "cell": m,
-           "distill.method": m, "train.schedule": "2x"}
-          for arch, seeds in (("retinanet", (0, 1)), ("fasterrcnn", (0,)))
-          for m in ("none", "fitnet", "nld", "mkd", "drkd") for s in seeds]
+TABLE6 = [
+    {
+        **(student(arch, True, True, True, seed=s) if m == "drkd" else baseline(arch, s)),
+        "cell": m,
+        "distill.method": m,
+        "train.schedule": "2x",
+    }
+    for arch, seeds in (("retinanet", (0, 1)), ("fasterrcnn", (0,)))
+    for m in ("none", "fitnet", "nld", "mkd", "drkd")
+    for s in seeds
+]
 # Run one at a time under ASHA: the second trial is worse than the first at the first rung, so stopped.
-SEARCH = [{"student.arch": "retinanet", "train.epochs": SEARCH_EPOCHS, "train.seed": 0, "role": "student",
-           "distill.method": "drkd", "distill.drkd.lambda_pr": lp, "distill.drkd.lambda_ins": li}
-          for lp, li in ((0.004, 0.006), (0.02, 0.006), (0.004, 0.008))]
+SEARCH = [
+    {
+        "student.arch": "retinanet",
+        "train.epochs": SEARCH_EPOCHS,
+        "train.seed": 0,
+        "role": "student",
+        "distill.method": "drkd",
+        "distill.drkd.lambda_pr": lp,
+        "distill.drkd.lambda_ins": li,
+    }
+    for lp, li in ((0.004, 0.006), (0.02, 0.006), (0.004, 0.008))
+]
 
 
 @dataclass
@@ -121,8 +177,9 @@ class SweepRun:
     experiments: dict[str, list[ReportedTrial]]  # experiment name -> its trials
 
 
-def _run_experiment(root: Path, name: str, kind: str, variants: list[dict[str, Any]],
-                    search: bool = False) -> list[ReportedTrial]:
+def _run_experiment(
+    root: Path, name: str, kind: str, variants: list[dict[str, Any]], search: bool = False
+) -> list[ReportedTrial]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -130,20 +187,40 @@ def _run_experiment(root: Path, name: str, kind: str, variants: list[dict[str, A
     space: dict[str, Any] = {"variant": tune.grid_search(list(range(len(variants))))}
     for key in keys:  # flat dotted keys, as the sweeps write them
         space[key] = tune.sample_from(lambda config, key=key: variants[config["variant"]].get(key))
-    scheduler = ASHAScheduler(time_attr="training_iteration", metric="mAP", mode="max", max_t=SEARCH_EPOCHS,
-                              grace_period=1, reduction_factor=2) if search else None
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            metric="mAP",
+            mode="max",
+            max_t=SEARCH_EPOCHS,
+            grace_period=1,
+            reduction_factor=2,
+        )
+        if search
+        else None
+    )
     grid = tune.Tuner(
-        tiny_trainable, param_space=space,
-        tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True,
-                                    max_concurrent_trials=1 if search else None),
+        tiny_trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler, reuse_actors=True, max_concurrent_trials=1 if search else None
+        ),
         run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0),
     ).fit()
     assert not grid.errors, grid.errors
-    (root / name / "drkd_experiment.json").write_text(json.dumps(
-        {"kind": kind, "name": name, "metric": "mAP", "mode": "max", "created": "2026-01-01T00:00:00",
-         "command": f"python sweeps/ablations.py {kind}"}))
-    return [ReportedTrial(r.metrics["trial_id"], Path(r.path).name, dict(r.config), r.metrics_dataframe)
-            for r in grid]
+    (root / name / "drkd_experiment.json").write_text(
+        json.dumps(
+            {
+                "kind": kind,
+                "name": name,
+                "metric": "mAP",
+                "mode": "max",
+                "created": "2026-01-01T00:00:00",
+                "command": f"python sweeps/ablations.py {kind}",
+            }
+        )
+    )
+    return [ReportedTrial(r.metrics["trial_id"], Path(r.path).name, dict(r.config), r.metrics_dataframe) for r in grid]
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +247,7 @@ def tiny_sweeps(tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
 
 # --- what the tests expect, computed independently of drkd.* -------------------------------------
 
+
 def table1_label(config: dict[str, Any]) -> tuple[str, ...]:
     fw = FRAMEWORK[config["student.arch"]]
     if config["role"] == "teacher":
@@ -189,9 +267,14 @@ def expected_cells(trials: list[ReportedTrial], label, pick: str = "last") -> di
         groups.setdefault(label(t.config), []).append(row)
     out = {}
     for key, rows in groups.items():
-        out[key] = {m: (statistics.mean(r[m] for r in rows),
-                        statistics.stdev(r[m] for r in rows) if len(rows) > 1 else None, len(rows))
-                    for m in METRICS}
+        out[key] = {
+            m: (
+                statistics.mean(r[m] for r in rows),
+                statistics.stdev(r[m] for r in rows) if len(rows) > 1 else None,
+                len(rows),
+            )
+            for m in METRICS
+        }
     return out
 
 
@@ -222,6 +305,7 @@ T1_COLS = ["Schedule", "Framework", "Model", "PR", "IR", "INS"]
 
 # --- reports -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def report(tiny_sweeps: SweepRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_report([tiny_sweeps.root], tmp_path_factory.mktemp("report"))
@@ -246,7 +330,9 @@ def truncated(tiny_sweeps: SweepRun, tmp_path_factory: pytest.TempPathFactory) -
         state.unlink()  # a crash before Tune saved its state
     (root / "scratch").mkdir()
     (root / "empty_experiment").mkdir()
-    (root / "empty_experiment" / "drkd_experiment.json").write_text(json.dumps({"kind": "table4", "name": "empty_experiment"}))
+    (root / "empty_experiment" / "drkd_experiment.json").write_text(
+        json.dumps({"kind": "table4", "name": "empty_experiment"})
+    )
     out = make_report([root], tmp_path_factory.mktemp("interrupted_report"))
     return out, {"cut": cut, "gone": gone, "torn": torn}
 
@@ -260,10 +346,18 @@ def test_table1_rows_columns_and_values(tiny_sweeps: SweepRun, report: Path) -> 
     # has runs, and they come from the table6 sweep (reference rows are pooled across sweeps)
     assert len(frame) == 17
     assert frame["Schedule"].tolist().count("2x") == 5
-    base_2x = expected_cells([t for t in tiny_sweeps.experiments["ablation_table6"] if t.config["distill.method"] == "none"
-                              and t.config["student.arch"] == "retinanet"], lambda c: "base")["base"]
+    base_2x = expected_cells(
+        [
+            t
+            for t in tiny_sweeps.experiments["ablation_table6"]
+            if t.config["distill.method"] == "none" and t.config["student.arch"] == "retinanet"
+        ],
+        lambda c: "base",
+    )["base"]
     assert_cell(row_of(frame, Schedule="2x", PR="×", IR="×", INS="×"), "mAP", base_2x["mAP"])
-    assert frame.loc[(frame["Schedule"] == "2x") & (frame["PR"] + frame["IR"] + frame["INS"] != "×××"), "mAP"].isna().all()
+    assert (
+        frame.loc[(frame["Schedule"] == "2x") & (frame["PR"] + frame["IR"] + frame["INS"] != "×××"), "mAP"].isna().all()
+    )
     expected = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)
     assert len(expected) == 8  # teacher, 5 one-stage students, 2 two-stage students
     for key, metrics in expected.items():
@@ -275,10 +369,15 @@ def test_table1_rows_columns_and_values(tiny_sweeps: SweepRun, report: Path) -> 
     one_stage = dict(Schedule="1x", Framework=FRAMEWORK["retinanet"])
     assert row_of(frame, **one_stage, Model="Student", PR="✓", IR="✓", INS="×")["mAP_paper"] == 38.4
     assert row_of(frame, **one_stage, Model="Teacher")["AP_L_paper"] == 54.0
-    assert row_of(frame, Schedule="2x", Framework=FRAMEWORK["retinanet"], Model="Student", PR="✓", IR="✓",
-                  INS="✓")["AP_S_paper"] == 23.4
-    two_stage_ir = row_of(frame, Schedule="1x", Framework=FRAMEWORK["fasterrcnn"], Model="Student", PR="×",
-                          IR="✓", INS="×")
+    assert (
+        row_of(frame, Schedule="2x", Framework=FRAMEWORK["retinanet"], Model="Student", PR="✓", IR="✓", INS="✓")[
+            "AP_S_paper"
+        ]
+        == 23.4
+    )
+    two_stage_ir = row_of(
+        frame, Schedule="1x", Framework=FRAMEWORK["fasterrcnn"], Model="Student", PR="×", IR="✓", INS="×"
+    )
     assert pd.isna(two_stage_ir["mAP"]) and two_stage_ir["mAP_paper"] == 38.2
     markdown = (report.parent / "tables" / "table1.md").read_text()
     assert "Value per trial: last reported epoch" in markdown
@@ -290,16 +389,28 @@ def test_table3_pools_baseline_and_marks_missing(tiny_sweeps: SweepRun, report: 
     frame = pd.read_csv(report.parent / "tables" / "table3.csv", keep_default_na=False, na_values=[""])
     assert list(frame.columns[:3]) == ["Model", "Distillation", "Size"]
     assert list(zip(frame["Distillation"], frame["Size"])) == [
-        ("-", "-"), ("IR", "1×1"), ("IR", "3×3"), ("IR", "5×5"),
-        ("PR+IR+INS", "1×1"), ("PR+IR+INS", "3×3"), ("PR+IR+INS", "5×5")]
-    size_label = lambda c: ("PR+IR+INS" if c["distill.drkd.pr"] else "IR", f"{c['distill.drkd.instance_size']}×"
-                            f"{c['distill.drkd.instance_size']}")
+        ("-", "-"),
+        ("IR", "1×1"),
+        ("IR", "3×3"),
+        ("IR", "5×5"),
+        ("PR+IR+INS", "1×1"),
+        ("PR+IR+INS", "3×3"),
+        ("PR+IR+INS", "5×5"),
+    ]
+
+    def size_label(c):
+        return (
+            "PR+IR+INS" if c["distill.drkd.pr"] else "IR",
+            f"{c['distill.drkd.instance_size']}×{c['distill.drkd.instance_size']}",
+        )
+
     expected = expected_cells(tiny_sweeps.experiments["ablation_table3"], size_label)
     for (dist, size), metrics in expected.items():
         assert_cell(row_of(frame, Distillation=dist, Size=size), "mAP", metrics["mAP"])
     assert int(row_of(frame, Distillation="PR+IR+INS", Size="5×5")["mAP_n"]) == 1
     base = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)[
-        ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")]
+        ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")
+    ]
     assert_cell(row_of(frame, Distillation="-"), "mAP", base["mAP"])  # pooled from the table1 sweep
     assert pd.isna(row_of(frame, Distillation="IR", Size="3×3")["mAP"])
     assert row_of(frame, Distillation="IR", Size="3×3")["mAP_paper"] == 36.9
@@ -322,7 +433,8 @@ def test_other_tables_and_search_summary(tiny_sweeps: SweepRun, report: Path) ->
     assert t5["lambda_ir_mAP_paper"].tolist() == [36.7, 36.8, 36.9, 36.8]
     assert t5["lambda_ins"].tolist() == [0.005, 0.006, 0.008, 0.01]
     base = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)[
-        ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")]["mAP"][0]
+        ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")
+    ]["mAP"][0]
     for t in tiny_sweeps.experiments["ablation_table5"]:
         switch = "+".join(n for n, k in (("PR", "pr"), ("IR", "ir"), ("INS", "ins")) if t.config[f"distill.drkd.{k}"])
         lam = {"PR": "lambda_pr", "IR": "lambda_ir", "PR+IR+INS": "lambda_ins"}[switch]
@@ -355,7 +467,10 @@ METHOD_LABEL = {"none": "Baseline", "fitnet": "FitNet", "nld": "NLD", "mkd": "MK
 
 def test_table6_measured_beside_paper(tiny_sweeps: SweepRun, report: Path) -> None:
     t6 = pd.read_csv(report.parent / "tables" / "table6.csv", keep_default_na=False, na_values=[""])
-    label = lambda c: (FRAMEWORK[c["student.arch"]], METHOD_LABEL[c["distill.method"]])
+
+    def label(c):
+        return (FRAMEWORK[c["student.arch"]], METHOD_LABEL[c["distill.method"]])
+
     expected = expected_cells(tiny_sweeps.experiments["ablation_table6"], label)
     assert len(expected) == 10
     for (framework, method), metrics in expected.items():
@@ -367,8 +482,11 @@ def test_table6_measured_beside_paper(tiny_sweeps: SweepRun, report: Path) -> No
     assert (one_stage.loc["NLD", "mAP_paper"], one_stage.loc["DRKD (ours)", "mAP_paper"]) == (39.6, 40.3)
     assert pd.isna(one_stage.loc["FitNet", "mAP_paper"]) and pd.isna(one_stage.loc["MKD", "mAP_paper"])
     md = (report.parent / "tables" / "table6.md").read_text()
-    assert re.search(rf"\| {re.escape(FRAMEWORK['retinanet'])} \| NLD \| 21\.1\d ± 0\.26 \(n=2\) \| 39\.6 \| "
-                     rf"\+{PEER_GAIN['nld']:.2f} \|", md)
+    assert re.search(
+        rf"\| {re.escape(FRAMEWORK['retinanet'])} \| NLD \| 21\.1\d ± 0\.26 \(n=2\) \| 39\.6 \| "
+        rf"\+{PEER_GAIN['nld']:.2f} \|",
+        md,
+    )
 
 
 def test_plots_written_and_linked(tiny_sweeps: SweepRun, report: Path) -> None:
@@ -417,8 +535,11 @@ def test_interrupted_copy(tiny_sweeps: SweepRun, truncated: tuple[Path, dict[str
     assert len(frame) == 17
     pr_ir = row_of(frame, **one_stage, PR="✓", IR="✓", INS="×")
     assert pd.isna(pr_ir["mAP"]) and int(pr_ir["mAP_n"]) == 0 and pr_ir["mAP_paper"] == 38.4
-    base_trials = [t for t in tiny_sweeps.experiments["ablation_table1"]
-                   if table1_label(t.config) == ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")]
+    base_trials = [
+        t
+        for t in tiny_sweeps.experiments["ablation_table1"]
+        if table1_label(t.config) == ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")
+    ]
     survivor = next(t for t in base_trials if t.trial_dir != damaged["torn"])
     base = row_of(frame, **one_stage, PR="×", IR="×", INS="×")
     assert_cell(base, "mAP", (survivor.history["mAP"].iloc[-1], None, 1))
@@ -436,13 +557,18 @@ def test_interrupted_copy(tiny_sweeps: SweepRun, truncated: tuple[Path, dict[str
     assert (report.parent / "plots" / "ap_by_size.png").stat().st_size > 5000
 
 
-def test_cli(tiny_sweeps: SweepRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli(
+    tiny_sweeps: SweepRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "results"
     shutil.copytree(tiny_sweeps.root, root)
     monkeypatch.setenv("DRKD_RESULTS", str(root))
-    assert make_tables.main(["--pick", "best", "--curves", tiny_sweeps.experiments["lambda_search"][0].trial_id,
-                             "no_such_trial"]) == 0
+    assert (
+        make_tables.main(
+            ["--pick", "best", "--curves", tiny_sweeps.experiments["lambda_search"][0].trial_id, "no_such_trial"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "read     lambda_search (lambda_search): 3 trial(s)" in out
     assert f"wrote    {root / 'report' / 'report.md'}" in out

@@ -9,6 +9,7 @@ Ray's trial processes register it the way an out-of-tree method is registered on
 ``DRKD_METHODS`` names the module in the job's runtime_env. The fixture unregisters it afterwards,
 so no other test sees it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -100,9 +101,11 @@ def test_config_accepts_it_and_names_bad_parameters(echo, tmp_path: Path) -> Non
     cfg = load_config(path)
     assert cfg.distill.method == "echo" and cfg.distill.echo == echo[0].EchoParams(weight=2.0)
     assert config_from_dict(cfg.to_dict()) == cfg  # the section round-trips
-    for section, message in (({"wieght": 1.0}, r"echo\.yaml: distill\.echo\.wieght: unknown field \(known: weight\)"),
-                             ({"weight": -1.0}, r"echo\.yaml: distill\.echo\.weight = -1\.0: must be > 0"),
-                             ({"weight": "big"}, r"distill\.echo\.weight = 'big': must be a number")):
+    for section, message in (
+        ({"wieght": 1.0}, r"echo\.yaml: distill\.echo\.wieght: unknown field \(known: weight\)"),
+        ({"weight": -1.0}, r"echo\.yaml: distill\.echo\.weight = -1\.0: must be > 0"),
+        ({"weight": "big"}, r"distill\.echo\.weight = 'big': must be a number"),
+    ):
         path.write_text(yaml.safe_dump({"teacher": {}, "distill": {"method": "echo", "echo": section}}))
         with pytest.raises(ConfigError, match=message):
             load_config(path)
@@ -134,14 +137,19 @@ def ray_with_echo(echo):
     import ray
 
     module, root = echo
-    ray.init(num_cpus=3, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"DRKD_METHODS": module.__name__, "PYTHONPATH": str(root)}})
+    ray.init(
+        num_cpus=3,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"DRKD_METHODS": module.__name__, "PYTHONPATH": str(root)}},
+    )
     yield
     ray.shutdown()
 
 
-def test_searched_by_lambda_search_and_given_a_table6_row(ray_with_echo, tmp_path: Path, tiny_config,
-                                                            teacher_ckpt: str) -> None:
+def test_searched_by_lambda_search_and_given_a_table6_row(
+    ray_with_echo, tmp_path: Path, tiny_config, teacher_ckpt: str
+) -> None:
     from drkd.analysis.experiment_store import EXPERIMENT_FILE, load_experiments
     from drkd.analysis.paper_numbers import load_paper_numbers
     from drkd.analysis.paper_tables import build_all

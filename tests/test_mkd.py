@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from drkd.distill.mkd.distiller import MKDDistiller
 from drkd.distill.mkd.feature_alignment import feature_alignment_loss
 from drkd.distill.mkd.frequency_mask import apply_frequency_mask, frequency_mask_loss, random_frequency_mask
-from drkd.distill.mkd.distiller import MKDDistiller
-from drkd.distill.mkd.params import mkd_defaults, search_space
 from drkd.distill.mkd.multiscale_pooling import multiscale_loss, multiscale_pool
+from drkd.distill.mkd.params import mkd_defaults, search_space
 
 IMAGE = (32, 32)
 NO_BOXES = [torch.zeros(0, 4)] * 2
@@ -17,11 +17,14 @@ NO_BOXES = [torch.zeros(0, 4)] * 2
 
 def _feats(c, b=2, seed=0, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, c, 8, 8, generator=g).requires_grad_(requires_grad),
-            torch.randn(b, c, 4, 4, generator=g).requires_grad_(requires_grad)]
+    return [
+        torch.randn(b, c, 8, 8, generator=g).requires_grad_(requires_grad),
+        torch.randn(b, c, 4, 4, generator=g).requires_grad_(requires_grad),
+    ]
 
 
 # ---- frequency mask (Eq. 2–4) ----
+
 
 def test_ratio_zero_is_plain_mse():
     s, t = torch.randn(2, 3, 5, 6), torch.randn(2, 3, 5, 6)
@@ -58,6 +61,7 @@ def test_random_mask_seeded_and_ratio():
 
 # ---- multiscale pooling (Eq. 1) ----
 
+
 def test_multiscale_by_hand():
     t = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     s = torch.zeros_like(t)
@@ -77,6 +81,7 @@ def test_multiscale_pool_border_windows():
 
 # ---- feature alignment (Eq. 5) ----
 
+
 def test_alignment_kl_two_positions():
     t = torch.tensor([0.0, math.log(3.0)]).view(1, 1, 1, 2)  # softmax -> [1/4, 3/4]
     s = torch.zeros(1, 1, 1, 2)  # softmax -> [1/2, 1/2]
@@ -93,6 +98,7 @@ def test_alignment_kl_two_positions():
 
 # ---- distiller (Eq. 6) ----
 
+
 def test_defaults_and_switches():
     assert mkd_defaults(True)["alpha"] == mkd_defaults(False)["alpha"] == 1.0
     d = MKDDistiller(8, 4, 2, alpha=0.5)
@@ -108,8 +114,12 @@ def test_defaults_and_switches():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"alpha": 0.0}, r"alpha.*0\.0"), ({"temperature": -1.0}, "temperature"),
-     ({"mask_ratio": 1.2}, r"mask_ratio.*1\.2"), ({"pool_scales": (2, 0)}, "pool_scales")],
+    [
+        ({"alpha": 0.0}, r"alpha.*0\.0"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"mask_ratio": 1.2}, r"mask_ratio.*1\.2"),
+        ({"pool_scales": (2, 0)}, "pool_scales"),
+    ],
 )
 def test_invalid_params(kwargs, match):
     with pytest.raises(ValueError, match=match):

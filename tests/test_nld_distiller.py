@@ -13,8 +13,10 @@ IMAGE = (32, 32)
 
 def _feats(c, b=2, seed=0, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(b, c, 8, 8, generator=g).requires_grad_(requires_grad),
-            torch.randn(b, c, 4, 4, generator=g).requires_grad_(requires_grad)]
+    return [
+        torch.randn(b, c, 8, 8, generator=g).requires_grad_(requires_grad),
+        torch.randn(b, c, 4, 4, generator=g).requires_grad_(requires_grad),
+    ]
 
 
 BOXES = [torch.tensor([[2.0, 3.0, 20.0, 18.0], [10.0, 10.0, 30.0, 31.0]]), torch.zeros(0, 4)]
@@ -47,9 +49,13 @@ def test_keys_and_switches():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"alpha": -1.0}, r"alpha.*-1\.0"), ({"temperature": 0.0}, "temperature"),
-     ({"non_local_mode": "cosine"}, r"non_local_mode.*cosine"), ({"non_local_sub_sample": 0}, "non_local_sub_sample"),
-     ({"bg_weight": -0.5}, "bg_weight")],
+    [
+        ({"alpha": -1.0}, r"alpha.*-1\.0"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"non_local_mode": "cosine"}, r"non_local_mode.*cosine"),
+        ({"non_local_sub_sample": 0}, "non_local_sub_sample"),
+        ({"bg_weight": -0.5}, "bg_weight"),
+    ],
 )
 def test_invalid_params(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -1,4 +1,5 @@
 """drkd/analysis/paper_numbers.csv against the text of the DRKD paper (IJCAI 2023)."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,14 @@ HEADERS = {
     "table5": "$\\lambda_1$\tmAP\t$\\lambda_2$\tmAP\t$\\lambda_3$\tmAP",
     "table6": "Framewark\tMethod\tBackbone\tmAP\t$AP_{50}$\t$AP_{75}$\t$AP_S$\t$AP_M$\t$AP_L$",
 }
-HEADER_NAMES = {"mAP": "mAP", "AP50": "$AP_{50}$", "AP75": "$AP_{75}$", "AP_S": "$AP_S$", "AP_M": "$AP_M$",
-                "AP_L": "$AP_L$"}
+HEADER_NAMES = {
+    "mAP": "mAP",
+    "AP50": "$AP_{50}$",
+    "AP75": "$AP_{75}$",
+    "AP_S": "$AP_S$",
+    "AP_M": "$AP_M$",
+    "AP_L": "$AP_L$",
+}
 
 # (table, settings, metric, paper row (1-based, below the header), paper column (None: by metric name))
 SAMPLE = [
@@ -56,7 +63,7 @@ def paper_tables() -> dict[str, tuple[list[str], list[list[str]]]]:
     for table, header in HEADERS.items():
         start = lines.index(header)
         rows = []
-        for line in lines[start + 1:]:
+        for line in lines[start + 1 :]:
             if not line.strip():
                 break
             rows.append(line.split("\t"))

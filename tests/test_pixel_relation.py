@@ -112,4 +112,4 @@ def test_factory_is_extensible(monkeypatch):
     loss = PixelRelationLoss(2, 2, 1, relation_module="identity")
     loss.adapters.set_identity()
     t = [torch.ones(1, 2, 2, 2)]
-    assert loss(t, [torch.zeros(1, 2, 2, 2)]).item() == pytest.approx(8 ** 0.5)
+    assert loss(t, [torch.zeros(1, 2, 2, 2)]).item() == pytest.approx(8**0.5)

@@ -1,4 +1,5 @@
 """Real Ray, no mocks: DDP across two simulated nodes, a SIGKILLed worker, a killed sweep driver."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ import ray
 import yaml
 from ray.cluster_utils import Cluster
 
-from drkd.sweeps.tuner import SweepPlan, run_sweep
 from drkd.config.sweep_settings import SweepSettings
+from drkd.sweeps.tuner import SweepPlan, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,9 @@ def test_ddp_workers_on_two_nodes_stay_in_sync(tiny_config, teacher_ckpt: str, t
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:
-        plan = one_cell(tiny_config, teacher_ckpt, tmp_path, "two_nodes", 2, workers_per_trial=2, placement_strategy="STRICT_SPREAD")
+        plan = one_cell(
+            tiny_config, teacher_ckpt, tmp_path, "two_nodes", 2, workers_per_trial=2, placement_strategy="STRICT_SPREAD"
+        )
         run_sweep(plan)
     finally:
         ray.shutdown()
@@ -101,23 +104,44 @@ def test_sigkilled_worker_resumes_from_checkpoint(tiny_config, teacher_ckpt: str
 
 
 def _sweep_cmd(config: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "sweeps" / "lambda_search.py"), "--config", str(config), "--name", "resumable", *extra]
+    return [
+        sys.executable,
+        str(REPO / "sweeps" / "lambda_search.py"),
+        "--config",
+        str(config),
+        "--name",
+        "resumable",
+        *extra,
+    ]
 
 
 def test_killed_sweep_driver_resumes_without_rerunning(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
     cfg = tiny_config("drkd", teacher_ckpt=teacher_ckpt).to_dict()
-    cfg["sweep"] = {"num_trials": 3, "workers_per_trial": 1, "grace_period": 1, "storage_path": str(tmp_path / "results")}
+    cfg["sweep"] = {
+        "num_trials": 3,
+        "workers_per_trial": 1,
+        "grace_period": 1,
+        "storage_path": str(tmp_path / "results"),
+    }
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(cfg))
     exp = tmp_path / "results" / "resumable"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
-    proc = subprocess.Popen(_sweep_cmd(config), cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _sweep_cmd(config),
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     finished: dict[str, str] = {}
     deadline = time.time() + 600
     try:
         while time.time() < deadline and proc.poll() is None:
-            done = {t: json.dumps(v) for t, v in reports(exp).items() if v and v[-1]["epoch"] == 2} if exp.exists() else {}
+            done = (
+                {t: json.dumps(v) for t, v in reports(exp).items() if v and v[-1]["epoch"] == 2} if exp.exists() else {}
+            )
             started = [p for p in exp.iterdir() if p.is_dir() and (p / "params.json").exists()] if exp.exists() else []
             if done and len(started) > len(done) and list(exp.glob("experiment_state-*.json")):
                 finished = done
@@ -129,7 +153,9 @@ def test_killed_sweep_driver_resumes_without_rerunning(tiny_config, teacher_ckpt
         subprocess.run(["ray", "stop", "--force"], capture_output=True)
     assert finished, "the sweep never reached a finished trial followed by a running one"
 
-    resumed = subprocess.run(_sweep_cmd(config, "--resume"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        _sweep_cmd(config, "--resume"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = reports(exp)
     assert len(after) == 3

@@ -1,4 +1,5 @@
 """A tiny Optuna search and an ablation grid end to end on real Ray (local), each trial 2 DDP workers."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ def sweep_file(tmp_path: Path, tiny_config, teacher_ckpt: str, weight_scale: dic
     if weight_scale is not None:
         cfg.distill.weight_scale = dict(weight_scale)
     values = cfg.to_dict()
-    values["sweep"] = {"num_trials": 2, "workers_per_trial": 2, "grace_period": 1, "seed": 0,
-                       "storage_path": str(tmp_path / "results"), **sweep}
+    values["sweep"] = {
+        "num_trials": 2,
+        "workers_per_trial": 2,
+        "grace_period": 1,
+        "seed": 0,
+        "storage_path": str(tmp_path / "results"),
+        **sweep,
+    }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
@@ -80,7 +87,9 @@ def test_peer_search_samples_its_own_weights(local_ray, tmp_path: Path, tiny_con
     assert study_trial.params["distill.nld.alpha"] == pytest.approx(params["distill.nld.alpha"])
 
 
-def test_ablation_grid_runs_every_cell_and_renders_as_table4(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str) -> None:
+def test_ablation_grid_runs_every_cell_and_renders_as_table4(
+    local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str
+) -> None:
     import pandas as pd
 
     from drkd.analysis.report import make_report
@@ -94,37 +103,55 @@ def test_ablation_grid_runs_every_cell_and_renders_as_table4(local_ray, tmp_path
     by_cell = {json.loads((t / "params.json").read_text())["cell"]: result_lines(t)[-1]["mAP"] for t in trial_dirs(exp)}
     distilled = table[table["Distillation"].isin(["IR", "PR+IR+INS"])]
     assert sorted(distilled["mAP"].round(3)) == sorted(round(v, 3) for k, v in by_cell.items() if "baseline" not in k)
-    assert table.loc[table["Distillation"] == "Student", "mAP"].round(3).tolist() == [round(by_cell["one_stage 1x baseline"], 3)]
+    assert table.loc[table["Distillation"] == "Student", "mAP"].round(3).tolist() == [
+        round(by_cell["one_stage 1x baseline"], 3)
+    ]
     cells = sorted(json.loads((t / "params.json").read_text())["cell"] for t in trial_dirs(exp))
-    assert cells == sorted([
-        "one_stage 1x baseline", "one_stage 1x IR relation_filter=False", "one_stage 1x IR relation_filter=True",
-        "one_stage 1x PR+IR+INS relation_filter=False", "one_stage 1x PR+IR+INS relation_filter=True",
-    ])
+    assert cells == sorted(
+        [
+            "one_stage 1x baseline",
+            "one_stage 1x IR relation_filter=False",
+            "one_stage 1x IR relation_filter=True",
+            "one_stage 1x PR+IR+INS relation_filter=False",
+            "one_stage 1x PR+IR+INS relation_filter=True",
+        ]
+    )
     for trial in trial_dirs(exp):
         assert result_lines(trial)[-1]["epoch"] == 1
 
 
 @pytest.mark.slow
-def test_table6_grid_runs_every_method_on_both_frameworks(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str,
-                                                          two_stage_teacher_ckpt: str) -> None:
+def test_table6_grid_runs_every_method_on_both_frameworks(
+    local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str, two_stage_teacher_ckpt: str
+) -> None:
     """The real `ablations.py table6`: ten 2-epoch trials, rendered beside the paper's Table 6 (~4 min)."""
     import pandas as pd
 
-    from drkd.config.presets import tiny_weight_scale
     from drkd.analysis.report import make_report
+    from drkd.config.presets import tiny_weight_scale
 
     # As on the embedded default: at its published alpha, MKD diverges on these small detectors.
-    path = sweep_file(tmp_path, tiny_config, teacher_ckpt, weight_scale=tiny_weight_scale(), workers_per_trial=1,
-                      max_concurrent_trials=2, teacher_checkpoints={"one_stage": teacher_ckpt, "two_stage": two_stage_teacher_ckpt})
+    path = sweep_file(
+        tmp_path,
+        tiny_config,
+        teacher_ckpt,
+        weight_scale=tiny_weight_scale(),
+        workers_per_trial=1,
+        max_concurrent_trials=2,
+        teacher_checkpoints={"one_stage": teacher_ckpt, "two_stage": two_stage_teacher_ckpt},
+    )
     assert ablations(["table6", "--config", str(path), "--epochs-1x", "1"]) == 0
     exp = tmp_path / "results" / "table6"
     trials = {json.loads((t / "params.json").read_text())["cell"]: t for t in trial_dirs(exp)}
     methods = ("none", "fitnet", "nld", "mkd", "drkd")
     assert sorted(trials) == sorted(f"{f} 2x {m}" for f in ("one_stage", "two_stage") for m in methods)
-    for cell, trial in trials.items():
+    for _cell, trial in trials.items():
         assert result_lines(trial)[-1]["epoch"] == 2  # 2x of a 1-epoch 1x
-    table = pd.read_csv(make_report([tmp_path / "results"], tmp_path / "report").parent / "tables" / "table6.csv",
-                        keep_default_na=False, na_values=[""])
+    table = pd.read_csv(
+        make_report([tmp_path / "results"], tmp_path / "report").parent / "tables" / "table6.csv",
+        keep_default_na=False,
+        na_values=[""],
+    )
     label = {"none": "Baseline", "fitnet": "FitNet", "nld": "NLD", "mkd": "MKD", "drkd": "DRKD (ours)"}
     for framework, name in (("one_stage", "One-stage (RetinaNet)"), ("two_stage", "Two-stage (Faster R-CNN)")):
         for method in methods:
@@ -170,8 +197,9 @@ def test_best_config_of_a_remote_sweep_goes_to_the_results_dir(tmp_path: Path, m
     monkeypatch.setenv("DRKD_RESULTS", str(tmp_path / "local"))
     monkeypatch.chdir(tmp_path)
     base = tiny_config("none")
-    plan = SweepPlan(SEARCH_KIND, base, SweepSettings(name="remote", storage_path="s3://bucket/results"),
-                     space=lambda trial: {})
+    plan = SweepPlan(
+        SEARCH_KIND, base, SweepSettings(name="remote", storage_path="s3://bucket/results"), space=lambda trial: {}
+    )
     finished = SimpleNamespace(metrics={"epoch": base.train.total_epochs, "mAP": 1.5}, config={"train.seed": 5})
     best, path = write_best_config(plan, [finished])
     assert path == tmp_path / "local" / "remote" / "best_config.yaml"

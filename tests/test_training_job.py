@@ -1,4 +1,5 @@
 """The training job end to end on a tiny dataset: metrics, checkpoints, exact resume, failure modes, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -7,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from drkd.train.checkpoint import load_checkpoint
 from drkd.cli import main
 from drkd.config import ConfigError, save_config
 from drkd.data.coco_eval import METRIC_KEYS
+from drkd.train.checkpoint import load_checkpoint
 from drkd.train.engine import NonFiniteLossError
-from drkd.train.run_context import LocalContext
 from drkd.train.job import build_models, run_training
+from drkd.train.run_context import LocalContext
 
 
 def test_baseline_run_reports_every_epoch(tiny_config) -> None:
@@ -121,7 +122,14 @@ def test_cli_train_eval_export(tiny_config, tmp_path: Path, capsys: pytest.Captu
     assert "distill.drkd.instance_size = 2" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("method, terms", [("nld", {"loss_at", "loss_am", "loss_nld"}), ("mkd", {"loss_fea", "loss_ms", "loss_freq", "loss_align"}), ("fitnet", {"loss_fitnet"})])
+@pytest.mark.parametrize(
+    "method, terms",
+    [
+        ("nld", {"loss_at", "loss_am", "loss_nld"}),
+        ("mkd", {"loss_fea", "loss_ms", "loss_freq", "loss_align"}),
+        ("fitnet", {"loss_fitnet"}),
+    ],
+)
 def test_peer_methods_train_in_the_same_harness(tiny_config, teacher_ckpt: str, method: str, terms: set[str]) -> None:
     cfg = tiny_config(method, teacher_ckpt=teacher_ckpt)
     cfg.train.epochs = 1

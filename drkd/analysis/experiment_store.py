@@ -5,14 +5,16 @@ Every trial's full report history is read from its ``result.json`` (one JSON obj
 ``tune.report``), so nothing depends on a summary that may be stale after a crash. Local paths and
 storage URIs (``s3://``, ``gs://``, ``file://``) go through the same ``pyarrow.fs`` code.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import posixpath
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -70,6 +72,7 @@ class NoExperimentsFound(RuntimeError):
 
 # --- filesystem helpers (one code path for local paths and URIs) ---------------------------------
 
+
 def _resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
     text = str(location)
     if is_uri(text):
@@ -104,9 +107,8 @@ def _name(path: str) -> str:
 
 # --- discovery ------------------------------------------------------------------------------------
 
-def find_experiments(
-    locations: Sequence[str | Path], ignore: Iterable[str | Path] = ()
-) -> tuple[list[str], list[str]]:
+
+def find_experiments(locations: Sequence[str | Path], ignore: Iterable[str | Path] = ()) -> tuple[list[str], list[str]]:
     """Expand ``locations`` into experiment locations; return ``(experiments, skipped)``.
 
     A location that is an experiment is taken as is; one whose sub-directories are experiments
@@ -125,8 +127,11 @@ def find_experiments(
         if _is_file(fs, posixpath.join(path, EXPERIMENT_FILE)):
             found.append(str(location))
             continue
-        subdirs = [c for c in _children(fs, path) if c.type == pafs.FileType.Directory
-                   and c.path not in ignored and not c.base_name.startswith(".")]
+        subdirs = [
+            c
+            for c in _children(fs, path)
+            if c.type == pafs.FileType.Directory and c.path not in ignored and not c.base_name.startswith(".")
+        ]
         marked = {c.path for c in subdirs if _is_file(fs, posixpath.join(c.path, EXPERIMENT_FILE))}
         if not marked:
             skipped.append(f"{_name(path)}: not an experiment (no {EXPERIMENT_FILE})")
@@ -140,6 +145,7 @@ def find_experiments(
 
 
 # --- reading ---------------------------------------------------------------------------------------
+
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
@@ -167,8 +173,11 @@ def _trial_states(fs: pafs.FileSystem, path: str) -> dict[str, dict[str, str]]:
 
     Best effort: a missing or unreadable state (e.g. a crash before Tune saved it) yields {}.
     """
-    states = [c.path for c in _children(fs, path)
-              if c.base_name.startswith("experiment_state") and c.base_name.endswith(".json")]
+    states = [
+        c.path
+        for c in _children(fs, path)
+        if c.base_name.startswith("experiment_state") and c.base_name.endswith(".json")
+    ]
     if not states:
         return {}
     try:
@@ -177,7 +186,9 @@ def _trial_states(fs: pafs.FileSystem, path: str) -> dict[str, dict[str, str]]:
         for entry in data.get("trial_data", []):
             trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
             out[str(trial.get("relative_logdir"))] = {
-                "status": str(trial.get("status", "")), "trial_id": str(trial.get("trial_id", ""))}
+                "status": str(trial.get("status", "")),
+                "trial_id": str(trial.get("trial_id", "")),
+            }
         return out
     except (ValueError, KeyError, IndexError, TypeError, OSError) as exc:
         log.warning("%s: unreadable experiment state (%s); trial statuses unknown", states[-1], exc)
@@ -224,22 +235,32 @@ def _read_experiment(location: str, data: _Accumulator) -> None:
         data.skipped.append(f"{exp_name}: unreadable {EXPERIMENT_FILE} ({exc})")
         return
     info = ExperimentInfo(
-        name=str(meta.get("name") or exp_name), kind=str(meta.get("kind", "unknown")), location=location,
-        metric=str(meta.get("metric", "mAP")), mode=str(meta.get("mode", "max")),
-        command=str(meta.get("command", "")), created=str(meta.get("created", "")))
+        name=str(meta.get("name") or exp_name),
+        kind=str(meta.get("kind", "unknown")),
+        location=location,
+        metric=str(meta.get("metric", "mAP")),
+        mode=str(meta.get("mode", "max")),
+        command=str(meta.get("command", "")),
+        created=str(meta.get("created", "")),
+    )
     if info.name in {e.name for e in data.experiments}:
         data.skipped.append(f"{exp_name}: a second experiment named {info.name!r}; skipped")
         return
     states = _trial_states(fs, path)
     children = _children(fs, path)
-    trial_dirs = [c for c in children if c.type == pafs.FileType.Directory
-                  and (_is_file(fs, posixpath.join(c.path, PARAMS_FILE))
-                       or _is_file(fs, posixpath.join(c.path, RESULT_FILE)))]
+    trial_dirs = [
+        c
+        for c in children
+        if c.type == pafs.FileType.Directory
+        and (_is_file(fs, posixpath.join(c.path, PARAMS_FILE)) or _is_file(fs, posixpath.join(c.path, RESULT_FILE)))
+    ]
     present = {c.base_name for c in trial_dirs}
     for logdir, state in sorted(states.items()):
         if logdir not in present:
-            data.skipped.append(f"{info.name}/{state['trial_id'] or logdir}: no results yet "
-                                f"(Tune status {state['status'] or 'unknown'})")
+            data.skipped.append(
+                f"{info.name}/{state['trial_id'] or logdir}: no results yet "
+                f"(Tune status {state['status'] or 'unknown'})"
+            )
     n_read = 0
     for trial_dir in trial_dirs:
         n_read += _read_trial(fs, trial_dir, info, states.get(trial_dir.base_name, {}), data)
@@ -249,12 +270,16 @@ def _read_experiment(location: str, data: _Accumulator) -> None:
     data.read.append(f"{info.name} ({info.kind}): {n_read} trial(s)")
 
 
-def _read_trial(fs: pafs.FileSystem, trial_dir: pafs.FileInfo, info: ExperimentInfo,
-                state: Mapping[str, str], data: _Accumulator) -> int:
+def _read_trial(
+    fs: pafs.FileSystem, trial_dir: pafs.FileInfo, info: ExperimentInfo, state: Mapping[str, str], data: _Accumulator
+) -> int:
     where = f"{info.name}/{trial_dir.base_name}"
     result_path = posixpath.join(trial_dir.path, RESULT_FILE)
-    records = (_parse_results(_read_text(fs, result_path), f"{where}/{RESULT_FILE}", data.warnings)
-               if _is_file(fs, result_path) else [])
+    records = (
+        _parse_results(_read_text(fs, result_path), f"{where}/{RESULT_FILE}", data.warnings)
+        if _is_file(fs, result_path)
+        else []
+    )
     if not records:
         data.skipped.append(f"{where}: no results yet")
         return 0
@@ -277,16 +302,18 @@ def _read_trial(fs: pafs.FileSystem, trial_dir: pafs.FileInfo, info: ExperimentI
     last_epoch = max(epochs) if epochs else len(records)
     target = config.get("train.epochs")
     errored = any(_is_file(fs, posixpath.join(trial_dir.path, f)) for f in ("error.txt", "error.pkl"))
-    data.trials.append({
-        **ids,
-        "status": _status(last_epoch, target, state.get("status", ""), errored),
-        "tune_status": state.get("status", ""),
-        "last_epoch": last_epoch,
-        "target_epochs": target,
-        "n_reports": len(records),
-        "time_total_s": max(float(r.get("time_total_s", 0.0) or 0.0) for r in records),
-        **flat_config,
-    })
+    data.trials.append(
+        {
+            **ids,
+            "status": _status(last_epoch, target, state.get("status", ""), errored),
+            "tune_status": state.get("status", ""),
+            "last_epoch": last_epoch,
+            "target_epochs": target,
+            "n_reports": len(records),
+            "time_total_s": max(float(r.get("time_total_s", 0.0) or 0.0) for r in records),
+            **flat_config,
+        }
+    )
     return 1
 
 
@@ -298,9 +325,7 @@ def _frame(rows: list[dict[str, Any]], leading: Sequence[str]) -> pd.DataFrame:
     return frame[[c for c in leading if c in frame.columns] + rest]
 
 
-def load_experiments(
-    locations: Sequence[str | Path], ignore: Iterable[str | Path] = ()
-) -> ExperimentData:
+def load_experiments(locations: Sequence[str | Path], ignore: Iterable[str | Path] = ()) -> ExperimentData:
     """Read every experiment found under ``locations`` (see :func:`find_experiments`).
 
     Raises :class:`NoExperimentsFound` when not a single experiment is there.
@@ -320,8 +345,9 @@ def load_experiments(
         reports = reports.reset_index(drop=True)
     trials = _frame(acc.trials, ids + ("status",)).sort_values(["experiment", "trial_id"], kind="stable")
     experiments = sorted(acc.experiments, key=lambda e: e.name)
-    return ExperimentData(experiments, reports, trials.reset_index(drop=True),
-                          read=acc.read, skipped=acc.skipped, warnings=acc.warnings)
+    return ExperimentData(
+        experiments, reports, trials.reset_index(drop=True), read=acc.read, skipped=acc.skipped, warnings=acc.warnings
+    )
 
 
 def pick_reports(reports: pd.DataFrame, pick: Pick = "last", metric: str = "mAP") -> pd.DataFrame:

@@ -10,6 +10,7 @@ The setting columns use the sweep config's vocabulary (``student.arch`` → ``ar
 paper does not state it or it does not apply. ``arch`` is the student detector family of the block
 the row sits in (teacher rows included). ``source`` names the paper table and row it came from.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,21 @@ import pandas as pd
 
 PAPER_NUMBERS_CSV = Path(__file__).resolve().parent / "paper_numbers.csv"
 
-SETTING_COLUMNS = ("arch", "schedule", "role", "method", "pr", "ir", "ins", "instance_size",
-                   "relation_filter", "pixel_module", "lambda_pr", "lambda_ir", "lambda_ins")
+SETTING_COLUMNS = (
+    "arch",
+    "schedule",
+    "role",
+    "method",
+    "pr",
+    "ir",
+    "ins",
+    "instance_size",
+    "relation_filter",
+    "pixel_module",
+    "lambda_pr",
+    "lambda_ir",
+    "lambda_ins",
+)
 BOOL_COLUMNS = ("pr", "ir", "ins", "relation_filter")
 FLOAT_COLUMNS = ("lambda_pr", "lambda_ir", "lambda_ins")
 COLUMNS = ("table", *SETTING_COLUMNS, "metric", "value", "source")
@@ -41,8 +55,10 @@ def load_paper_numbers(path: str | Path | None = None) -> pd.DataFrame:
         raise ValueError(f"{path or PAPER_NUMBERS_CSV}: missing columns {sorted(missing)}")
     records = []
     for row in raw.to_dict("records"):
-        record: dict[str, object] = {c: (row[c] or None) for c in ("table", "arch", "schedule", "role",
-                                                                    "method", "pixel_module", "metric", "source")}
+        record: dict[str, object] = {
+            c: (row[c] or None)
+            for c in ("table", "arch", "schedule", "role", "method", "pixel_module", "metric", "source")
+        }
         record.update({c: _parse_bool(row[c]) for c in BOOL_COLUMNS})
         record.update({c: (float(row[c]) if row[c] else None) for c in FLOAT_COLUMNS})
         record["instance_size"] = int(row["instance_size"]) if row["instance_size"] else None

@@ -1,9 +1,10 @@
 """Report figures (PNG, matplotlib Agg): λ sensitivity, AP by object size, search progress, training curves."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -46,8 +47,9 @@ def plot_lambda_sensitivity(table5: PaperTable, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(LAMBDAS), figsize=(4.2 * len(LAMBDAS), 3.6))
     for ax, lam in zip(axes, LAMBDAS):
         switches = table5.meta.get("switches", {}).get(lam, [])
-        ax.set_title(f"{LAMBDA_SYMBOLS[lam]} ({lam})" + (f" — ours: {', '.join(switches)}" if switches else ""),
-                     fontsize=9)
+        ax.set_title(
+            f"{LAMBDA_SYMBOLS[lam]} ({lam})" + (f" — ours: {', '.join(switches)}" if switches else ""), fontsize=9
+        )
         ax.set_xlabel(LAMBDA_SYMBOLS[lam])
         ax.set_ylabel("our mAP (%)", color=OURS_COLOR)
         twin = ax.twinx()
@@ -56,13 +58,26 @@ def plot_lambda_sensitivity(table5: PaperTable, path: Path) -> Path:
         for model, block in frame.groupby("Model", sort=False):
             ours = block[[lam, f"{lam}_mAP", f"{lam}_mAP_std"]].dropna(subset=[lam, f"{lam}_mAP"])
             if len(ours):
-                ax.errorbar(ours[lam], ours[f"{lam}_mAP"], yerr=ours[f"{lam}_mAP_std"].fillna(0.0),
-                            marker="o", capsize=3, color=OURS_COLOR, label=f"ours, {model}")
+                ax.errorbar(
+                    ours[lam],
+                    ours[f"{lam}_mAP"],
+                    yerr=ours[f"{lam}_mAP_std"].fillna(0.0),
+                    marker="o",
+                    capsize=3,
+                    color=OURS_COLOR,
+                    label=f"ours, {model}",
+                )
                 drawn = True
             paper = block[[lam, f"{lam}_mAP_paper"]].dropna()
             if len(paper) and not twin.lines:
-                twin.plot(paper[lam], paper[f"{lam}_mAP_paper"], marker="s", linestyle="--",
-                          color=PAPER_COLOR, label="paper (RetinaNet)")
+                twin.plot(
+                    paper[lam],
+                    paper[f"{lam}_mAP_paper"],
+                    marker="s",
+                    linestyle="--",
+                    color=PAPER_COLOR,
+                    label="paper (RetinaNet)",
+                )
         if not drawn:
             _no_data(ax)
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
@@ -92,11 +107,24 @@ def plot_ap_by_size(table1: PaperTable, path: Path) -> Path:
         for i, size in enumerate(("AP_S", "AP_M", "AP_L")):
             offset = (i - 1) * 2 * width
             ours = rows[size].to_numpy(dtype=float)
-            ax.bar(x + offset - width / 2, np.nan_to_num(ours), width,
-                   yerr=rows[f"{size}_std"].to_numpy(dtype=float),  # NaN (n < 2): no error bar
-                   color=SIZE_COLORS[size], label=f"{size} ours", capsize=2)
-            ax.bar(x + offset + width / 2, rows[f"{size}_paper"].fillna(0.0), width, color=SIZE_COLORS[size],
-                   alpha=0.35, hatch="//", label=f"{size} paper")
+            ax.bar(
+                x + offset - width / 2,
+                np.nan_to_num(ours),
+                width,
+                yerr=rows[f"{size}_std"].to_numpy(dtype=float),  # NaN (n < 2): no error bar
+                color=SIZE_COLORS[size],
+                label=f"{size} ours",
+                capsize=2,
+            )
+            ax.bar(
+                x + offset + width / 2,
+                rows[f"{size}_paper"].fillna(0.0),
+                width,
+                color=SIZE_COLORS[size],
+                alpha=0.35,
+                hatch="//",
+                label=f"{size} paper",
+            )
             for xi, v in zip(x, ours):
                 if math.isnan(v):
                     ax.text(xi + offset - width / 2, 0, "—", ha="center", va="bottom", fontsize=7)
@@ -120,8 +148,10 @@ def plot_search_progress(trials: pd.DataFrame, path: Path, title: str = "") -> P
     ordered = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
     value = ordered["mAP"].astype(float)
     best = value.cummax()
-    axes_x = {"trial #": np.arange(1, len(ordered) + 1),
-              "compute time (s, cumulative)": ordered["time_total_s"].astype(float).cumsum().to_numpy()}
+    axes_x = {
+        "trial #": np.arange(1, len(ordered) + 1),
+        "compute time (s, cumulative)": ordered["time_total_s"].astype(float).cumsum().to_numpy(),
+    }
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, (xlabel, x) in zip(axes, axes_x.items()):
         ax.step(x, best, where="post", color=OURS_COLOR, label="best mAP so far")
@@ -129,8 +159,15 @@ def plot_search_progress(trials: pd.DataFrame, path: Path, title: str = "") -> P
         for status, group in ordered.groupby("status", sort=True):
             marker, label = styles.get(status, ("^", status))
             idx = group.index.to_numpy()
-            ax.scatter(x[idx], value.iloc[idx], marker=marker, s=36, label=f"trial ({label})",
-                       color="black" if status == COMPLETED else PAPER_COLOR, zorder=3)
+            ax.scatter(
+                x[idx],
+                value.iloc[idx],
+                marker=marker,
+                s=36,
+                label=f"trial ({label})",
+                color="black" if status == COMPLETED else PAPER_COLOR,
+                zorder=3,
+            )
         ax.set_xlabel(xlabel)
         ax.set_ylabel("mAP (%)")
         ax.grid(alpha=0.3)
@@ -149,19 +186,21 @@ def plot_training_curves(reports: pd.DataFrame, path: Path, title: str = "") -> 
     x = history["epoch"] if "epoch" in history else history["training_iteration"]
     losses = sorted(c for c in history.columns if c.startswith("loss_") and history[c].notna().any())
     losses = [c for c in ("loss_total", "loss_det") if c in losses] + [
-        c for c in losses if c not in ("loss_total", "loss_det")]
+        c for c in losses if c not in ("loss_total", "loss_det")
+    ]
     panels: Sequence[str] = ["mAP", *losses]
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
     for ax, name in zip(axes.flat, panels):
-        ax.plot(x, history[name].astype(float), marker="o", markersize=3,
-                color=OURS_COLOR if name == "mAP" else "#555555")
+        ax.plot(
+            x, history[name].astype(float), marker="o", markersize=3, color=OURS_COLOR if name == "mAP" else "#555555"
+        )
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title or "training curves", fontsize=10)
     return _save(fig, path)

@@ -2,6 +2,7 @@
 
 Output is a pure function of the table: fixed number formats, the table's own row order, no dates.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,11 +57,14 @@ def _blank_row(row: pd.Series, column: Column, table: PaperTable) -> bool:
 
 def cell_texts(table: PaperTable) -> list[list[str]]:
     """All body cells as text, in display order."""
-    return [["" if _blank_row(row, c, table) else format_cell(row, c) for c in table.columns]
-            for _, row in table.frame.iterrows()]
+    return [
+        ["" if _blank_row(row, c, table) else format_cell(row, c) for c in table.columns]
+        for _, row in table.frame.iterrows()
+    ]
 
 
 # --- Markdown -------------------------------------------------------------------------------------
+
 
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
@@ -84,13 +88,32 @@ def to_markdown(table: PaperTable, heading_level: int = 3) -> str:
 
 # --- LaTeX ----------------------------------------------------------------------------------------
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_UNICODE = [("λ1", r"$\lambda_1$"), ("λ2", r"$\lambda_2$"), ("λ3", r"$\lambda_3$"), ("λ", r"$\lambda$"),
-                  ("✓", r"\checkmark"), ("×", r"$\times$"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"),
-                  ("—", "---"), ("−", "-"), ("→", r"$\to$")]
-_LATEX_METRICS = {"AP50": r"AP$_{50}$", "AP75": r"AP$_{75}$", "AP_S": r"AP$_S$", "AP_M": r"AP$_M$",
-                  "AP_L": r"AP$_L$"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+_LATEX_UNICODE = [
+    ("λ1", r"$\lambda_1$"),
+    ("λ2", r"$\lambda_2$"),
+    ("λ3", r"$\lambda_3$"),
+    ("λ", r"$\lambda$"),
+    ("✓", r"\checkmark"),
+    ("×", r"$\times$"),
+    ("±", r"$\pm$"),
+    ("Δ", r"$\Delta$"),
+    ("—", "---"),
+    ("−", "-"),
+    ("→", r"$\to$"),
+]
+_LATEX_METRICS = {"AP50": r"AP$_{50}$", "AP75": r"AP$_{75}$", "AP_S": r"AP$_S$", "AP_M": r"AP$_M$", "AP_L": r"AP$_L$"}
 
 
 def latex_escape(text: str) -> str:
@@ -113,9 +136,16 @@ def to_latex(table: PaperTable) -> str:
     cols = table.columns
     spec = "".join("l" if c.kind == "label" else "r" for c in cols)
     grouped = any(c.group for c in cols)
-    lines = [r"% requires \usepackage{booktabs,amssymb}", r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{latex_escape(table.caption)}}}", rf"\label{{tab:{table.name}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    lines = [
+        r"% requires \usepackage{booktabs,amssymb}",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(table.caption)}}}",
+        rf"\label{{tab:{table.name}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+    ]
     if grouped:
         top, rules, start = [], [], 1
         i = 0
@@ -144,6 +174,7 @@ def to_latex(table: PaperTable) -> str:
 
 
 # --- CSV ------------------------------------------------------------------------------------------
+
 
 def to_csv(table: PaperTable) -> str:
     """The numeric frame (means, std, n, paper, Δ as separate columns), empty where missing."""

@@ -1,18 +1,17 @@
 """One call from finished sweeps to the paper's tables (Markdown, LaTeX, CSV), plots, and ``report.md``."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pandas as pd
 
 from drkd.analysis.experiment_store import ExperimentData, Pick, load_experiments
 from drkd.analysis.paper_numbers import load_paper_numbers
 from drkd.analysis.paper_tables import SEARCH_KIND, build_all, table1, table5, trial_results
-from drkd.analysis.plots import (plot_ap_by_size, plot_lambda_sensitivity, plot_search_progress,
-                               plot_training_curves)
+from drkd.analysis.plots import plot_ap_by_size, plot_lambda_sensitivity, plot_search_progress, plot_training_curves
 from drkd.analysis.render import safe_stem, to_markdown, write_table
-
 from drkd.config.storage import default_results_dir, is_uri
 
 Echo = Callable[[str], None]
@@ -22,8 +21,9 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _curve_trials(data: ExperimentData, trials: pd.DataFrame, curves_for: Sequence[str] | None,
-                  warnings: list[str]) -> list[tuple[str, str]]:
+def _curve_trials(
+    data: ExperimentData, trials: pd.DataFrame, curves_for: Sequence[str] | None, warnings: list[str]
+) -> list[tuple[str, str]]:
     """(experiment, trial_id) pairs to draw: those asked for, else each experiment's best completed trial."""
     if curves_for:
         chosen = []
@@ -48,8 +48,13 @@ def _figure(title: str, path: Path, out_dir: Path) -> str:
     return f"![{title}]({path.relative_to(out_dir).as_posix()})"
 
 
-def make_report(experiment_dirs: Sequence[str | Path] | None, out_dir: str | Path | None = None,
-                pick: Pick = "last", curves_for: Sequence[str] | None = None, echo: Echo | None = None) -> Path:
+def make_report(
+    experiment_dirs: Sequence[str | Path] | None,
+    out_dir: str | Path | None = None,
+    pick: Pick = "last",
+    curves_for: Sequence[str] | None = None,
+    echo: Echo | None = None,
+) -> Path:
     """Read experiments, write every table in three formats, the plots, and ``report.md``; return its path.
 
     ``experiment_dirs``: experiment directories or results roots (local or URI); empty or ``None`` means
@@ -80,33 +85,48 @@ def make_report(experiment_dirs: Sequence[str | Path] | None, out_dir: str | Pat
     for table in tables:
         experiment = table.meta.get("experiment")
         if experiment and data.experiment(experiment).kind == SEARCH_KIND:
-            path = plot_search_progress(trials[trials["experiment"] == experiment],
-                                        plots_dir / f"search_progress_{safe_stem(experiment)}.png", experiment)
+            path = plot_search_progress(
+                trials[trials["experiment"] == experiment],
+                plots_dir / f"search_progress_{safe_stem(experiment)}.png",
+                experiment,
+            )
             figures[table.name] = [_figure(f"search progress, {experiment}", path, out)]
     curves = []
     for experiment, trial_id in _curve_trials(data, trials, curves_for, warnings):
         history = data.reports[(data.reports["experiment"] == experiment) & (data.reports["trial_id"] == trial_id)]
-        path = plot_training_curves(history, plots_dir / f"curves_{safe_stem(experiment)}_{safe_stem(trial_id)}.png",
-                                    f"{experiment} / {trial_id}")
+        path = plot_training_curves(
+            history,
+            plots_dir / f"curves_{safe_stem(experiment)}_{safe_stem(trial_id)}.png",
+            f"{experiment} / {trial_id}",
+        )
         curves.append(_figure(f"training curves, {experiment} / {trial_id}", path, out))
 
-    sections = ["# DRKD: the paper's tables, rebuilt from our sweeps", "",
-                f"Value taken from each trial: **{pick}** "
-                f"({'last reported epoch' if pick == 'last' else 'best epoch by mAP'}).", "",
-                "## Experiments read", ""]
+    sections = [
+        "# DRKD: the paper's tables, rebuilt from our sweeps",
+        "",
+        f"Value taken from each trial: **{pick}** "
+        f"({'last reported epoch' if pick == 'last' else 'best epoch by mAP'}).",
+        "",
+        "## Experiments read",
+        "",
+    ]
     sections += [f"- {line}" for line in data.read] or ["- (none)"]
     for table in tables:
         written = write_table(table, tables_dir)
-        sections += ["", to_markdown(table, heading_level=2).rstrip("\n"), "",
-                     "Files: " + ", ".join(f"[{fmt}]({p.relative_to(out).as_posix()})"
-                                           for fmt, p in sorted(written.items()))]
+        sections += [
+            "",
+            to_markdown(table, heading_level=2).rstrip("\n"),
+            "",
+            "Files: " + ", ".join(f"[{fmt}]({p.relative_to(out).as_posix()})" for fmt, p in sorted(written.items())),
+        ]
         sections += ["", *figures.get(table.name, [])]
         echo(f"wrote    {written['md']} (+ .tex, .csv)")
     if curves:
         sections += ["", "## Training curves", ""] + [line for fig in curves for line in (fig, "")]
     sections += ["", "## Skipped and warnings", ""]
-    sections += [f"- skipped: {line}" for line in data.skipped] + [f"- warning: {line}" for line in warnings] \
-        or ["- nothing skipped"]
+    sections += [f"- skipped: {line}" for line in data.skipped] + [f"- warning: {line}" for line in warnings] or [
+        "- nothing skipped"
+    ]
     for line in warnings:
         echo(f"warning  {line}")
     report = out / "report.md"

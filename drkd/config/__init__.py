@@ -3,6 +3,7 @@
 Everything else in drkd imports its configuration from here; this layer imports nothing of drkd
 above it (``drkd.config.methods`` is filled by the method packages under ``drkd.distill``).
 """
+
 from drkd.config.errors import ConfigError
 from drkd.config.files import apply_overrides, config_from_dict, load_config, read_config_file, save_config
 from drkd.config.schema import (
@@ -19,7 +20,20 @@ from drkd.config.schema import (
 )
 
 __all__ = [
-    "ARCHS", "BACKBONES", "SCHEDULES", "TWO_STAGE_ARCHS", "Config", "ConfigError", "DataConfig", "DetectorConfig",
-    "DistillConfig", "TrainSettings", "apply_overrides", "config_from_dict", "load_config",
-    "read_config_file", "save_config", "validate",
+    "ARCHS",
+    "BACKBONES",
+    "SCHEDULES",
+    "TWO_STAGE_ARCHS",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DetectorConfig",
+    "DistillConfig",
+    "TrainSettings",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "read_config_file",
+    "save_config",
+    "validate",
 ]

@@ -5,12 +5,14 @@ anything else of the wrong type is a :class:`ConfigError` naming the dotted fiel
 A dataclass with a ``from_mapping(values, where)`` classmethod builds itself (the ``distill``
 section, whose keys are the registered methods).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from drkd.config.errors import ConfigError
 

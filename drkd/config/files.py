@@ -3,12 +3,14 @@
 Errors name the file, the dotted field and the bad value, e.g.
 ``configs/x.yaml: distill.drkd.instance_size = 2: must be one of 1, 3, 5``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 

@@ -9,12 +9,14 @@ its display name and row order. The registry is torch-free, so reading results n
 The registry lives in the config layer (not in ``drkd.distill``) because config validation needs a
 method's parameter class, and the config layer imports nothing above it.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import optuna

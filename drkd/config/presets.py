@@ -4,6 +4,7 @@ Teacher RetinaNet/Faster R-CNN on ResNet-18 with a 128-channel FPN trained on a 
 then cached); students on ResNet-18 with a 64-channel FPN on the 1× schedule of
 `STUDENT_EPOCHS_1X` epochs; 160-px images; GroupNorm heads.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,8 +56,15 @@ def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT
             data=tiny_data(root),
             student=tiny_detector(framework, "teacher"),
             distill=DistillConfig(method=NO_DISTILLATION),
-            train=TrainSettings(schedule="2x", epochs_1x=TEACHER_EPOCHS_1X, lr=TINY_LR, warmup_iters=100, seed=seed, log_every=10,
-                                output_dir=f"runs/tiny_{framework}_teacher"),
+            train=TrainSettings(
+                schedule="2x",
+                epochs_1x=TEACHER_EPOCHS_1X,
+                lr=TINY_LR,
+                warmup_iters=100,
+                seed=seed,
+                log_every=10,
+                output_dir=f"runs/tiny_{framework}_teacher",
+            ),
         )
     )
 
@@ -70,8 +78,11 @@ def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT
 # on the one-stage pair by bench/loss_balance.py.
 def tiny_weight_scale() -> dict[str, float]:
     """Method -> the embedded default's factor on its loss weights (methods whose factor is not 1)."""
-    return {spec.name: spec.params.embedded_weight_scale for spec in method_specs()
-            if spec.params.embedded_weight_scale != 1.0}
+    return {
+        spec.name: spec.params.embedded_weight_scale
+        for spec in method_specs()
+        if spec.params.embedded_weight_scale != 1.0
+    }
 
 
 def tiny_student_config(
@@ -97,7 +108,14 @@ def tiny_student_config(
             student=tiny_detector(framework, "student"),
             teacher=teacher,
             distill=distill,
-            train=TrainSettings(schedule="1x", epochs_1x=STUDENT_EPOCHS_1X, lr=TINY_LR, warmup_iters=100, seed=seed, log_every=10,
-                                output_dir=f"runs/tiny_{framework}_{method}"),
+            train=TrainSettings(
+                schedule="1x",
+                epochs_1x=STUDENT_EPOCHS_1X,
+                lr=TINY_LR,
+                warmup_iters=100,
+                seed=seed,
+                log_every=10,
+                output_dir=f"runs/tiny_{framework}_{method}",
+            ),
         )
     )

@@ -4,12 +4,14 @@ Method sections (``distill.drkd``, ``distill.nld``, ...) are not defined here: e
 registers its parameter dataclass (:mod:`drkd.config.methods`) and :class:`DistillConfig` holds
 one instance per registered method. Loading files is :mod:`drkd.config.files`.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from drkd.config.coercion import build_dataclass, coerce
 from drkd.config.errors import ConfigError
@@ -61,7 +63,14 @@ class DataConfig:
     val_limit: int | None = None
 
     def validate(self, where: str = "data") -> None:
-        for name in ("min_size", "max_size", "batch_size", "synthetic_num_train", "synthetic_num_val", "synthetic_image_size"):
+        for name in (
+            "min_size",
+            "max_size",
+            "batch_size",
+            "synthetic_num_train",
+            "synthetic_num_val",
+            "synthetic_image_size",
+        ):
             check_positive(f"{where}.{name}", getattr(self, name))
         check_positive(f"{where}.loader_workers", self.loader_workers, allow_zero=True)
         check_positive(f"{where}.train_limit", self.train_limit)
@@ -101,10 +110,14 @@ class DetectorConfig:
         check_positive(f"{where}.anchor_scale", self.anchor_scale)
         check_positive(f"{where}.roi_batch_size_per_image", self.roi_batch_size_per_image)
         if self.arch == "fcos" and self.fpn_channels % 32:
-            raise ConfigError(f"{where}.fpn_channels = {self.fpn_channels}: FCOS's GroupNorm(32) head needs a multiple of 32")
+            raise ConfigError(
+                f"{where}.fpn_channels = {self.fpn_channels}: FCOS's GroupNorm(32) head needs a multiple of 32"
+            )
         if not 0 <= self.trainable_backbone_layers <= MAX_TRAINABLE_BACKBONE_LAYERS:
-            raise ConfigError(f"{where}.trainable_backbone_layers = {self.trainable_backbone_layers}: "
-                              f"must be in 0..{MAX_TRAINABLE_BACKBONE_LAYERS}")
+            raise ConfigError(
+                f"{where}.trainable_backbone_layers = {self.trainable_backbone_layers}: "
+                f"must be in 0..{MAX_TRAINABLE_BACKBONE_LAYERS}"
+            )
         check_choice(f"{where}.head_norm", self.head_norm, HEAD_NORMS)
         if self.head_norm == "gn" and self.fpn_channels % 8:
             raise ConfigError(f"{where}.fpn_channels = {self.fpn_channels}: head_norm gn needs a multiple of 8")
@@ -137,7 +150,7 @@ class DistillConfig:
         raise AttributeError(f"{type(self).__name__} has no attribute or method section {name!r}")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], where: str) -> "DistillConfig":
+    def from_mapping(cls, values: Mapping[str, Any], where: str) -> DistillConfig:
         """Build from a file's ``distill`` section (see the class docstring)."""
         own = {"method": str, "weight_scale": dict[str, float]}
         unknown = sorted(k for k in values if k not in own and k not in method_names())
@@ -154,13 +167,18 @@ class DistillConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The file form: ``method``, ``weight_scale`` and one section per method."""
-        return {"method": self.method, "weight_scale": dict(self.weight_scale),
-                **{name: dataclasses.asdict(p) for name, p in self.params.items()}}  # type: ignore[call-overload]
+        return {
+            "method": self.method,
+            "weight_scale": dict(self.weight_scale),
+            **{name: dataclasses.asdict(p) for name, p in self.params.items()},
+        }  # type: ignore[call-overload]
 
     def validate(self, where: str = "distill", has_teacher: bool = True) -> None:
         check_choice(f"{where}.method", self.method, method_names(with_none=True))
         if self.method != NO_DISTILLATION and not has_teacher:
-            raise ConfigError(f"{where}.method = {self.method!r}: needs a `teacher` section (or use method: {NO_DISTILLATION})")
+            raise ConfigError(
+                f"{where}.method = {self.method!r}: needs a `teacher` section (or use method: {NO_DISTILLATION})"
+            )
         for name, factor in self.weight_scale.items():
             check_choice(f"{where}.weight_scale key", name, method_names())
             check_positive(f"{where}.weight_scale.{name}", factor)
@@ -218,15 +236,18 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts in the file form (what :func:`~drkd.config.files.config_from_dict` reads back)."""
-        values = {f.name: dataclasses.asdict(getattr(self, f.name)) if getattr(self, f.name) is not None else None
-                  for f in dataclasses.fields(self) if f.name != "distill"}
+        values = {
+            f.name: dataclasses.asdict(getattr(self, f.name)) if getattr(self, f.name) is not None else None
+            for f in dataclasses.fields(self)
+            if f.name != "distill"
+        }
         values["distill"] = self.distill.to_dict()
         return {f.name: values[f.name] for f in dataclasses.fields(self)}
 
-    def copy(self) -> "Config":
+    def copy(self) -> Config:
         return copy.deepcopy(self)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Range and consistency checks that types alone do not catch; returns self."""
         self.student.validate("student")
         if self.teacher is not None:

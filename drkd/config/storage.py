@@ -1,4 +1,5 @@
 """Where results live: a local directory or a storage URI (``s3://``, ``gs://``, ``file://``)."""
+
 from __future__ import annotations
 
 import os

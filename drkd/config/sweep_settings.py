@@ -3,6 +3,7 @@
 A sweep config file is a training config (sections data/student/teacher/distill/train) with one
 more section, `sweep`, read into :class:`SweepSettings`.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -35,8 +36,15 @@ class SweepSettings:
     seeds: int = 1  # ablations: repeats of each cell
     teacher_checkpoints: dict[str, str] = field(default_factory=dict)  # ablations: one_stage/two_stage -> checkpoint
 
-    def validate(self, source: str = "sweep") -> "SweepSettings":
-        for name in ("num_trials", "max_concurrent_trials", "workers_per_trial", "cpus_per_worker", "grace_period", "seeds"):
+    def validate(self, source: str = "sweep") -> SweepSettings:
+        for name in (
+            "num_trials",
+            "max_concurrent_trials",
+            "workers_per_trial",
+            "cpus_per_worker",
+            "grace_period",
+            "seeds",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{source}: sweep.{name} = {getattr(self, name)}: must be >= 1")
         if self.gpus_per_worker < 0:
@@ -47,10 +55,14 @@ class SweepSettings:
             raise ConfigError(f"{source}: sweep.reduction_factor = {self.reduction_factor}: must be >= 2")
         for key in self.teacher_checkpoints:
             if key not in ("one_stage", "two_stage"):
-                raise ConfigError(f"{source}: sweep.teacher_checkpoints.{key}: unknown framework (one_stage, two_stage)")
+                raise ConfigError(
+                    f"{source}: sweep.teacher_checkpoints.{key}: unknown framework (one_stage, two_stage)"
+                )
         strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
         if self.placement_strategy not in strategies:
-            raise ConfigError(f"{source}: sweep.placement_strategy = {self.placement_strategy!r}: must be one of {', '.join(strategies)}")
+            raise ConfigError(
+                f"{source}: sweep.placement_strategy = {self.placement_strategy!r}: must be one of {', '.join(strategies)}"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:

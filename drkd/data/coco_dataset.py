@@ -1,4 +1,5 @@
 """COCO-format detection dataset yielding torchvision detector targets, with strict validation."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,9 @@ import io
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,9 +67,7 @@ class CocoDetection(torch.utils.data.Dataset):
         for i, img in enumerate(dataset["images"]):
             path = self.image_dir / img["file_name"]
             if not path.is_file():
-                raise DatasetError(
-                    f"{self.annotation_file}: images[{i}].file_name: image file {path} does not exist"
-                )
+                raise DatasetError(f"{self.annotation_file}: images[{i}].file_name: image file {path} does not exist")
             self._sizes[img["id"]] = self._declared_size(i, img, path)
 
         self.num_dropped_boxes = 0
@@ -75,7 +75,8 @@ class CocoDetection(torch.utils.data.Dataset):
         if self.num_dropped_boxes:
             logger.warning(
                 "%s: dropped %d degenerate boxes (< 1 px wide or high after clipping to the image)",
-                self.annotation_file, self.num_dropped_boxes,
+                self.annotation_file,
+                self.num_dropped_boxes,
             )
 
     def __len__(self) -> int:
@@ -120,9 +121,7 @@ class CocoDetection(torch.utils.data.Dataset):
             with Image.open(path) as pil:
                 return pil.size[1], pil.size[0]
         except (OSError, UnidentifiedImageError) as e:
-            raise DatasetError(
-                f"{path} (images[{index}] of {self.annotation_file}): cannot read image: {e}"
-            ) from e
+            raise DatasetError(f"{path} (images[{index}] of {self.annotation_file}): cannot read image: {e}") from e
 
     def _build_target(self, image_id: int) -> tuple[np.ndarray, ...]:
         height, width = self._sizes[image_id]
@@ -160,9 +159,7 @@ def _load_json(path: Path) -> Any:
     except FileNotFoundError as e:
         raise DatasetError(f"{path}: annotation file does not exist") from e
     except json.JSONDecodeError as e:
-        raise DatasetError(
-            f"{path}: malformed JSON at line {e.lineno} column {e.colno} (char {e.pos}): {e.msg}"
-        ) from e
+        raise DatasetError(f"{path}: malformed JSON at line {e.lineno} column {e.colno} (char {e.pos}): {e.msg}") from e
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read annotation file: {e}") from e
 
@@ -235,7 +232,9 @@ def _validate(dataset: Any, path: Path) -> None:
         if require(ann, where, "category_id", _is_int, "an integer") not in cat_ids:
             raise fail(f"{where}.category_id", f"{ann['category_id']} is not the id of any category")
         bbox = require(
-            ann, where, "bbox",
+            ann,
+            where,
+            "bbox",
             lambda v: isinstance(v, list) and len(v) == 4 and all(_is_number(x) for x in v),
             "[x, y, width, height] of finite numbers",
         )

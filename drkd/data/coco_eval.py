@@ -1,10 +1,12 @@
 """COCO bbox evaluation split in two steps: workers turn detector outputs into plain COCO result
 dicts (gatherable across processes), one process scores them with pycocotools' COCOeval."""
+
 from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,12 +34,14 @@ def detections_to_coco(
         for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels):
             if label not in label_to_cat_id:
                 raise ValueError(f"image {image_id}: predicted label {label} has no category id")
-            results.append({
-                "image_id": int(image_id),
-                "category_id": int(label_to_cat_id[label]),
-                "bbox": [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
-                "score": round(float(score), 4),
-            })
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(label_to_cat_id[label]),
+                    "bbox": [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
+                    "score": round(float(score), 4),
+                }
+            )
     return results
 
 

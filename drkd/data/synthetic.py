@@ -5,6 +5,7 @@ is random, so colour carries no class information. Images have a textured, noisy
 unlabeled clutter (line segments, irregular blobs), objects may occlude each other, and box sizes
 are spread over COCO's small / medium / large ranges so AP_S, AP_M and AP_L are all meaningful.
 """
+
 from __future__ import annotations
 
 import io
@@ -85,7 +86,10 @@ def make_synthetic_coco(
         crowd = sum(a["iscrowd"] for a in coco["annotations"])
         logger.info(
             "synthetic %s: %d images, %d annotations (%d crowd)",
-            split, count, len(coco["annotations"]), crowd,
+            split,
+            count,
+            len(coco["annotations"]),
+            crowd,
         )
     _atomic_write_bytes(marker, _dumps(asdict(params)).encode())
     return root
@@ -169,18 +173,17 @@ def _generate_split(
         _atomic_write_bytes(split_dir / _file_name(index), _png_bytes(pixels))
         images.append({"id": image_id, "file_name": _file_name(index), "width": size, "height": size})
         for cls, bbox, crowd in objects:
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": category_id(cls),
-                "bbox": bbox,
-                "area": bbox[2] * bbox[3],
-                "iscrowd": int(crowd),
-            })
-    categories = [
-        {"id": category_id(c), "name": SHAPE_NAMES[c], "supercategory": "shape"}
-        for c in range(num_classes)
-    ]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category_id(cls),
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3],
+                    "iscrowd": int(crowd),
+                }
+            )
+    categories = [{"id": category_id(c), "name": SHAPE_NAMES[c], "supercategory": "shape"} for c in range(num_classes)]
     return {
         "info": {"description": f"drkd synthetic shapes ({split})", "version": str(GENERATOR_VERSION)},
         "images": images,

@@ -1,8 +1,9 @@
 """Detection transforms (torchvision.transforms.v2) for CocoDetection samples."""
+
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torchvision.transforms import v2

@@ -6,6 +6,7 @@ new method is one new package and no other file changes. Methods kept outside dr
 from the comma-separated module names in ``$DRKD_METHODS`` (set it in the Ray job's runtime_env so
 the trial workers register them too). Registration imports no torch.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Adaptation layers ("connectors"): map student channels to teacher channels."""
+
 from __future__ import annotations
 
 import torch

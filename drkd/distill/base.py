@@ -1,7 +1,9 @@
 """The interface every distillation method implements, so the engine can treat them alike."""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -12,16 +14,23 @@ if TYPE_CHECKING:
 
 def check_structure(teacher_channels: int, student_channels: int, num_levels: int) -> None:
     """The arguments every distiller takes: positive integers, named in the error otherwise."""
-    for name, value in (("teacher_channels", teacher_channels), ("student_channels", student_channels), ("num_levels", num_levels)):
+    for name, value in (
+        ("teacher_channels", teacher_channels),
+        ("student_channels", student_channels),
+        ("num_levels", num_levels),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def check_feature_levels(teacher_feats: Sequence[torch.Tensor], student_feats: Sequence[torch.Tensor], num_levels: int) -> None:
+def check_feature_levels(
+    teacher_feats: Sequence[torch.Tensor], student_feats: Sequence[torch.Tensor], num_levels: int
+) -> None:
     """Both feature lists hold the ``num_levels`` FPN levels the distiller was built for."""
     if not len(teacher_feats) == len(student_feats) == num_levels:
         raise ValueError(
-            f"expected {num_levels} feature levels, got teacher {len(teacher_feats)}, student {len(student_feats)}")
+            f"expected {num_levels} feature levels, got teacher {len(teacher_feats)}, student {len(student_feats)}"
+        )
 
 
 class Distiller(nn.Module):
@@ -61,8 +70,9 @@ class Distiller(nn.Module):
         self.loss_weights = {}
 
     @classmethod
-    def from_params(cls, params: "MethodParams", teacher_channels: int, student_channels: int, num_levels: int,
-                    two_stage: bool) -> "Distiller":
+    def from_params(
+        cls, params: MethodParams, teacher_channels: int, student_channels: int, num_levels: int, two_stage: bool
+    ) -> Distiller:
         """Build from a method's config section (``params.distiller_kwargs(two_stage)``)."""
         return cls(teacher_channels, student_channels, num_levels, **params.distiller_kwargs(two_stage))
 

@@ -6,6 +6,7 @@ computes all three with ``torch.dist(a, b, p=2)``: the literal Euclidean norm, s
 included. That is our default, ``"euclidean"``; the paper's λ were tuned against it.
 ``"squared"`` (sum of squared differences, the usual "L2 loss") is there for ablations.
 """
+
 from __future__ import annotations
 
 import torch

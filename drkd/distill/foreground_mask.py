@@ -1,16 +1,15 @@
 """Binary foreground masks of GT boxes on FPN levels."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from drkd.distill.instance_features import level_stride
 
 
-def foreground_mask(
-    boxes: Sequence[torch.Tensor], feat: torch.Tensor, image_shape: tuple[int, int]
-) -> torch.Tensor:
+def foreground_mask(boxes: Sequence[torch.Tensor], feat: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
     """(B, 1, H, W) mask, 1 where a feature cell's footprint overlaps any GT box of its image.
 
     Cell (i, j) covers image pixels [j·s, (j+1)·s) × [i·s, (i+1)·s) with s the level stride, so a

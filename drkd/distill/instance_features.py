@@ -1,7 +1,8 @@
 """Instance feature extraction (paper Eq. 5): ROI Align of the GT boxes on FPN levels."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.ops import roi_align

@@ -3,6 +3,7 @@
 Used by NLD's non-local distillation (Zhang & Ma, ICLR 2021, Sec. 3.2) and by DRKD's Table 2
 ablation (pixel-relation module = non-local instead of GloRe).
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """The one place a config's ``distill`` section becomes a distiller module."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ def distiller_class(method: str) -> type:
     return method_spec(method).distiller_class()
 
 
-def build_distiller(cfg: "Config", teacher_channels: int, student_channels: int, num_levels: int) -> "Distiller | None":
+def build_distiller(cfg: Config, teacher_channels: int, student_channels: int, num_levels: int) -> Distiller | None:
     """The configured method's distiller, or None for ``method: none``.
 
     Args:
@@ -30,7 +31,8 @@ def build_distiller(cfg: "Config", teacher_channels: int, student_channels: int,
     if method == NO_DISTILLATION:
         return None
     distiller = distiller_class(method).from_params(
-        cfg.distill.params[method], teacher_channels, student_channels, num_levels, cfg.student.two_stage)
+        cfg.distill.params[method], teacher_channels, student_channels, num_levels, cfg.student.two_stage
+    )
     scale = cfg.distill.weight_scale.get(method, 1.0)
     distiller.loss_weights = {k: w * scale for k, w in distiller.loss_weights.items()}
     return distiller

@@ -1,4 +1,5 @@
 """torchvision detectors built by name: RetinaNet, Faster R-CNN and FCOS on ResNet/ResNeXt/MobileNet FPNs."""
+
 from __future__ import annotations
 
 import logging
@@ -11,10 +12,10 @@ import torchvision
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.rpn import RPNHead
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
@@ -144,7 +145,9 @@ def load_detector_weights(model: nn.Module, path: str | Path) -> None:
     try:
         missing, unexpected = model.load_state_dict(_adapt_norm_keys(state, model), strict=False)
     except RuntimeError as err:  # shape mismatch
-        raise ConfigError(f"checkpoint = {str(path)!r}: does not fit this detector: {str(err).splitlines()[-1].strip()}") from None
+        raise ConfigError(
+            f"checkpoint = {str(path)!r}: does not fit this detector: {str(err).splitlines()[-1].strip()}"
+        ) from None
     if missing or unexpected:
         raise ConfigError(
             f"checkpoint = {str(path)!r}: does not fit this detector "
@@ -162,18 +165,24 @@ def _adapt_norm_keys(state: dict, model: nn.Module) -> dict:
     return out
 
 
-def export_state_dict(model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+def export_state_dict(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
     """Student weights for deployment: no distillation modules, no BatchNorm step counters.
 
     Loads (strict) into the plain torchvision detector of the same shape, whose backbones use
     FrozenBatchNorm2d, e.g. `retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=N)`
     for the R50 / 256-channel RetinaNet.
     """
-    return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
+    return OrderedDict(
+        (k, v.detach().clone()) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    )
 
 
 # Public pieces of torchvision used to build the plain model of an exported checkpoint.
 PLAIN_BUILDERS = {
-    ("retinanet", "resnet50", 256): partial(torchvision.models.detection.retinanet_resnet50_fpn, weights=None, weights_backbone=None),
-    ("fasterrcnn", "resnet50", 256): partial(torchvision.models.detection.fasterrcnn_resnet50_fpn, weights=None, weights_backbone=None),
+    ("retinanet", "resnet50", 256): partial(
+        torchvision.models.detection.retinanet_resnet50_fpn, weights=None, weights_backbone=None
+    ),
+    ("fasterrcnn", "resnet50", 256): partial(
+        torchvision.models.detection.fasterrcnn_resnet50_fpn, weights=None, weights_backbone=None
+    ),
 }

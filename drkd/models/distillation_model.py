@@ -1,4 +1,5 @@
 """Student + distillation modules as one trainable module (what DDP wraps); the teacher rides beside it."""
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,9 @@ class DistillationModel(nn.Module):
     saved with the student; it stays in eval mode whatever `.train()` is called on this module.
     """
 
-    def __init__(self, student: nn.Module, distiller: Distiller | None = None, teacher: nn.Module | None = None) -> None:
+    def __init__(
+        self, student: nn.Module, distiller: Distiller | None = None, teacher: nn.Module | None = None
+    ) -> None:
         super().__init__()
         if (distiller is None) != (teacher is None):
             raise ValueError("a distiller needs a teacher and a teacher needs a distiller")
@@ -31,7 +34,9 @@ class DistillationModel(nn.Module):
             self.teacher._apply(fn, recurse)
         return self
 
-    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns (total loss, every term detached, keyed loss_<name>; `loss_det` is their detection sum)."""
         det = self.student(images, targets)
         loss = sum(det.values())

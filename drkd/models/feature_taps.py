@@ -4,6 +4,7 @@ Hooks on the detector's public pieces (`transform`, `backbone`) rather than a co
 so teacher and student see the very same transformed image tensor and the GT boxes are in its
 coordinates.
 """
+
 from __future__ import annotations
 
 from typing import Any

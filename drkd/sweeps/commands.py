@@ -1,23 +1,25 @@
 """What `python sweeps/lambda_search.py` and `python sweeps/ablations.py` do (the scripts stay thin)."""
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND
 from drkd.analysis.paper_tables.cells import frameworks_used, with_seeds
 from drkd.analysis.paper_tables.settings import ROLE_KEY, STUDENT
 from drkd.config import Config, ConfigError
 from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
-from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.presets import FRAMEWORK_ARCH, tiny_student_config
-from drkd.sweeps.tuner import SweepPlan, run_sweep, startup_overhead, write_best_config
+from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings, load_sweep_config
+from drkd.sweeps.tuner import SweepPlan, run_sweep, startup_overhead, write_best_config
 
 log = logging.getLogger("drkd.sweeps")
 
@@ -28,16 +30,28 @@ DEFAULT_SEARCH_TRAIN_IMAGES = 200
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="sweep config file (training sections + `sweep:`); default: the embedded default")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep (finished trials are kept)")
+    parser.add_argument(
+        "--config", help="sweep config file (training sections + `sweep:`); default: the embedded default"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted sweep (finished trials are kept)"
+    )
     parser.add_argument("--name", help="experiment name (default: from the config, else the sweep kind)")
-    parser.add_argument("--storage-path", help="results root: a directory, shared mount or s3:// URI (default: $DRKD_RESULTS or ./results)")
+    parser.add_argument(
+        "--storage-path",
+        help="results root: a directory, shared mount or s3:// URI (default: $DRKD_RESULTS or ./results)",
+    )
     parser.add_argument("--workers", type=int, help="DDP workers per trial (overrides sweep.workers_per_trial)")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
 def _settings(args: argparse.Namespace, settings: SweepSettings, **more: Any) -> SweepSettings:
-    for key, value in {"name": args.name, "storage_path": args.storage_path, "workers_per_trial": args.workers, **more}.items():
+    for key, value in {
+        "name": args.name,
+        "storage_path": args.storage_path,
+        "workers_per_trial": args.workers,
+        **more,
+    }.items():
         if value is not None:
             setattr(settings, key, value)
     return settings.validate("command line")
@@ -45,11 +59,17 @@ def _settings(args: argparse.Namespace, settings: SweepSettings, **more: Any) ->
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     return args
 
 
-def _base_and_settings(args: argparse.Namespace, embedded_default: Callable[[], tuple[Config, SweepSettings]]) -> tuple[Config, SweepSettings]:
+def _base_and_settings(
+    args: argparse.Namespace, embedded_default: Callable[[], tuple[Config, SweepSettings]]
+) -> tuple[Config, SweepSettings]:
     """The sweep config file's training sections and `sweep:` section, or the embedded default."""
     return load_sweep_config(args.config) if args.config else embedded_default()
 
@@ -77,13 +97,22 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         "writes it as a config file for `drkd train`.",
     )
     _common_args(parser)
-    parser.add_argument("--method", default=DEFAULT_METHOD, choices=method_names(),
-                        help=f"whose space to search (default: {DEFAULT_METHOD})")
+    parser.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        choices=method_names(),
+        help=f"whose space to search (default: {DEFAULT_METHOD})",
+    )
     parser.add_argument("--num-trials", type=int, help="overrides sweep.num_trials")
     args = _parse(parser, argv)
     try:
         base, settings = _base_and_settings(args, _default_search)
-        settings = _settings(args, settings, num_trials=args.num_trials, name=args.name or settings.name or f"lambda_search_{args.method}")
+        settings = _settings(
+            args,
+            settings,
+            num_trials=args.num_trials,
+            name=args.name or settings.name or f"lambda_search_{args.method}",
+        )
         base.distill.method = args.method
         plan = SweepPlan(SEARCH_KIND, base, settings, space=_space(args.method, base))
         start = time.perf_counter()
@@ -94,15 +123,19 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         print(f"lambda_search.py: error: {err}", file=sys.stderr)
         return 2
     params = {k: v for k, v in best["config"].items() if k.startswith("distill.") and v is not None}
-    print(f"\nbest trial: mAP {best['mAP']:.2f} (AP_S {best['AP_S']:.2f}, AP_M {best['AP_M']:.2f}, AP_L {best['AP_L']:.2f}) at epoch {best['epoch']}")
+    print(
+        f"\nbest trial: mAP {best['mAP']:.2f} (AP_S {best['AP_S']:.2f}, AP_M {best['AP_M']:.2f}, AP_L {best['AP_L']:.2f}) at epoch {best['epoch']}"
+    )
     for key in sorted(params):
         print(f"  {key} = {params[key]}")
     print(f"best config: {path}  (train it with: drkd train --config {path})")
     print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
     overhead, total = startup_overhead(results)
     if total:
-        print(f"search wall time {wall:.0f} s; trials ran {total:.0f} s, of which {overhead:.0f} s ({100 * overhead / total:.0f}%) "
-              "went to starting the Ray Train jobs and reporting rather than epochs")
+        print(
+            f"search wall time {wall:.0f} s; trials ran {total:.0f} s, of which {overhead:.0f} s ({100 * overhead / total:.0f}%) "
+            "went to starting the Ray Train jobs and reporting rather than epochs"
+        )
     return 0
 
 
@@ -123,12 +156,20 @@ class SearchSpace:
         # Ray's OptunaSearch lets returned constants override sampled values: fill only the gaps.
         sampled = getattr(trial, "captured_values", {})
         gaps = {c: None for c in self.columns if c not in sampled and c not in fixed}
-        return {**gaps, **fixed, "distill.method": self.method, "train.epochs": self.epochs, "student.arch": self.arch, ROLE_KEY: STUDENT}
+        return {
+            **gaps,
+            **fixed,
+            "distill.method": self.method,
+            "train.epochs": self.epochs,
+            "student.arch": self.arch,
+            ROLE_KEY: STUDENT,
+        }
 
 
 def _space(method: str, base: Config) -> SearchSpace:
-    return SearchSpace(method, base.student.two_stage, base.train.total_epochs, base.student.arch,
-                       method_spec(method).live_columns)
+    return SearchSpace(
+        method, base.student.two_stage, base.train.total_epochs, base.student.arch, method_spec(method).live_columns
+    )
 
 
 def ablations(argv: Sequence[str] | None = None) -> int:
@@ -151,7 +192,9 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         teachers = _teacher_checkpoints(args.grid, base, settings, cells, configured=bool(args.config))
         cells = with_seeds(GRIDS[args.grid](base, teachers), settings.seeds)
         plan = SweepPlan(args.grid, base, settings, grid=cells)
-        log.info("%s: %d trials (%d cells x %d seeds)", args.grid, len(cells), len(cells) // settings.seeds, settings.seeds)
+        log.info(
+            "%s: %d trials (%d cells x %d seeds)", args.grid, len(cells), len(cells) // settings.seeds, settings.seeds
+        )
         run_sweep(plan, resume=args.resume)
     except ConfigError as err:
         print(f"ablations.py: error: {err}", file=sys.stderr)
@@ -160,7 +203,9 @@ def ablations(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _teacher_checkpoints(grid: str, base: Config, settings: SweepSettings, cells: list[dict[str, Any]], configured: bool) -> dict[str, str]:
+def _teacher_checkpoints(
+    grid: str, base: Config, settings: SweepSettings, cells: list[dict[str, Any]], configured: bool
+) -> dict[str, str]:
     """Per framework, the teacher to distil from: `sweep.teacher_checkpoints`, else the config's
     `teacher.checkpoint` for its own framework; the cached default teachers for the embedded default."""
     if grid not in NEEDS_TEACHER:

@@ -1,4 +1,5 @@
 """A Tune searcher that proposes an explicit list of trial configs, once each, in order."""
+
 from __future__ import annotations
 
 import pickle

@@ -1,4 +1,5 @@
 """OptunaSearch that tells Optuna the truth about trials ASHA stopped early."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """The training job as one worker of a Ray Train (DDP) run."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from drkd.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_atomic
 from drkd.config import config_from_dict
+from drkd.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_atomic
 from drkd.train.run_context import RunContext
 
 

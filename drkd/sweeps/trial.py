@@ -1,4 +1,5 @@
 """One Tune trial = one Ray Train DDP job (the function-trainable pattern Ray Train V2 supports)."""
+
 from __future__ import annotations
 
 import posixpath
@@ -11,8 +12,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from drkd.analysis.paper_tables.settings import LABEL_KEYS
 from drkd.config import apply_overrides, config_from_dict
-from drkd.sweeps.ray_worker import train_loop_per_worker
 from drkd.config.sweep_settings import SweepSettings
+from drkd.sweeps.ray_worker import train_loop_per_worker
 
 TRAIN_RUNS_DIR = ".train"  # inside the experiment directory; not a trial directory
 

@@ -1,4 +1,5 @@
 """Ray Tune experiments: an Optuna search or an explicit grid, each trial a Ray Train DDP job."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,21 +8,22 @@ import logging
 import os
 import posixpath
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import ray
 from ray import tune
 from ray.tune import CLIReporter
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from drkd.config import Config, ConfigError, apply_overrides, save_config
 from drkd.analysis.experiment_store import EXPERIMENT_FILE
+from drkd.config import Config, ConfigError, apply_overrides, save_config
 from drkd.config.storage import default_results_dir, is_uri
-from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.config.sweep_settings import SweepSettings
+from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.sweeps.trial import run_trial, trial_overrides
 
 log = logging.getLogger("drkd.sweeps")
@@ -110,7 +112,9 @@ def _reporter(plan: SweepPlan) -> CLIReporter:
     # Tune looks every column up in every trial's config: only keys all trials have.
     return CLIReporter(
         metric_columns={"epoch": "epoch", "mAP": "mAP", "AP_S": "AP_S", "loss_total": "loss"},
-        parameter_columns=short, max_report_frequency=30, sort_by_metric=True,
+        parameter_columns=short,
+        max_report_frequency=30,
+        sort_by_metric=True,
     )
 
 
@@ -151,7 +155,9 @@ def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
     """A new Tuner for `plan`, or the restored one with `resume` (finished trials are not rerun)."""
     base = absolute_paths(plan.base)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base.to_dict(), settings=plan.settings.to_dict(), experiment_path=plan.path),
+        tune.with_parameters(
+            run_trial, base=base.to_dict(), settings=plan.settings.to_dict(), experiment_path=plan.path
+        ),
         {"CPU": 1},
     )
     exists = tune.Tuner.can_restore(plan.path)

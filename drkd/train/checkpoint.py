@@ -1,4 +1,5 @@
 """Full training checkpoints, written atomically and loaded safely (weights_only)."""
+
 from __future__ import annotations
 
 import os

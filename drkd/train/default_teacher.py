@@ -1,13 +1,14 @@
 """The embedded default's teacher: trained once, cached under the results directory, reused."""
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from drkd.train.checkpoint import CHECKPOINT_NAME
 from drkd.config.presets import tiny_teacher_config
-from drkd.train.run_context import LocalContext
+from drkd.train.checkpoint import CHECKPOINT_NAME
 from drkd.train.job import prepare_data, run_training
+from drkd.train.run_context import LocalContext
 
 log = logging.getLogger("drkd.default")
 

@@ -1,10 +1,11 @@
 """One epoch of training, and prediction for COCO evaluation (torchvision references' split)."""
+
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -21,7 +22,9 @@ class NonFiniteLossError(FloatingPointError):
 def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device, channels_last: bool):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     images = [img.to(device, non_blocking=True).contiguous(memory_format=fmt) for img in images]
-    targets = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+    targets = [
+        {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
+    ]
     return images, targets
 
 
@@ -92,7 +95,11 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(
-    detector: nn.Module, loader: Iterable, device: torch.device, label_to_cat_id: dict[int, int], channels_last: bool = False
+    detector: nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    label_to_cat_id: dict[int, int],
+    channels_last: bool = False,
 ) -> list[dict]:
     """COCO-format detections for this process's share of the images (JSON-able, to be gathered)."""
     detector.eval()

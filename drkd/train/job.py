@@ -1,4 +1,5 @@
 """One training job from a config: the function `drkd train` and every Ray Train worker call."""
+
 from __future__ import annotations
 
 import logging
@@ -12,19 +13,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from drkd.data.coco_dataset import CocoDetection, collate_detection
-from drkd.data.coco_eval import coco_metrics
 from drkd.config import Config, ConfigError
 from drkd.config.methods import NO_DISTILLATION
+from drkd.data.coco_dataset import CocoDetection, collate_detection
+from drkd.data.coco_eval import coco_metrics
+from drkd.data.synthetic import ensure_synthetic_coco
 from drkd.data.transforms import build_transforms
-from drkd.models.detectors import build_detector
 from drkd.distill.registry import build_distiller
+from drkd.models.detectors import build_detector
 from drkd.models.distillation_model import DistillationModel
-from drkd.train.engine import predict, train_one_epoch
 from drkd.models.feature_taps import fpn_channels
+from drkd.train.engine import predict, train_one_epoch
 from drkd.train.lr_schedule import build_scheduler, scaled_lr
 from drkd.train.run_context import LocalContext, RunContext
-from drkd.data.synthetic import ensure_synthetic_coco
 
 log = logging.getLogger("drkd.train")
 
@@ -41,7 +42,11 @@ def prepare_data(cfg: Config) -> Path:
     d = cfg.data
     if d.synthetic:
         ensure_synthetic_coco(
-            root, seed=d.synthetic_seed, num_train=d.synthetic_num_train, num_val=d.synthetic_num_val, image_size=d.synthetic_image_size
+            root,
+            seed=d.synthetic_seed,
+            num_train=d.synthetic_num_train,
+            num_val=d.synthetic_num_val,
+            image_size=d.synthetic_image_size,
         )
     for name in ("train_annotations", "val_annotations"):
         if not (root / getattr(d, name)).is_file():
@@ -62,7 +67,9 @@ class Datasets:
 def build_datasets(cfg: Config) -> Datasets:
     root = prepare_data(cfg)
     d = cfg.data
-    train = CocoDetection(root / d.train_images, root / d.train_annotations, build_transforms(True, d.hflip_prob), train=True)
+    train = CocoDetection(
+        root / d.train_images, root / d.train_annotations, build_transforms(True, d.hflip_prob), train=True
+    )
     val = CocoDetection(root / d.val_images, root / d.val_annotations, build_transforms(False), train=False)
     if train.cat_id_to_label != val.cat_id_to_label:
         raise ConfigError(f"data: train and val annotation files list different categories ({root})")
@@ -78,8 +85,10 @@ def validation_loader(data: Datasets, cfg: Config, rank: int = 0, world_size: in
     evaluated images, for scoring on rank 0."""
     val_ds = _limit(data.val, cfg.data.val_limit)
     loader = DataLoader(
-        Subset(val_ds, range(rank, len(val_ds), world_size)), batch_size=cfg.data.batch_size,
-        collate_fn=collate_detection, num_workers=cfg.data.loader_workers,
+        Subset(val_ds, range(rank, len(val_ds), world_size)),
+        batch_size=cfg.data.batch_size,
+        collate_fn=collate_detection,
+        num_workers=cfg.data.loader_workers,
     )
     return loader, [data.val.image_ids[i] for i in range(len(val_ds))]
 
@@ -129,10 +138,16 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
     data = data or build_datasets(cfg)
     train_ds = _limit(data.train, cfg.data.train_limit)
 
-    sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=t.seed, drop_last=True)
+    sampler = DistributedSampler(
+        train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=t.seed, drop_last=True
+    )
     loader = DataLoader(
-        train_ds, batch_size=cfg.data.batch_size, sampler=sampler, collate_fn=collate_detection,
-        num_workers=cfg.data.loader_workers, drop_last=True,
+        train_ds,
+        batch_size=cfg.data.batch_size,
+        sampler=sampler,
+        collate_fn=collate_detection,
+        num_workers=cfg.data.loader_workers,
+        drop_last=True,
     )
     val_loader, val_ids = validation_loader(data, cfg, ctx.rank, ctx.world_size)
     if len(loader) == 0:
@@ -176,8 +191,17 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         # Augmentation draws from the global RNG: seed it per epoch and rank so a resumed run matches.
         torch.manual_seed(t.seed * 100_003 + epoch * 1_009 + ctx.rank)
         losses = train_one_epoch(
-            wrapped, optimizer, scheduler, loader, epoch=epoch + 1, device=ctx.device, scaler=scaler,
-            grad_clip=t.grad_clip, log_every=t.log_every, channels_last=channels_last, on_log=ctx.log,
+            wrapped,
+            optimizer,
+            scheduler,
+            loader,
+            epoch=epoch + 1,
+            device=ctx.device,
+            scaler=scaler,
+            grad_clip=t.grad_clip,
+            log_every=t.log_every,
+            channels_last=channels_last,
+            on_log=ctx.log,
         )
         detections = ctx.gather(predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last))
         scores = coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None

@@ -1,4 +1,5 @@
 """SGD learning-rate schedule of §4.1: linear warm-up, then step decay (1×/2×, scaled to the epochs)."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 The training job talks only to this interface, so the same code runs under `drkd train` and
 inside a Ray Train worker.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ the grid ``sweeps/ablations.py`` runs for it and its row/column spec, so the swe
 analysis side cannot disagree. ``build`` holds the rules every table follows; ``settings`` the
 vocabulary that turns a trial's config into a row.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -15,8 +16,9 @@ from drkd.analysis.paper_tables.build import SEARCH_KIND, build_table, trial_res
 from drkd.analysis.paper_tables.search_summary import search_summary
 from drkd.analysis.paper_tables.table_spec import Column, Grid, PaperTable, TableSpec
 
-TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (
-    table1.SPEC, table2.SPEC, table3.SPEC, table4.SPEC, table5.SPEC, table6.SPEC)}
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec for spec in (table1.SPEC, table2.SPEC, table3.SPEC, table4.SPEC, table5.SPEC, table6.SPEC)
+}
 # Every grid `sweeps/ablations.py` runs: the tables', then the reference runs'.
 GRIDS: dict[str, Grid] = {**{name: spec.grid for name, spec in TABLES.items()}, **reference_runs.GRIDS}
 NEEDS_TEACHER = frozenset(name for name, spec in TABLES.items() if spec.needs_teacher)
@@ -36,5 +38,17 @@ def build_all(data: ExperimentData, paper: pd.DataFrame, pick: Pick = "last") ->
     return tables
 
 
-__all__ = ["EXPERIMENT_KINDS", "GRIDS", "NEEDS_TEACHER", "SEARCH_KIND", "TABLES", "Column", "PaperTable", "TableSpec",
-           "build_all", "build_table", "search_summary", "trial_results"]
+__all__ = [
+    "EXPERIMENT_KINDS",
+    "GRIDS",
+    "NEEDS_TEACHER",
+    "SEARCH_KIND",
+    "TABLES",
+    "Column",
+    "PaperTable",
+    "TableSpec",
+    "build_all",
+    "build_table",
+    "search_summary",
+    "trial_results",
+]

@@ -7,19 +7,32 @@ Rules, so the tables are reproducible and defensible:
     except λ searches; teacher rows match any schedule of that detector.
   * Δ is our row's mean minus our baseline row's mean (student, no distillation) in the same block.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from drkd.analysis.experiment_store import COMPLETED, CONFIG_PREFIX, ExperimentData, Pick, pick_reports
 from drkd.analysis.paper_tables.labels import ARCH_NAMES, row_order
-from drkd.analysis.paper_tables.settings import (ROLE_KEY, STUDENT, TEACHER, TERMS, Settings, is_baseline,
-                                                 is_reference, is_teacher, missing, paper_settings, relevant,
-                                                 settings_from_config)
+from drkd.analysis.paper_tables.settings import (
+    ROLE_KEY,
+    STUDENT,
+    TEACHER,
+    TERMS,
+    Settings,
+    is_baseline,
+    is_reference,
+    is_teacher,
+    missing,
+    paper_settings,
+    relevant,
+    settings_from_config,
+)
 from drkd.analysis.paper_tables.table_spec import METRICS, Column, PaperTable, TableSpec, metric_columns
 from drkd.config.methods import method_names
 
@@ -36,17 +49,21 @@ def trial_results(data: ExperimentData, pick: Pick = "last") -> pd.DataFrame:
     picked = picked[["experiment", "trial_id", *metric_cols]]
     merged = data.trials.merge(picked, on=["experiment", "trial_id"], how="left")
     config_cols = [c for c in merged.columns if c.startswith(CONFIG_PREFIX)]
-    settings = [settings_from_config({c[len(CONFIG_PREFIX):]: row[c] for c in config_cols})
-                for row in merged[config_cols].to_dict("records")]
+    settings = [
+        settings_from_config({c[len(CONFIG_PREFIX) :]: row[c] for c in config_cols})
+        for row in merged[config_cols].to_dict("records")
+    ]
     settings_frame = pd.DataFrame(settings, index=merged.index, dtype=object)
     for metric in METRICS:
         if metric not in merged.columns:
             merged[metric] = np.nan
-    return pd.concat([merged.drop(columns=[c for c in settings_frame.columns if c in merged.columns]),
-                      settings_frame], axis=1)
+    return pd.concat(
+        [merged.drop(columns=[c for c in settings_frame.columns if c in merged.columns]), settings_frame], axis=1
+    )
 
 
 # --- shared pieces --------------------------------------------------------------------------------
+
 
 def records(frame: pd.DataFrame) -> list[Record]:
     return [{k: (None if missing(v) else v) for k, v in r.items()} for r in frame.to_dict("records")]
@@ -88,8 +105,13 @@ def block_order(paper_blocks: Sequence[Block], ours: Iterable[Block]) -> list[Bl
 def metric_record(metric: str, cell: list[Record], base_mean: float, paper: float, prefix: str = "") -> Record:
     """Ours (mean, std, n over completed trials), the paper's value and Δ to our baseline."""
     mean, std, n = stats(t[metric] for t in done(cell))
-    return {f"{prefix}{metric}": mean, f"{prefix}{metric}_std": std, f"{prefix}{metric}_n": n,
-            f"{prefix}{metric}_paper": paper, f"{prefix}{metric}_delta": mean - base_mean}
+    return {
+        f"{prefix}{metric}": mean,
+        f"{prefix}{metric}_std": std,
+        f"{prefix}{metric}_n": n,
+        f"{prefix}{metric}_paper": paper,
+        f"{prefix}{metric}_delta": mean - base_mean,
+    }
 
 
 def metric_fields(metric: str) -> tuple[str, ...]:
@@ -130,14 +152,22 @@ def excluded_note(used: list[Record]) -> str:
 
 
 def caption(title: str, pick: Pick, notes: Iterable[str]) -> str:
-    parts = [title + ".", f"Value per trial: {PICK_TEXT[pick]}.",
-             "Cells: our mean ± std (n runs), the paper's value, and Δ = ours − our baseline row "
-             "(student without distillation, same block)."]
+    parts = [
+        title + ".",
+        f"Value per trial: {PICK_TEXT[pick]}.",
+        "Cells: our mean ± std (n runs), the paper's value, and Δ = ours − our baseline row "
+        "(student without distillation, same block).",
+    ]
     return " ".join(parts + [n for n in notes if n])
 
 
-def missing_footnotes(ours_missing: bool, paper_missing: bool, command: str, what: str,
-                      paper_what: str = "the paper reports no such value") -> list[str]:
+def missing_footnotes(
+    ours_missing: bool,
+    paper_missing: bool,
+    command: str,
+    what: str,
+    paper_what: str = "the paper reports no such value",
+) -> list[str]:
     """The footnotes that explain '—' cells."""
     notes = []
     if ours_missing:
@@ -149,10 +179,14 @@ def missing_footnotes(ours_missing: bool, paper_missing: bool, command: str, wha
 
 # --- Tables 1-4 and 6 -----------------------------------------------------------------------------
 
+
 def _paper_rows(spec: TableSpec, paper: pd.DataFrame) -> list[Record]:
     known = set(method_names(with_none=True))
-    rows = [r for r in records(paper[paper["table"] == spec.name])
-            if r["arch"] in ARCH_NAMES and (r["method"] is None or r["method"] in known)]
+    rows = [
+        r
+        for r in records(paper[paper["table"] == spec.name])
+        if r["arch"] in ARCH_NAMES and (r["method"] is None or r["method"] in known)
+    ]
     for r in rows:
         r["_settings"] = paper_settings(r)
     return rows
@@ -163,7 +197,7 @@ def _paper_blocks(spec: TableSpec, paper_rows: list[Record], own_blocks: set[Blo
     blocks: list[Block] = []
     for r in paper_rows:
         same_arch = sorted(b for b in own_blocks if b[0] == r["arch"])
-        for block in ([(r["arch"], r["schedule"])] if spec.exact_schedule or not same_arch else same_arch):
+        for block in [(r["arch"], r["schedule"])] if spec.exact_schedule or not same_arch else same_arch:
             if block not in blocks:
                 blocks.append(block)
     return blocks
@@ -176,14 +210,16 @@ def _expected_rows(spec: TableSpec, paper_rows: list[Record]) -> dict[tuple, Set
         expected.setdefault(key(r["_settings"], spec.row_dims), r["_settings"])
     if spec.all_methods:
         every = [relevant({ROLE_KEY: TEACHER})] + [
-            relevant({ROLE_KEY: STUDENT, "method": m, **{t: True for t in TERMS}}) for m in method_names(with_none=True)]
+            relevant({ROLE_KEY: STUDENT, "method": m, **{t: True for t in TERMS}}) for m in method_names(with_none=True)
+        ]
         for s in every:
             expected.setdefault(key(s, spec.row_dims), s)
     return expected
 
 
-def _block_cells(spec: TableSpec, block: Block, own: list[Record], pool: list[Record],
-                 expected: dict[tuple, Settings]) -> dict[tuple, list[Record]]:
+def _block_cells(
+    spec: TableSpec, block: Block, own: list[Record], pool: list[Record], expected: dict[tuple, Settings]
+) -> dict[tuple, list[Record]]:
     """Row key -> trials: the table's own distilled runs (which may add rows), then the reference
     runs that fill expected rows (never adding any)."""
     cells: dict[tuple, list[Record]] = {}
@@ -209,7 +245,9 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
     rows: list[Record] = []
     used: list[list[Record]] = []
     for arch, schedule in block_order(_paper_blocks(spec, paper_rows, own_blocks), own_blocks):
-        block_paper = [r for r in paper_rows if r["arch"] == arch and (not spec.exact_schedule or r["schedule"] == schedule)]
+        block_paper = [
+            r for r in paper_rows if r["arch"] == arch and (not spec.exact_schedule or r["schedule"] == schedule)
+        ]
         expected = _expected_rows(spec, block_paper)
         cells = _block_cells(spec, (arch, schedule), own, pool, expected)
         for k in sorted(expected, key=lambda k: row_order(expected[k])):
@@ -218,8 +256,14 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
             cell = cells.get(k, [])
             used.append([{**t, "_cell": (arch, schedule, k)} for t in cell])
             for metric in spec.metrics:
-                paper_value = next((r["value"] for r in block_paper
-                                    if r["metric"] == metric and key(r["_settings"], spec.row_dims) == k), math.nan)
+                paper_value = next(
+                    (
+                        r["value"]
+                        for r in block_paper
+                        if r["metric"] == metric and key(r["_settings"], spec.row_dims) == k
+                    ),
+                    math.nan,
+                )
                 row.update(metric_record(metric, cell, baseline_mean(pool, arch, schedule, metric), paper_value))
             rows.append(row)
 
@@ -233,5 +277,12 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
     ours_missing = frame.empty or frame[list(spec.metrics)].isna().any().any()
     paper_missing = frame.empty or frame[[f"{m}_paper" for m in spec.metrics]].isna().any().any()
     footnotes = missing_footnotes(ours_missing, paper_missing, spec.command, "of that cell")
-    return PaperTable(spec.name, spec.title, caption(spec.title, pick, notes), columns, frame, footnotes,
-                      meta={"metrics": spec.metrics, "command": spec.command})
+    return PaperTable(
+        spec.name,
+        spec.title,
+        caption(spec.title, pick, notes),
+        columns,
+        frame,
+        footnotes,
+        meta={"metrics": spec.metrics, "command": spec.command},
+    )

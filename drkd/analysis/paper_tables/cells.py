@@ -1,4 +1,5 @@
 """Building blocks of the ablation grids: one trial (a *cell*) as flat dotted overrides plus labels."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,8 +10,12 @@ from drkd.config.methods import NO_DISTILLATION
 from drkd.config.presets import FRAMEWORK_ARCH
 
 # DRKD's term switches (pr, ir, ins) by the paper's row names.
-TERM_SETS = {"PR": (True, False, False), "IR": (False, True, False), "PR+IR": (True, True, False),
-             "PR+IR+INS": (True, True, True)}
+TERM_SETS = {
+    "PR": (True, False, False),
+    "IR": (False, True, False),
+    "PR+IR": (True, True, False),
+    "PR+IR+INS": (True, True, True),
+}
 SCHEDULES = ("1x", "2x")
 Cell = dict[str, Any]
 
@@ -19,8 +24,12 @@ def student(framework: str, schedule: str, base: Config, teachers: dict[str, str
     """A student of ``framework`` on ``schedule`` (epochs from the base config's 1x), distilled from
     that framework's teacher when the base config has a teacher section."""
     arch = FRAMEWORK_ARCH[framework]
-    cell = {ROLE_KEY: STUDENT, "student.arch": arch, "train.schedule": schedule,
-            "train.epochs": base.train.epochs_1x * (2 if schedule == "2x" else 1)}
+    cell = {
+        ROLE_KEY: STUDENT,
+        "student.arch": arch,
+        "train.schedule": schedule,
+        "train.epochs": base.train.epochs_1x * (2 if schedule == "2x" else 1),
+    }
     if base.teacher is not None:
         cell["teacher.arch"] = arch
         if framework in teachers:
@@ -30,22 +39,35 @@ def student(framework: str, schedule: str, base: Config, teachers: dict[str, str
 
 def baseline(framework: str, schedule: str, base: Config, teachers: dict[str, str]) -> Cell:
     """The student without distillation."""
-    return {CELL_KEY: f"{framework} {schedule} baseline", **student(framework, schedule, base, teachers),
-            "distill.method": NO_DISTILLATION}
+    return {
+        CELL_KEY: f"{framework} {schedule} baseline",
+        **student(framework, schedule, base, teachers),
+        "distill.method": NO_DISTILLATION,
+    }
 
 
 def method(framework: str, schedule: str, base: Config, teachers: dict[str, str], name: str) -> Cell:
     """The student distilled with registered method ``name`` at its configured parameters."""
-    return {CELL_KEY: f"{framework} {schedule} {name}", **student(framework, schedule, base, teachers),
-            "distill.method": name}
+    return {
+        CELL_KEY: f"{framework} {schedule} {name}",
+        **student(framework, schedule, base, teachers),
+        "distill.method": name,
+    }
 
 
 def drkd(framework: str, schedule: str, base: Config, teachers: dict[str, str], terms: str, **extra: Any) -> Cell:
     """A DRKD student with the term set ``terms`` (a TERM_SETS key) and ``extra`` DRKD overrides."""
     pr, ir, ins = TERM_SETS[terms]
     label = " ".join([framework, schedule, terms, *(f"{k.split('.')[-1]}={v}" for k, v in extra.items())])
-    return {CELL_KEY: label, **student(framework, schedule, base, teachers), "distill.method": DRKD,
-            drkd_key("pr"): pr, drkd_key("ir"): ir, drkd_key("ins"): ins, **extra}
+    return {
+        CELL_KEY: label,
+        **student(framework, schedule, base, teachers),
+        "distill.method": DRKD,
+        drkd_key("pr"): pr,
+        drkd_key("ir"): ir,
+        drkd_key("ins"): ins,
+        **extra,
+    }
 
 
 def teacher(framework: str, base: Config) -> Cell:
@@ -54,9 +76,15 @@ def teacher(framework: str, base: Config) -> Cell:
     if t is None:
         raise ValueError("the teacher grid needs a `teacher` section in the config")
     cell = {
-        CELL_KEY: f"{framework} teacher", ROLE_KEY: TEACHER, "student.arch": FRAMEWORK_ARCH[framework],
-        "student.backbone": t.backbone, "student.fpn_channels": t.fpn_channels, "student.anchor_scale": t.anchor_scale,
-        "student.head_norm": t.head_norm, "distill.method": NO_DISTILLATION, "train.schedule": "1x",
+        CELL_KEY: f"{framework} teacher",
+        ROLE_KEY: TEACHER,
+        "student.arch": FRAMEWORK_ARCH[framework],
+        "student.backbone": t.backbone,
+        "student.fpn_channels": t.fpn_channels,
+        "student.anchor_scale": t.anchor_scale,
+        "student.head_norm": t.head_norm,
+        "distill.method": NO_DISTILLATION,
+        "train.schedule": "1x",
         "train.epochs": base.train.epochs_1x,
     }
     if t.backbone_weights:

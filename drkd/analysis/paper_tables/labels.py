@@ -1,10 +1,10 @@
 """Row labels and the paper's row order, from a row's settings."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from drkd.analysis.paper_tables.settings import (LAMBDAS, TERMS, Settings, framework, is_baseline, is_drkd,
-                                                 is_teacher)
+from drkd.analysis.paper_tables.settings import LAMBDAS, TERMS, Settings, framework, is_baseline, is_drkd, is_teacher
 from drkd.config.methods import display_name, method_names
 
 ARCH_NAMES = {"retinanet": "RetinaNet", "fcos": "FCOS", "fasterrcnn": "Faster R-CNN"}  # display order
@@ -79,6 +79,14 @@ def row_order(s: Settings) -> tuple:
     combo_rank = _SWITCH_ORDER.index(combo) if combo in _SWITCH_ORDER else 10 + sum(b << i for i, b in enumerate(combo))
     module_rank = {None: 0, "non_local": 1, "glore": 2}.get(s.get("pixel_module"), 3)
     method_rank = methods.index(s["method"]) if s["method"] in methods else len(methods)
-    return (0 if is_teacher(s) else 1, method_rank, str(s["method"]), combo_rank, module_rank,
-            str(s.get("pixel_module")), _order(s.get("instance_size")), _order(s.get("relation_filter")),
-            *(_order(s.get(dim)) for dim in LAMBDAS))
+    return (
+        0 if is_teacher(s) else 1,
+        method_rank,
+        str(s["method"]),
+        combo_rank,
+        module_rank,
+        str(s.get("pixel_module")),
+        _order(s.get("instance_size")),
+        _order(s.get("relation_filter")),
+        *(_order(s.get(dim)) for dim in LAMBDAS),
+    )

@@ -2,6 +2,7 @@
 
 Their runs fill the Teacher and Baseline rows of every table (see the rules in ``build``).
 """
+
 from __future__ import annotations
 
 from drkd.analysis.paper_tables import cells
@@ -16,8 +17,11 @@ def teacher_grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:
 
 def baseline_grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:
     """The student without distillation on each framework and schedule."""
-    return [cells.baseline(framework, schedule, base, teachers)
-            for framework in FRAMEWORK_ARCH for schedule in cells.SCHEDULES]
+    return [
+        cells.baseline(framework, schedule, base, teachers)
+        for framework in FRAMEWORK_ARCH
+        for schedule in cells.SCHEDULES
+    ]
 
 
 GRIDS = {"teacher": teacher_grid, "baseline": baseline_grid}

@@ -5,10 +5,12 @@ defaults filled in, settings that cannot matter blanked). A table row is a set o
 so rows are found from configs rather than from the label a sweep gave them, and the paper's
 numbers (:mod:`drkd.analysis.paper_numbers`, same vocabulary) are matched to our rows the same way.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -39,13 +41,20 @@ ROW_DIMS_ALL = (ROLE_KEY, "method", *DRKD_DIMS)
 
 # settings name -> flat config key (the sweep contract)
 CONFIG_KEYS = {
-    "arch": "student.arch", "schedule": "train.schedule", "epochs": "train.epochs", "seed": "train.seed",
-    ROLE_KEY: ROLE_KEY, "method": "distill.method", **{dim: drkd_key(dim) for dim in DRKD_DIMS},
+    "arch": "student.arch",
+    "schedule": "train.schedule",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+    ROLE_KEY: ROLE_KEY,
+    "method": "distill.method",
+    **{dim: drkd_key(dim) for dim in DRKD_DIMS},
 }
 # A key missing from a trial config means the default of the config object the sweeps fill in.
 _DRKD_DEFAULTS = DRKDParams()
 CONFIG_DEFAULTS: dict[str, Any] = {
-    "arch": DetectorConfig().arch, "schedule": TrainSettings().schedule, ROLE_KEY: STUDENT,
+    "arch": DetectorConfig().arch,
+    "schedule": TrainSettings().schedule,
+    ROLE_KEY: STUDENT,
     "method": DistillConfig().method,
     **{dim: getattr(_DRKD_DEFAULTS, dim) for dim in (*TERMS, "instance_size", "relation_filter", "pixel_module")},
 }

@@ -1,4 +1,5 @@
 """Table 1: the PR / IR / INS ablation on a one-stage and a two-stage detector, 1x and 2x."""
+
 from __future__ import annotations
 
 from drkd.analysis.paper_tables import cells, labels
@@ -19,10 +20,19 @@ def grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:
 
 
 SPEC = TableSpec(
-    "table1", "Table 1: PR / IR / INS ablation, one-stage and two-stage", grid,
+    "table1",
+    "Table 1: PR / IR / INS ablation, one-stage and two-stage",
+    grid,
     row_dims=(ROLE_KEY, "method", "pr", "ir", "ins"),
-    labels=(("Schedule", lambda s: s["schedule"]), ("Framework", labels.framework_label), ("Model", labels.student_model),
-            ("PR", lambda s: labels.tick(s, "pr")), ("IR", lambda s: labels.tick(s, "ir")),
-            ("INS", lambda s: labels.tick(s, "ins"))),
-    metrics=METRICS, exact_schedule=True, paper_note="",
+    labels=(
+        ("Schedule", lambda s: s["schedule"]),
+        ("Framework", labels.framework_label),
+        ("Model", labels.student_model),
+        ("PR", lambda s: labels.tick(s, "pr")),
+        ("IR", lambda s: labels.tick(s, "ir")),
+        ("INS", lambda s: labels.tick(s, "ins")),
+    ),
+    metrics=METRICS,
+    exact_schedule=True,
+    paper_note="",
 )

@@ -1,4 +1,5 @@
 """Table 2: the pixel relation module of L_PR, GloRe against a non-local block."""
+
 from __future__ import annotations
 
 from drkd.analysis.paper_tables import cells, labels
@@ -12,11 +13,14 @@ def grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:
     """One-stage, 1x: the baseline and PR with each pixel module."""
     return [cells.baseline("one_stage", "1x", base, teachers)] + [
         cells.drkd("one_stage", "1x", base, teachers, "PR", **{drkd_key("pixel_module"): m})
-        for m in reversed(PIXEL_MODULES)]  # non_local, then glore (the paper's order)
+        for m in reversed(PIXEL_MODULES)
+    ]  # non_local, then glore (the paper's order)
 
 
 SPEC = TableSpec(
-    "table2", "Table 2: pixel-relation module (GloRe vs non-local)", grid,
+    "table2",
+    "Table 2: pixel-relation module (GloRe vs non-local)",
+    grid,
     row_dims=(ROLE_KEY, "method", "pr", "ir", "ins", "pixel_module"),
     labels=(("Model", labels.model), ("Distillation", labels.pixel_module)),
     optional=True,

@@ -1,16 +1,29 @@
 """Table 5: λ sensitivity, in the paper's three column pairs (λ1 | mAP | λ2 | mAP | λ3 | mAP)."""
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import pandas as pd
 
 from drkd.analysis.experiment_store import Pick
 from drkd.analysis.paper_tables import cells
-from drkd.analysis.paper_tables.build import (Record, baseline_mean, block_order, caption, epochs_note,
-                                              excluded_note, make_frame, metric_fields, metric_record,
-                                              missing_footnotes, records, reference_pool, unique_trials)
+from drkd.analysis.paper_tables.build import (
+    Record,
+    baseline_mean,
+    block_order,
+    caption,
+    epochs_note,
+    excluded_note,
+    make_frame,
+    metric_fields,
+    metric_record,
+    missing_footnotes,
+    records,
+    reference_pool,
+    unique_trials,
+)
 from drkd.analysis.paper_tables.labels import model, switches
 from drkd.analysis.paper_tables.settings import LAMBDA_SYMBOLS, LAMBDAS, TERMS, drkd_key, is_drkd, lambda_defaults
 from drkd.analysis.paper_tables.table_spec import Column, PaperTable, TableSpec
@@ -38,8 +51,11 @@ def grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:
 def _panel_members(block_trials: list[Record], lam: str, defaults: Mapping[str, float]) -> list[Record]:
     """Runs with λ ``lam``'s term on and every other active λ at its default."""
     term = TERMS[LAMBDAS.index(lam)]
-    return [t for t in block_trials if t[term] and all(
-        t[o] is None or abs(t[o] - defaults[o]) < 1e-9 for o in LAMBDAS if o != lam)]
+    return [
+        t
+        for t in block_trials
+        if t[term] and all(t[o] is None or abs(t[o] - defaults[o]) < 1e-9 for o in LAMBDAS if o != lam)
+    ]
 
 
 def _chosen_panel(in_block: list[Record], lam: str, arch: str) -> tuple[str | None, list[Record]]:
@@ -47,8 +63,9 @@ def _chosen_panel(in_block: list[Record], lam: str, arch: str) -> tuple[str | No
     by_switch: dict[str, list[Record]] = {}
     for t in _panel_members(in_block, lam, lambda_defaults(arch in TWO_STAGE_ARCHS)):
         by_switch.setdefault(switches(t), []).append(t)
-    chosen = max(sorted(by_switch), default=None,
-                 key=lambda sw: (len({t[lam] for t in by_switch[sw]}), len(by_switch[sw])))
+    chosen = max(
+        sorted(by_switch), default=None, key=lambda sw: (len({t[lam] for t in by_switch[sw]}), len(by_switch[sw]))
+    )
     return chosen, by_switch.get(chosen, [])
 
 
@@ -87,32 +104,56 @@ def build(trials: pd.DataFrame, paper: pd.DataFrame, pick: Pick = "last") -> Pap
                     continue
                 value = values[i]
                 row[lam] = value
-                row.update(metric_record("mAP", [t for t in members if t[lam] == value], base_mean,
-                                         paper_vals.get(value, math.nan), prefix=f"{lam}_"))
+                row.update(
+                    metric_record(
+                        "mAP",
+                        [t for t in members if t[lam] == value],
+                        base_mean,
+                        paper_vals.get(value, math.nan),
+                        prefix=f"{lam}_",
+                    )
+                )
             rows.append(row)
 
     columns = [Column("Model", "Model")]
     for lam in LAMBDAS:
         sym = LAMBDA_SYMBOLS[lam]
         group = sym + (f" [{', '.join(sorted(chosen_switches[lam]))}]" if chosen_switches[lam] else "")
-        columns += [Column(lam, group, "param", group, "λ"),
-                    Column(f"{lam}_mAP", f"{sym} mAP", "ours", group, "mAP"),
-                    Column(f"{lam}_mAP_paper", f"{sym} paper", "paper", group, "paper"),
-                    Column(f"{lam}_mAP_delta", f"{sym} ΔmAP", "delta", group, "Δ")]
+        columns += [
+            Column(lam, group, "param", group, "λ"),
+            Column(f"{lam}_mAP", f"{sym} mAP", "ours", group, "mAP"),
+            Column(f"{lam}_mAP_paper", f"{sym} paper", "paper", group, "paper"),
+            Column(f"{lam}_mAP_delta", f"{sym} ΔmAP", "delta", group, "Δ"),
+        ]
     frame = make_frame(rows, ["Model"] + [f for lam in LAMBDAS for f in (lam, *metric_fields(f"{lam}_mAP"))])
     used_trials = unique_trials(used)
-    notes = [excluded_note(used_trials), epochs_note(used_trials),
-             "A run counts for λk when term k is on and the other active λs are at their defaults; "
-             "[...] names the switch set of our runs in that panel. Paper: RetinaNet, 1x; it does not state "
-             "the switch sets (its λ1 / λ2 / λ3 optima equal Table 1's PR / IR / PR+IR+INS rows)."]
+    notes = [
+        excluded_note(used_trials),
+        epochs_note(used_trials),
+        "A run counts for λk when term k is on and the other active λs are at their defaults; "
+        "[...] names the switch set of our runs in that panel. Paper: RetinaNet, 1x; it does not state "
+        "the switch sets (its λ1 / λ2 / λ3 optima equal Table 1's PR / IR / PR+IR+INS rows).",
+    ]
     in_range = frame[list(LAMBDAS)].notna().to_numpy()
     ours_missing = (frame[[f"{lam}_mAP" for lam in LAMBDAS]].isna().to_numpy() & in_range).any()
     paper_missing = (frame[[f"{lam}_mAP_paper" for lam in LAMBDAS]].isna().to_numpy() & in_range).any()
-    footnotes = missing_footnotes(bool(ours_missing), bool(paper_missing), SPEC.command, "at that λ",
-                                  "the paper did not try that λ")
-    return PaperTable(NAME, TITLE, caption(TITLE, pick, notes), columns, frame, footnotes,
-                      meta={"metrics": ("mAP",), "command": SPEC.command, "blocks": blocks,
-                            "switches": {lam: sorted(sw) for lam, sw in chosen_switches.items()}})
+    footnotes = missing_footnotes(
+        bool(ours_missing), bool(paper_missing), SPEC.command, "at that λ", "the paper did not try that λ"
+    )
+    return PaperTable(
+        NAME,
+        TITLE,
+        caption(TITLE, pick, notes),
+        columns,
+        frame,
+        footnotes,
+        meta={
+            "metrics": ("mAP",),
+            "command": SPEC.command,
+            "blocks": blocks,
+            "switches": {lam: sorted(sw) for lam, sw in chosen_switches.items()},
+        },
+    )
 
 
 SPEC = TableSpec(NAME, TITLE, grid, builder=build)

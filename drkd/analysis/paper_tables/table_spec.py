@@ -1,8 +1,10 @@
 """What a paper table is: its spec (grid, rows, columns, experiment kind) and the built table."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -42,9 +44,11 @@ class PaperTable:
 
 def metric_columns(metric: str) -> list[Column]:
     """Ours, the paper's and Δ for one metric."""
-    return [Column(metric, metric, "ours", metric, "ours"),
-            Column(f"{metric}_paper", f"{metric} paper", "paper", metric, "paper"),
-            Column(f"{metric}_delta", f"Δ{metric}", "delta", metric, "Δ")]
+    return [
+        Column(metric, metric, "ours", metric, "ours"),
+        Column(f"{metric}_paper", f"{metric} paper", "paper", metric, "paper"),
+        Column(f"{metric}_delta", f"Δ{metric}", "delta", metric, "Δ"),
+    ]
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class TableSpec:
     exact_schedule: bool = False
     all_methods: bool = False
     optional: bool = False
-    builder: Callable[[pd.DataFrame, pd.DataFrame, "Pick"], PaperTable] | None = None
+    builder: Callable[[pd.DataFrame, pd.DataFrame, Pick], PaperTable] | None = None
     needs_teacher: bool = True
     paper_note: str = "Paper: 1x schedule (12 epochs)."
 

@@ -1,17 +1,18 @@
 """Dual Relation Knowledge Distillation (paper §3.3, Eq. 9): L = L_det + λ1 L_PR + λ2 L_IR + λ3 L_INS."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from drkd.distill.base import Distiller
-from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance
 from drkd.distill.drkd.instance_distill import InstanceDistillLoss
 from drkd.distill.drkd.instance_relation import InstanceRelationLoss, check_instance_size, check_levels
 from drkd.distill.drkd.params import ONE_STAGE_LAMBDAS, PIXEL_MODULES
 from drkd.distill.drkd.pixel_relation import PixelRelationLoss
+from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance
 
 
 def _check_weight(name: str, value: float) -> None:

@@ -17,6 +17,7 @@ conv1d over the node axis (with bias), W a 1×1 conv1d over the state axis (no b
 reference's ReLU between them. The reference adds AV where the paper subtracts it; with a
 learned A the sign is only a reparametrisation, and we follow the paper.
 """
+
 from __future__ import annotations
 
 import torch

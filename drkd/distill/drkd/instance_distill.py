@@ -10,17 +10,18 @@ The authors' code (nizhenliang/Dual-Relation-Knowledge-Distillation, ``two_stage
 ``kd_foreground_loss``) takes one ``torch.dist`` over all of an image's instances and sums it
 over images and levels, without the 1/n.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from drkd.distill.adaptation import Adapter
+from drkd.distill.drkd.instance_relation import check_instance_size, check_levels
 from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
 from drkd.distill.instance_features import extract_instances
-from drkd.distill.drkd.instance_relation import check_instance_size, check_levels
 
 
 class InstanceDistillLoss(nn.Module):

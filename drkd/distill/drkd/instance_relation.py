@@ -32,17 +32,18 @@ below what a frozen teacher allows. ``teacher_embed_trainable=False`` (the defau
 freezes the teacher's g1, g2 and filter as fixed random projections (kept in the state dict).
 The filter must be frozen with them: w_ij → 0 alone would make ψ_t uniform.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
-from drkd.distill.instance_features import extract_instances, instance_counts
 from drkd.distill.drkd.params import INSTANCE_SIZES
 from drkd.distill.drkd.relation_filter import RelationFilter
+from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
+from drkd.distill.instance_features import extract_instances, instance_counts
 
 
 def check_instance_size(instance_size: int) -> int:
@@ -55,8 +56,10 @@ def check_instance_size(instance_size: int) -> int:
 def check_levels(levels: Sequence[int], num_levels: int | None = None) -> tuple[int, ...]:
     """Validate the FPN level indices instances are taken from; returns them as a tuple."""
     levels = tuple(levels)
-    if not levels or len(set(levels)) != len(levels) or any(
-        isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in levels
+    if (
+        not levels
+        or len(set(levels)) != len(levels)
+        or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in levels)
     ):
         raise ValueError(f"instance_levels must be distinct non-negative ints, got {levels!r}")
     if num_levels is not None and max(levels) >= num_levels:

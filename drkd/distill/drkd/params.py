@@ -2,6 +2,7 @@
 
 Torch-free: the config schema, the sweeps and the tables read these without building a model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,15 +64,20 @@ class DRKDParams(MethodParams):
             if value is not None and value < 0:
                 raise ConfigError(f"{where}.{name} = {value!r}: must be >= 0")
         if self.instance_size not in INSTANCE_SIZES:
-            raise ConfigError(f"{where}.instance_size = {self.instance_size!r}: must be one of "
-                              f"{', '.join(map(str, INSTANCE_SIZES))}")
+            raise ConfigError(
+                f"{where}.instance_size = {self.instance_size!r}: must be one of {', '.join(map(str, INSTANCE_SIZES))}"
+            )
         if self.pixel_module not in PIXEL_MODULES:
-            raise ConfigError(f"{where}.pixel_module = {self.pixel_module!r}: must be one of {', '.join(PIXEL_MODULES)}")
+            raise ConfigError(
+                f"{where}.pixel_module = {self.pixel_module!r}: must be one of {', '.join(PIXEL_MODULES)}"
+            )
         if not self.instance_levels:
             raise ConfigError(f"{where}.instance_levels = []: needs at least one FPN level index")
         for i, level in enumerate(self.instance_levels):
             if not 0 <= level <= MAX_FPN_LEVEL:
-                raise ConfigError(f"{where}.instance_levels[{i}] = {level}: must be an FPN level index in 0..{MAX_FPN_LEVEL}")
+                raise ConfigError(
+                    f"{where}.instance_levels[{i}] = {level}: must be an FPN level index in 0..{MAX_FPN_LEVEL}"
+                )
         if not (self.pr or self.ir or self.ins):
             raise ConfigError(f"{where}: pr, ir and ins are all off; use distill.method: none for a baseline")
 
@@ -83,15 +89,21 @@ class DRKDParams(MethodParams):
     def distiller_kwargs(self, two_stage: bool) -> dict[str, Any]:
         lambda_pr, lambda_ir, lambda_ins = self.lambdas(two_stage)
         return dict(
-            use_pr=self.pr, use_ir=self.ir, use_ins=self.ins,
-            lambda_pr=lambda_pr, lambda_ir=lambda_ir, lambda_ins=lambda_ins,
-            instance_size=self.instance_size, instance_levels=tuple(self.instance_levels),
-            relation_filter=self.relation_filter, pixel_module=self.pixel_module,
+            use_pr=self.pr,
+            use_ir=self.ir,
+            use_ins=self.ins,
+            lambda_pr=lambda_pr,
+            lambda_ir=lambda_ir,
+            lambda_ins=lambda_ins,
+            instance_size=self.instance_size,
+            instance_levels=tuple(self.instance_levels),
+            relation_filter=self.relation_filter,
+            pixel_module=self.pixel_module,
             teacher_embed_trainable=self.teacher_embed_trainable,
         )
 
 
-def search_space(trial: "optuna.trial.Trial", two_stage: bool) -> dict[str, object]:
+def search_space(trial: optuna.trial.Trial, two_stage: bool) -> dict[str, object]:
     """Optuna define-by-run space: switches, then λ only for the terms that are on (log-uniform
     over 1/8×–8× the paper's value for the framework), instance size and filter only where used.
 

@@ -14,17 +14,18 @@ value is about sqrt(B)·k times ours for the same per-image error.
 Teacher features are detached here as well, so no gradient can reach the teacher detector even
 if its features were computed with grad enabled.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from drkd.distill.adaptation import LevelAdapters
-from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
 from drkd.distill.drkd.glore import GloRe
+from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
 from drkd.distill.non_local import NonLocalBlock
 
 # name -> constructor taking the channel count; add new pixel relation modules here.
@@ -41,9 +42,7 @@ def build_relation_module(name: str, channels: int) -> nn.Module:
     try:
         factory = PIXEL_RELATION_MODULES[name]
     except KeyError:
-        raise ValueError(
-            f"relation_module must be one of {sorted(PIXEL_RELATION_MODULES)}, got {name!r}"
-        ) from None
+        raise ValueError(f"relation_module must be one of {sorted(PIXEL_RELATION_MODULES)}, got {name!r}") from None
     return factory(channels)
 
 

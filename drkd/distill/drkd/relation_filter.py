@@ -15,6 +15,7 @@ filter starts switched off), and w stays in (0, 2). Embeddings are L2-normalised
 MLP's input scale does not depend on the detector's feature scale. Applying the same h to every
 pair makes W permutation-equivariant: permuting the instances permutes W's rows and columns.
 """
+
 from __future__ import annotations
 
 import torch

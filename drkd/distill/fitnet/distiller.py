@@ -4,9 +4,10 @@ L_fitnet = 1/L · Σ_l mean_{b,c,i,j} (f_l(S_l) − T_l)²  with f_l a 1×1 conv
 
 Default weight 1.0 (see :mod:`drkd.distill.fitnet.params`); the sweep tunes it over [0.1, 10].
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -2,6 +2,7 @@
 
 Torch-free: the config schema, the sweeps and the tables read these without building a model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ class FitNetParams(MethodParams):
             raise ConfigError(f"{where}.weight = {self.weight!r}: must be > 0")
 
 
-def search_space(trial: "optuna.trial.Trial", two_stage: bool) -> dict[str, object]:
+def search_space(trial: optuna.trial.Trial, two_stage: bool) -> dict[str, object]:
     """weight log-uniform over [0.1, 10]."""
     del two_stage
     return {"distill.fitnet.weight": trial.suggest_float("distill.fitnet.weight", 0.1, 10.0, log=True)}

@@ -2,9 +2,10 @@
 
 L_all = L_det + α·(L_fea + L_Multiscale + L_FDMD + L_FAD)   (Eq. 6), α = 1.0 (Sec. 4.2, Table 5).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,11 +66,16 @@ class MKDDistiller(Distiller):
         self.temperature = float(temperature)
         self.mask_ratio = float(mask_ratio)
         self.pool_scales = pool_scales
-        self.hparams = {"alpha": alpha, "temperature": temperature, "mask_ratio": mask_ratio,
-                        "pool_scales": pool_scales}
+        self.hparams = {
+            "alpha": alpha,
+            "temperature": temperature,
+            "mask_ratio": mask_ratio,
+            "pool_scales": pool_scales,
+        }
         self.adapters = (
             LevelAdapters(student_channels, teacher_channels, num_levels)
-            if always_adapt or teacher_channels != student_channels else None
+            if always_adapt or teacher_channels != student_channels
+            else None
         )
         self.generator = None
         if seed is not None and use_freq:
@@ -101,8 +107,7 @@ class MKDDistiller(Distiller):
             if "loss_ms" in terms:
                 terms["loss_ms"].append(multiscale_loss(s, t, self.pool_scales))
             if "loss_freq" in terms:
-                terms["loss_freq"].append(
-                    frequency_mask_loss(s, t, self.mask_ratio, generator=self.generator))
+                terms["loss_freq"].append(frequency_mask_loss(s, t, self.mask_ratio, generator=self.generator))
             if "loss_align" in terms:
                 terms["loss_align"].append(feature_alignment_loss(s, t, self.temperature))
         return {key: torch.stack(values).sum() for key, values in terms.items()}

@@ -3,6 +3,7 @@
 L_FAD = T²/C · Σ_c Σ_i φ(G^T_ci / T) · log(φ(G^T_ci / T) / φ(G^S_ci / T)),
 φ = softmax over the H·W positions of each channel.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,4 +21,4 @@ def feature_alignment_loss(student: torch.Tensor, teacher: torch.Tensor, tempera
     log_p_s = F.log_softmax(student.float().reshape(b, c, -1) / temperature, dim=-1)
     log_p_t = F.log_softmax(teacher.detach().float().reshape(b, c, -1) / temperature, dim=-1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=(1, 2))  # (B,)
-    return (temperature ** 2 / c) * kl.mean()
+    return (temperature**2 / c) * kl.mean()

@@ -2,6 +2,7 @@
 
 F̂^s = F⁻¹(M ⊙ F(F^s)),  M_ij = 1[R_ij ≥ ζ] with R_ij ~ U(0, 1);  L_FDMD = MSE(F̂^s, F^t).
 """
+
 from __future__ import annotations
 
 import torch

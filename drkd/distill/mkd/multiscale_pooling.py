@@ -2,9 +2,10 @@
 
 L_Multiscale = 1/(HW) · Σ_k ‖pool_k(F^t) − pool_k(F^s)‖²₂
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -2,6 +2,7 @@
 
 Torch-free: the config schema, the sweeps and the tables read these without building a model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ class MKDParams(MethodParams):
         return {**super().distiller_kwargs(two_stage), "two_stage": two_stage}
 
 
-def search_space(trial: "optuna.trial.Trial", two_stage: bool) -> dict[str, object]:
+def search_space(trial: optuna.trial.Trial, two_stage: bool) -> dict[str, object]:
     """α log-uniform over [0.05, 10] (Table 5 tried 0.1, 1, 5), T log-uniform over [0.5, 4], ζ over [0.1, 0.9]."""
     del two_stage
     return {

@@ -5,16 +5,17 @@ M^s = HW·softmax((G^s(A^S) + G^s(A^T)) / T),  M^c = C·softmax((G^c(A^S) + G^c(
 L_AT = ‖G^s(A^S) − G^s(A^T)‖₂ + ‖G^c(A^S) − G^c(A^T)‖₂                         (Eq. 1)
 L_AM = (Σ_kij (A^T − A^S)² · M^s_ij · M^c_k)^½                                     (Eq. 2)
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from drkd.distill.adaptation import LevelAdapters
-from drkd.distill.foreground_mask import foreground_mask
 from drkd.distill.base import check_feature_levels, check_structure
+from drkd.distill.foreground_mask import foreground_mask
 from drkd.distill.nld.params import MASK_SOURCES
 
 
@@ -102,15 +103,18 @@ class AttentionGuidedLoss(nn.Module):
 
         self.feature_adapters = (
             LevelAdapters(student_channels, teacher_channels, num_levels)
-            if use_am and (always_adapt or differ) else None
+            if use_am and (always_adapt or differ)
+            else None
         )
         self.spatial_adapters = (
             nn.ModuleList(nn.Conv2d(1, 1, kernel_size=3, padding=1) for _ in range(num_levels))
-            if use_at and spatial and always_adapt else None
+            if use_at and spatial and always_adapt
+            else None
         )
         self.channel_adapters = (
             nn.ModuleList(nn.Linear(student_channels, teacher_channels) for _ in range(num_levels))
-            if use_at and channel and (always_adapt or differ) else None
+            if use_at and channel and (always_adapt or differ)
+            else None
         )
 
     @torch.no_grad()
@@ -159,7 +163,9 @@ class AttentionGuidedLoss(nn.Module):
             if self.spatial:
                 weight = weight * spatial_mask(sum(spatial_attention(a) for a in source), self.temperature).unsqueeze(1)
             if self.channel:
-                weight = weight * channel_mask(sum(channel_attention(a) for a in source), self.temperature)[:, :, None, None]
+                weight = (
+                    weight * channel_mask(sum(channel_attention(a) for a in source), self.temperature)[:, :, None, None]
+                )
             if self.fg_weight != self.bg_weight:
                 fg = foreground_mask(boxes, t, image_shape)
                 weight = weight * (self.bg_weight + (self.fg_weight - self.bg_weight) * fg)
@@ -180,7 +186,9 @@ class AttentionGuidedLoss(nn.Module):
         at_terms, am_terms = [], []
         for level, (t, s) in enumerate(zip(teacher_feats, student_feats)):
             if t.shape[0] != s.shape[0] or t.shape[-2:] != s.shape[-2:]:
-                raise ValueError(f"level {level}: teacher {tuple(t.shape)} and student {tuple(s.shape)} differ in batch or size")
+                raise ValueError(
+                    f"level {level}: teacher {tuple(t.shape)} and student {tuple(s.shape)} differ in batch or size"
+                )
             t = t.detach().float()
             s = s.float()
             if self.use_at:

@@ -3,9 +3,10 @@
 L_Distill = α·L_AT + β·L_AM + γ·L_NLD  (Eq. 3), with the paper's settings (Sec. 4.1):
 two-stage α = γ = 7e-5, β = 4e-3, T = 0.1; one-stage α = γ = 4e-4, β = 2e-2, T = 0.5.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -44,13 +45,12 @@ class NonLocalDistillation(nn.Module):
             raise ValueError(f"non_local_sub_sample must be positive integers, got {sub_sample!r}")
         schedule = (schedule + [schedule[-1]] * num_levels)[:num_levels]
         self.num_levels = num_levels
-        self.student_blocks = nn.ModuleList(
-            NonLocalBlock(student_channels, mode=mode, sub_sample=k) for k in schedule)
-        self.teacher_blocks = nn.ModuleList(
-            NonLocalBlock(teacher_channels, mode=mode, sub_sample=k) for k in schedule)
+        self.student_blocks = nn.ModuleList(NonLocalBlock(student_channels, mode=mode, sub_sample=k) for k in schedule)
+        self.teacher_blocks = nn.ModuleList(NonLocalBlock(teacher_channels, mode=mode, sub_sample=k) for k in schedule)
         self.adapters = (
             LevelAdapters(student_channels, teacher_channels, num_levels)
-            if always_adapt or teacher_channels != student_channels else None
+            if always_adapt or teacher_channels != student_channels
+            else None
         )
 
     def forward(self, teacher_feats: Sequence[torch.Tensor], student_feats: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -124,16 +124,33 @@ class NLDDistiller(Distiller):
         self.hparams = {"alpha": alpha, "beta": beta, "gamma": gamma, "temperature": temperature}
         self.attention = (
             AttentionGuidedLoss(
-                teacher_channels, student_channels, num_levels, temperature=temperature,
-                use_at=use_at, use_am=use_am, spatial=spatial, channel=channel,
-                fg_weight=fg_weight, bg_weight=bg_weight, always_adapt=always_adapt, mask_source=mask_source)
-            if use_at or use_am else None
+                teacher_channels,
+                student_channels,
+                num_levels,
+                temperature=temperature,
+                use_at=use_at,
+                use_am=use_am,
+                spatial=spatial,
+                channel=channel,
+                fg_weight=fg_weight,
+                bg_weight=bg_weight,
+                always_adapt=always_adapt,
+                mask_source=mask_source,
+            )
+            if use_at or use_am
+            else None
         )
         self.non_local = (
             NonLocalDistillation(
-                teacher_channels, student_channels, num_levels, mode=non_local_mode,
-                sub_sample=non_local_sub_sample, always_adapt=always_adapt)
-            if use_nld else None
+                teacher_channels,
+                student_channels,
+                num_levels,
+                mode=non_local_mode,
+                sub_sample=non_local_sub_sample,
+                always_adapt=always_adapt,
+            )
+            if use_nld
+            else None
         )
         if use_at:
             self.loss_weights["loss_at"] = float(alpha)

@@ -2,6 +2,7 @@
 
 Torch-free: the config schema, the sweeps and the tables read these without building a model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -80,18 +81,26 @@ class NLDParams(MethodParams):
         return {**super().distiller_kwargs(two_stage), "two_stage": two_stage}
 
 
-def search_space(trial: "optuna.trial.Trial", two_stage: bool) -> dict[str, object]:
+def search_space(trial: optuna.trial.Trial, two_stage: bool) -> dict[str, object]:
     """Log-uniform ranges around the paper's defaults.
 
     α and β span both the paper's assignment (α on L_AT, β on L_AM) and the authors' code, which
     weights L_AM by the smaller value and L_AT by the larger one.
     """
     # (low, high) per parameter; the one-stage defaults are ~5× the two-stage ones.
-    ranges = {
-        "alpha": (1e-5, 1e-2), "beta": (1e-5, 1e-1), "gamma": (1e-5, 1e-3),
-    } if two_stage else {
-        "alpha": (5e-5, 5e-2), "beta": (5e-5, 5e-1), "gamma": (5e-5, 5e-3),
-    }
+    ranges = (
+        {
+            "alpha": (1e-5, 1e-2),
+            "beta": (1e-5, 1e-1),
+            "gamma": (1e-5, 1e-3),
+        }
+        if two_stage
+        else {
+            "alpha": (5e-5, 5e-2),
+            "beta": (5e-5, 5e-1),
+            "gamma": (5e-5, 5e-3),
+        }
+    )
     ranges["temperature"] = (0.05, 1.0)
     return {
         f"distill.nld.{name}": trial.suggest_float(f"distill.nld.{name}", low, high, log=True)
