@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import ray
 import yaml
 from ray.cluster_utils import Cluster
@@ -79,6 +80,7 @@ def _kill_a_worker_after_first_report(exp: Path, killed: list[int], done: thread
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # ~1-2 min: kills a live trial and waits for the recovery
 def test_sigkilled_worker_resumes_from_checkpoint(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
     ray.init(num_cpus=3, log_to_driver=False)
     killed: list[int] = []
@@ -115,6 +117,7 @@ def _sweep_cmd(config: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # ~1-2 min: kills a live trial and waits for the recovery
 def test_killed_sweep_driver_resumes_without_rerunning(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
     cfg = tiny_config("drkd", teacher_ckpt=teacher_ckpt).to_dict()
     cfg["sweep"] = {

@@ -87,6 +87,7 @@ def test_peer_search_samples_its_own_weights(local_ray, tmp_path: Path, tiny_con
     assert study_trial.params["distill.nld.alpha"] == pytest.approx(params["distill.nld.alpha"])
 
 
+@pytest.mark.slow  # ~75 s: five Ray Train trials
 def test_ablation_grid_runs_every_cell_and_renders_as_table4(
     local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str
 ) -> None:

@@ -13,7 +13,10 @@ from typing import Any
 from drkd.config.coercion import build_dataclass
 from drkd.config.errors import ConfigError
 from drkd.config.files import config_from_dict, read_config_file
+from drkd.config.presets import FRAMEWORK_ARCH
 from drkd.config.schema import Config
+
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement groups
 
 
 @dataclass
@@ -54,14 +57,13 @@ class SweepSettings:
         if self.reduction_factor < 2:
             raise ConfigError(f"{source}: sweep.reduction_factor = {self.reduction_factor}: must be >= 2")
         for key in self.teacher_checkpoints:
-            if key not in ("one_stage", "two_stage"):
+            if key not in FRAMEWORK_ARCH:
                 raise ConfigError(
-                    f"{source}: sweep.teacher_checkpoints.{key}: unknown framework (one_stage, two_stage)"
+                    f"{source}: sweep.teacher_checkpoints.{key}: unknown framework ({', '.join(FRAMEWORK_ARCH)})"
                 )
-        strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-        if self.placement_strategy not in strategies:
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
             raise ConfigError(
-                f"{source}: sweep.placement_strategy = {self.placement_strategy!r}: must be one of {', '.join(strategies)}"
+                f"{source}: sweep.placement_strategy = {self.placement_strategy!r}: must be one of {', '.join(PLACEMENT_STRATEGIES)}"
             )
         return self
 

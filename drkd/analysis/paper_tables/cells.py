@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from drkd.analysis.paper_tables.settings import CELL_KEY, DRKD, ROLE_KEY, STUDENT, TEACHER, drkd_key
@@ -68,6 +69,17 @@ def drkd(framework: str, schedule: str, base: Config, teachers: dict[str, str], 
         drkd_key("ins"): ins,
         **extra,
     }
+
+
+def one_stage_ablation(
+    base: Config, teachers: dict[str, str], term_sets: Sequence[str], field: str, values: Iterable[Any]
+) -> list[Cell]:
+    """The one-stage 1x baseline, then DRKD with each term set at each value of ``distill.drkd.<field>``."""
+    values = list(values)
+    out = [baseline("one_stage", "1x", base, teachers)]
+    for terms in term_sets:
+        out += [drkd("one_stage", "1x", base, teachers, terms, **{drkd_key(field): v}) for v in values]
+    return out
 
 
 def teacher(framework: str, base: Config) -> Cell:

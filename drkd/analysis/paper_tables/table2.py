@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drkd.analysis.paper_tables import cells, labels
-from drkd.analysis.paper_tables.settings import ROLE_KEY, drkd_key
+from drkd.analysis.paper_tables.settings import ROLE_KEY
 from drkd.analysis.paper_tables.table_spec import TableSpec
 from drkd.config import Config
 from drkd.distill.drkd.params import PIXEL_MODULES
@@ -11,10 +11,7 @@ from drkd.distill.drkd.params import PIXEL_MODULES
 
 def grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:
     """One-stage, 1x: the baseline and PR with each pixel module."""
-    return [cells.baseline("one_stage", "1x", base, teachers)] + [
-        cells.drkd("one_stage", "1x", base, teachers, "PR", **{drkd_key("pixel_module"): m})
-        for m in reversed(PIXEL_MODULES)
-    ]  # non_local, then glore (the paper's order)
+    return cells.one_stage_ablation(base, teachers, ("PR",), "pixel_module", reversed(PIXEL_MODULES))  # non_local first
 
 
 SPEC = TableSpec(

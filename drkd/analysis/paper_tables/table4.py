@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from drkd.analysis.paper_tables import cells, labels
-from drkd.analysis.paper_tables.settings import ROLE_KEY, drkd_key
+from drkd.analysis.paper_tables.settings import ROLE_KEY
 from drkd.analysis.paper_tables.table_spec import TableSpec
 from drkd.config import Config
 
 
 def grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:
     """One-stage, 1x: the baseline, then IR alone and all three terms without and with the filter."""
-    out = [cells.baseline("one_stage", "1x", base, teachers)]
-    for terms in ("IR", "PR+IR+INS"):
-        out += [
-            cells.drkd("one_stage", "1x", base, teachers, terms, **{drkd_key("relation_filter"): f})
-            for f in (False, True)
-        ]
-    return out
+    return cells.one_stage_ablation(base, teachers, ("IR", "PR+IR+INS"), "relation_filter", (False, True))
 
 
 SPEC = TableSpec(

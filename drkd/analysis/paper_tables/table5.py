@@ -25,7 +25,7 @@ from drkd.analysis.paper_tables.build import (
     unique_trials,
 )
 from drkd.analysis.paper_tables.labels import model, switches
-from drkd.analysis.paper_tables.settings import LAMBDA_SYMBOLS, LAMBDAS, TERMS, drkd_key, is_drkd, lambda_defaults
+from drkd.analysis.paper_tables.settings import LAMBDA_SYMBOLS, LAMBDAS, TERMS, is_drkd, lambda_defaults
 from drkd.analysis.paper_tables.table_spec import Column, PaperTable, TableSpec
 from drkd.config import TWO_STAGE_ARCHS, Config
 
@@ -44,7 +44,7 @@ def grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:
     """One-stage, 1x: the baseline, then each λ over the paper's values with its own term set on."""
     out = [cells.baseline("one_stage", "1x", base, teachers)]
     for name, (terms, values) in SWEEPS.items():
-        out += [cells.drkd("one_stage", "1x", base, teachers, terms, **{drkd_key(name): v}) for v in values]
+        out += cells.one_stage_ablation(base, teachers, (terms,), name, values)[1:]  # the baseline once
     return out
 
 
