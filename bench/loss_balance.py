@@ -5,8 +5,9 @@ training on the embedded default, and the factor that would give it DRKD's ratio
                                  [--teacher runs/gain/one_stage/teacher_s0/checkpoint.pt]
 
 Every method is built with its default (paper) parameters, from the same seed, on the same batches,
-and measured side by side. The printed scale is what `drkd.config.presets.TINY_PEER_PARAMS` applies to a
-peer's weights; rerun this when a method's loss or the tiny presets change.
+and measured side by side. The printed scale is what a method's `embedded_weight_scale` (in its
+params.py; collected by `drkd.config.presets.tiny_weight_scale`) applies to its weights on the embedded
+default; rerun this when a method's loss or the tiny presets change.
 """
 
 from __future__ import annotations

@@ -118,3 +118,55 @@ def test_weight_scale_multiplies_the_chosen_methods_weights() -> None:
             values["distill"][method] = params
         weights = build_distiller(config_from_dict(values), 16, 16, 5).loss_weights
         assert weights == pytest.approx(expected), method
+
+
+def test_file_form_holds_the_selected_method_and_changed_sections_only() -> None:
+    """So a process that has not registered some other method (a plugin) still reads the config."""
+    cfg = config_from_dict({"teacher": {}, "distill": {"method": "drkd", "nld": {"alpha": 0.5}}})
+    sections = set(cfg.to_dict()["distill"]) - {"method", "weight_scale"}
+    assert sections == {"drkd", "nld"}  # nld differs from its defaults, mkd and fitnet do not
+    assert config_from_dict(cfg.to_dict()) == cfg
+    # a section the file form left out can still be overridden by a dotted key
+    changed = apply_overrides(cfg, {"distill.mkd.alpha": 0.25, "distill.method": "mkd"})
+    assert changed.distill.mkd.alpha == 0.25 and changed.distill.method == "mkd"
+
+
+def test_switch_checks_apply_to_the_selected_method_only() -> None:
+    off = {"pr": False, "ir": False, "ins": False}
+    baseline = config_from_dict({"teacher": {}, "distill": {"method": "none", "drkd": off}})
+    assert baseline.distill.drkd.pr is False
+    with pytest.raises(ConfigError, match=r"distill\.drkd: pr, ir and ins are all off"):
+        config_from_dict({"teacher": {}, "distill": {"method": "drkd", "drkd": off}})
+    with pytest.raises(ConfigError, match=r"distill\.nld: use_at, use_am and use_nld are all off"):
+        config_from_dict(
+            {"teacher": {}, "distill": {"method": "nld", "nld": {"use_at": False, "use_am": False, "use_nld": False}}}
+        )
+    # range checks hold on every section, selected or not
+    with pytest.raises(ConfigError, match=r"distill\.nld\.alpha = -1\.0: must be > 0"):
+        config_from_dict({"teacher": {}, "distill": {"method": "drkd", "nld": {"alpha": -1.0}}})
+
+
+def test_method_sections_are_assigned_through_the_registry_view() -> None:
+    from drkd.distill.nld.params import NLDParams
+    from drkd.distill.registry import build_distiller
+
+    cfg = config_from_dict({"teacher": {}, "distill": {"method": "nld"}})
+    cfg.distill.nld = NLDParams(alpha=1.0)
+    assert cfg.distill.params["nld"].alpha == 1.0 and cfg.to_dict()["distill"]["nld"]["alpha"] == 1.0
+    assert build_distiller(cfg, 8, 8, 2).loss_weights["loss_at"] == 1.0
+
+
+def test_null_peer_weight_means_its_default() -> None:
+    from drkd.distill.registry import build_distiller
+
+    cfg = config_from_dict({"teacher": {}, "distill": {"method": "fitnet", "fitnet": {"weight": None}}})
+    assert build_distiller(cfg, 8, 8, 2).loss_weights == {"loss_fitnet": 1.0}
+
+
+@pytest.mark.parametrize("name", ["none", "method", "weight_scale", "params", "not-an-identifier"])
+def test_method_names_that_would_clash_are_refused(name: str) -> None:
+    from drkd.config.methods import MethodSpec, register_method
+    from drkd.distill.fitnet.params import FitNetParams
+
+    with pytest.raises(ValueError, match=rf"method name '{name}'"):
+        register_method(MethodSpec(name, FitNetParams, "x:Y", "X", lambda trial, two_stage: {}))

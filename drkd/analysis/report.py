@@ -57,9 +57,27 @@ def make_report(
 ) -> Path:
     """Read experiments, write every table in three formats, the plots, and ``report.md``; return its path.
 
-    ``experiment_dirs``: experiment directories or results roots (local or URI); empty or ``None`` means
-    every experiment under :func:`default_results_dir`. ``out_dir`` defaults to ``<results>/report``.
-    Raises :class:`~drkd.analysis.experiment_store.NoExperimentsFound` when nothing at all is found.
+    Tables go to ``<out_dir>/tables`` (Markdown, LaTeX, CSV), plots to ``<out_dir>/plots``: AP by
+    object size (Table 1), λ sensitivity (Table 5), search progress per λ search, and training curves.
+
+    Args:
+        experiment_dirs: experiment directories or results roots (local or URI); empty or ``None``
+            means every experiment under :func:`default_results_dir`.
+        out_dir: where the report is written; ``None`` (default): ``<results>/report``. A local
+            ``out_dir`` is not searched for experiments.
+        pick: the value taken from each trial: ``"last"`` (default, the last reported epoch) or
+            ``"best"`` (the best epoch by mAP).
+        curves_for: trial ids or trial directories whose training curves to draw; ``None`` or empty
+            (default): each experiment's best trial by mAP (completed ones first). Unknown ones are
+            listed as warnings.
+        echo: receives one line per file read, skipped and written, and per warning; ``None``
+            (default): silent.
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        NoExperimentsFound: nothing at all is found (:class:`~drkd.analysis.experiment_store.NoExperimentsFound`).
     """
     echo = echo or _quiet
     locations = list(experiment_dirs or [default_results_dir()])

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from drkd.config.errors import ConfigError
+from drkd.config.methods import method_names
 from drkd.config.schema import Config, DetectorConfig, build_config
 
 
@@ -27,19 +28,39 @@ def config_from_dict(values: Mapping[str, Any], source: str = "<dict>") -> Confi
 
 
 def apply_overrides(cfg: Config, overrides: Mapping[str, Any], source: str = "overrides") -> Config:
-    """Return a validated copy of ``cfg`` with dotted keys (``distill.drkd.lambda_pr``) replaced."""
+    """Return a validated copy of ``cfg`` with dotted keys (``distill.drkd.lambda_pr``) replaced.
+
+    Args:
+        cfg: the config to start from; not modified.
+        overrides: dotted key -> value, applied in order to the file form (``cfg.to_dict()``); a
+            ``teacher.*`` key on a config without teacher first adds the ``DetectorConfig`` defaults,
+            a ``distill.<method>.*`` key the method's section that the file form left out.
+        source: prefix of error messages (e.g. the file or the trial); default ``"overrides"``.
+
+    Raises:
+        ConfigError: a key names an unknown section or field, or the result does not validate.
+    """
     values = cfg.to_dict()
     for key, value in overrides.items():
         parts = key.split(".")
         node = values
         for i, part in enumerate(parts[:-1]):
-            if node.get(part) is None and part == "teacher":
-                node[part] = dataclasses.asdict(DetectorConfig())
+            if node.get(part) is None:
+                node[part] = _omitted_section(tuple(parts[: i + 1]))
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"{source}: {'.'.join(parts[: i + 1])}: unknown section in key {key!r}")
             node = node[part]
         node[parts[-1]] = value
     return config_from_dict(values, source)
+
+
+def _omitted_section(path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The defaults of a section the file form may leave out: the teacher, a method's section."""
+    if path == ("teacher",):
+        return dataclasses.asdict(DetectorConfig())
+    if len(path) == 2 and path[0] == "distill" and path[1] in method_names():
+        return {}
+    return None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

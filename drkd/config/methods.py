@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,15 +37,26 @@ class MethodParams:
     embedded_weight_scale: ClassVar[float] = 1.0
 
     def validate(self, where: str) -> None:
-        """Range checks that types alone do not catch; raise ``ConfigError`` naming ``where.<field>``."""
+        """Range checks that types alone do not catch; raise ``ConfigError`` naming ``where.<field>``.
+
+        Runs on every method's section, whichever method is selected."""
+
+    def check_active(self, where: str) -> None:
+        """Checks that matter only when this method is ``distill.method`` (e.g. "not every term off")."""
 
     def distiller_kwargs(self, two_stage: bool) -> dict[str, Any]:
         """Keyword arguments of the method's distiller for a one- or two-stage student.
 
-        Default: every field as is. Override to fill the paper's per-detector values in.
+        Default: every field as is. Override to fill the paper's per-detector values in
+        (:meth:`with_defaults`).
         """
         del two_stage
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def with_defaults(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """Every field, the ``None`` ones replaced by ``defaults[field]`` where it has one."""
+        fields = MethodParams.distiller_kwargs(self, two_stage=False)
+        return {k: defaults[k] if v is None and k in defaults else v for k, v in fields.items()}
 
 
 SearchSpaceFn = Callable[["optuna.trial.Trial", bool], "dict[str, Any] | None"]
@@ -85,12 +96,14 @@ class MethodSpec:
 
 
 _METHODS: dict[str, MethodSpec] = {}
+# Names a method cannot take: the distill section's own keys (drkd.config.schema.DistillConfig).
+RESERVED_NAMES = (NO_DISTILLATION, "method", "weight_scale", "params")
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
     """Add ``spec`` to the registry (re-registering the same name replaces it); returns it."""
-    if spec.name == NO_DISTILLATION or not spec.name.isidentifier():
-        raise ValueError(f"method name {spec.name!r}: must be an identifier other than {NO_DISTILLATION!r}")
+    if spec.name in RESERVED_NAMES or not spec.name.isidentifier():
+        raise ValueError(f"method name {spec.name!r}: must be an identifier other than {', '.join(RESERVED_NAMES)}")
     if not (dataclasses.is_dataclass(spec.params) and issubclass(spec.params, MethodParams)):
         raise TypeError(f"method {spec.name!r}: params must be a dataclass subclassing MethodParams")
     _METHODS[spec.name] = spec

@@ -50,7 +50,20 @@ def tiny_data(root: str | Path = DEFAULT_DATA_ROOT) -> DataConfig:
 
 
 def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT_DATA_ROOT, seed: int = 0) -> Config:
-    """Training the embedded default's teacher: a plain (method none) run of the big detector."""
+    """Training the embedded default's teacher: a plain (method none) run of the big detector.
+
+    The teacher detector of :func:`tiny_detector` on the 2× schedule (2 × ``TEACHER_EPOCHS_1X``
+    epochs), lr ``TINY_LR``, 100 warm-up iterations, writing to ``runs/tiny_<framework>_teacher``.
+
+    Args:
+        framework: ``"one_stage"`` (RetinaNet, default) or ``"two_stage"`` (Faster R-CNN); anything
+            else raises ValueError.
+        root: the data root (the synthetic dataset); default ``DEFAULT_DATA_ROOT``.
+        seed: ``train.seed``; default 0.
+
+    Returns:
+        A validated Config.
+    """
     return validate(
         Config(
             data=tiny_data(root),
@@ -96,6 +109,22 @@ def tiny_student_config(
     """A student run of the embedded default; `method: none` is the undistilled baseline.
 
     Peers' weights are scaled by :func:`tiny_weight_scale` unless ``default_weights`` (their paper values).
+    The student detector of :func:`tiny_detector` on the 1× schedule (``STUDENT_EPOCHS_1X`` epochs),
+    lr ``TINY_LR``, 100 warm-up iterations, writing to ``runs/tiny_<framework>_<method>``.
+
+    Args:
+        framework: ``"one_stage"`` (RetinaNet, default) or ``"two_stage"`` (Faster R-CNN); anything
+            else raises ValueError.
+        method: ``distill.method``, a registered method or ``"none"``; default ``DEFAULT_METHOD`` (drkd).
+        teacher_checkpoint: checkpoint of the trained teacher (``teacher.checkpoint``); ``None``
+            (default): none, so the teacher would be untrained. Ignored for ``method: none``, which
+            gets no teacher section.
+        root: the data root (the synthetic dataset); default ``DEFAULT_DATA_ROOT``.
+        seed: ``train.seed``; default 0.
+        default_weights: keep every method's own loss weights (``weight_scale`` empty); default False.
+
+    Returns:
+        A validated Config (ConfigError if ``method`` is unknown).
     """
     distill = DistillConfig(method=method, weight_scale={} if default_weights else tiny_weight_scale())
     teacher = None

@@ -134,8 +134,8 @@ class DistillConfig:
     """Which distillation method, and its parameters.
 
     In files the section reads ``{method: drkd, weight_scale: {...}, drkd: {...}, nld: {...}}``:
-    one key per registered method, each that method's parameter dataclass (missing ones take their
-    defaults). ``cfg.distill.drkd`` is ``cfg.distill.params["drkd"]``.
+    a key per registered method, each that method's parameter dataclass (missing ones take their
+    defaults). ``cfg.distill.drkd`` reads and assigns ``cfg.distill.params["drkd"]``.
     """
 
     method: str = DEFAULT_METHOD
@@ -148,6 +148,13 @@ class DistillConfig:
         if name in params:
             return params[name]
         raise AttributeError(f"{type(self).__name__} has no attribute or method section {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        params = self.__dict__.get("params")
+        if params is not None and name in params:
+            params[name] = value
+        else:
+            object.__setattr__(self, name, value)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], where: str) -> DistillConfig:
@@ -166,12 +173,15 @@ class DistillConfig:
         return cls(**kwargs, params=params)
 
     def to_dict(self) -> dict[str, Any]:
-        """The file form: ``method``, ``weight_scale`` and one section per method."""
-        return {
-            "method": self.method,
-            "weight_scale": dict(self.weight_scale),
-            **{name: dataclasses.asdict(p) for name, p in self.params.items()},
-        }  # type: ignore[call-overload]
+        """The file form: ``method``, ``weight_scale``, the selected method's section and any other
+        section that differs from its defaults (so a process that has not registered some other
+        method reads it back, and saved configs stay short)."""
+        sections = {
+            name: dataclasses.asdict(p)  # type: ignore[call-overload]
+            for name, p in self.params.items()
+            if name == self.method or p != type(p)()
+        }
+        return {"method": self.method, "weight_scale": dict(self.weight_scale), **sections}
 
     def validate(self, where: str = "distill", has_teacher: bool = True) -> None:
         check_choice(f"{where}.method", self.method, method_names(with_none=True))
@@ -184,6 +194,8 @@ class DistillConfig:
             check_positive(f"{where}.weight_scale.{name}", factor)
         for name, params in self.params.items():
             params.validate(f"{where}.{name}")
+        if self.method in self.params:
+            self.params[self.method].check_active(f"{where}.{self.method}")
 
 
 @dataclass
@@ -236,13 +248,13 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts in the file form (what :func:`~drkd.config.files.config_from_dict` reads back)."""
-        values = {
-            f.name: dataclasses.asdict(getattr(self, f.name)) if getattr(self, f.name) is not None else None
-            for f in dataclasses.fields(self)
-            if f.name != "distill"
-        }
-        values["distill"] = self.distill.to_dict()
-        return {f.name: values[f.name] for f in dataclasses.fields(self)}
+
+        def section(value: Any) -> Any:
+            if value is None:
+                return None
+            return value.to_dict() if isinstance(value, DistillConfig) else dataclasses.asdict(value)
+
+        return {f.name: section(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def copy(self) -> Config:
         return copy.deepcopy(self)

@@ -35,6 +35,22 @@ class CocoDetection(torch.utils.data.Dataset):
     matter to evaluation, which uses ``.coco``); with ``train=False`` they are kept with
     ``iscrowd=1``. Boxes are clipped to the image; those then narrower or lower than 1 px are
     dropped and counted in ``.num_dropped_boxes``. ``area`` is the annotation's COCO area.
+
+    The JSON is validated on construction (``DatasetError`` naming the file and field), every image
+    file must exist; images themselves are read on access.
+
+    Args:
+        image_dir: directory the images' ``file_name`` entries are relative to.
+        annotation_file: the COCO ``instances_*.json``.
+        transforms: called as ``transforms(image, target)`` and returning both, e.g.
+            :func:`~drkd.data.transforms.build_transforms`; ``None`` (default): none.
+        train: leave crowd annotations out of the targets (default True); False keeps them.
+
+    A sample is ``(image, target)``: a float32 (3, H, W) image in [0, 1] and ``{"boxes": (N, 4) xyxy
+    BoundingBoxes, "labels": (N,) int64 in 1..C, "image_id": int, "area": (N,) float32,
+    "iscrowd": (N,) int64}`` (before ``transforms``). Attributes: ``coco`` (the pycocotools index),
+    ``cat_id_to_label``, ``label_to_cat_id``, ``category_names``, ``num_classes`` (C + 1, background
+    included), ``image_ids`` (dataset order), ``num_dropped_boxes``.
     """
 
     def __init__(

@@ -23,7 +23,16 @@ def detections_to_coco(
 ) -> list[dict[str, Any]]:
     """torchvision detector outputs (xyxy boxes in original image coordinates, scores, contiguous
     labels) → COCO result dicts ``{image_id, category_id, bbox: [x, y, w, h], score}`` made of
-    plain Python ints/floats (bbox rounded to 2 decimals, score to 4)."""
+    plain Python ints/floats (bbox rounded to 2 decimals, score to 4).
+
+    Args:
+        outputs: one dict per image with ``boxes`` (D, 4) xyxy, ``scores`` (D,), ``labels`` (D,).
+        image_ids: the COCO image id of each output, same length (ValueError otherwise).
+        label_to_cat_id: contiguous label -> COCO category id; an unknown label raises ValueError.
+
+    Returns:
+        One dict per detection, images in the given order.
+    """
     if len(outputs) != len(image_ids):
         raise ValueError(f"got {len(outputs)} outputs for {len(image_ids)} image ids")
     results: list[dict[str, Any]] = []
@@ -59,6 +68,17 @@ def coco_metrics(
     reported here as 0.0, so the metrics stay plain finite floats (a 0.0 can thus mean "no such
     objects" as well as "none found"). Values are rounded to 6 decimals. COCOeval's printout is
     shown only with ``verbose=True``.
+
+    Args:
+        coco_gt: the ground truth (``CocoDetection.coco``).
+        detections: COCO result dicts (:func:`detections_to_coco`), gathered from every process;
+            those of images outside ``image_ids`` are ignored, image ids unknown to ``coco_gt`` raise
+            ValueError.
+        image_ids: the images to evaluate; ``None`` (default): every image of ``coco_gt``.
+        verbose: print COCOeval's summary (default False).
+
+    Returns:
+        ``{"mAP", "AP50", "AP75", "AP_S", "AP_M", "AP_L"}`` as floats in [0, 100].
     """
     ids = sorted(set(coco_gt.getImgIds() if image_ids is None else image_ids))
     unknown = {d["image_id"] for d in detections} - set(coco_gt.getImgIds())

@@ -65,6 +65,17 @@ def make_synthetic_coco(
 
     Layout: ``train/*.png``, ``val/*.png``, ``annotations/instances_{train,val}.json`` and the
     ``synthetic.json`` marker (written last, so an interrupted run is detected and redone).
+    Deterministic: the same arguments give the same files; train and val draw from independent
+    streams, so changing ``num_val`` leaves the train split as it was. Category ids are 1, 3, 5, ...
+    (non-contiguous on purpose, see :func:`category_id`).
+
+    Args:
+        root: the dataset directory (created if missing).
+        seed: seed of the generator; default 0.
+        num_train: number of training images (>= 0); default 400.
+        num_val: number of validation images (>= 0); default 100.
+        image_size: side of the square RGB images in pixels (>= 32); default 160.
+        num_classes: number of shape classes, 1..6 (the first ``num_classes`` of ``SHAPE_NAMES``); default 6.
     """
     if not 1 <= num_classes <= len(SHAPE_NAMES):
         raise ValueError(f"num_classes must be in 1..{len(SHAPE_NAMES)}, got {num_classes}")
@@ -104,7 +115,10 @@ def ensure_synthetic_coco(
     num_classes: int = 6,
 ) -> Path:
     """Return ``root``, generating the dataset only if it is absent, incomplete or was made with
-    other parameters (compared through the ``synthetic.json`` marker)."""
+    other parameters (compared through the ``synthetic.json`` marker).
+
+    Arguments as for :func:`make_synthetic_coco`; a dataset of another ``GENERATOR_VERSION`` is regenerated too.
+    """
     root = Path(root)
     params = _Params(GENERATOR_VERSION, seed, num_train, num_val, image_size, num_classes)
     if _is_complete(root, params):

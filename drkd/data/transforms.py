@@ -32,6 +32,17 @@ def build_transforms(
     SanitizeBoundingBoxes, which removes boxes the augmentation made degenerate together with their
     labels/area/iscrowd. ``area`` keeps its original-image value (detectors don't use it).
     Evaluation: identity, so predictions come back in original image coordinates.
+    (Resizing to the detector's input size is the detector's own transform, not this.)
+
+    Args:
+        train: build the training augmentation (True) or the identity (False).
+        hflip_prob: probability of the horizontal flip; default 0.5. Training only.
+        resize_scales: shorter-side sizes RandomShortestSize picks from; ``None`` or empty (default):
+            no resize. Training only.
+        max_size: RandomShortestSize's cap on the longer side; ``None`` (default): no cap.
+
+    Returns:
+        A ``torchvision.transforms.v2`` transform, called as ``transform(image, target)``.
     """
     if not train:
         return v2.Identity()

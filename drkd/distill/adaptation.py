@@ -9,7 +9,12 @@ from torch import nn
 class Adapter(nn.Module):
     """The paper's "adaptive convolution" f: a 1×1 convolution on the student side.
 
-    Works on (B, C, H, W) feature maps and on (N, C, K, K) instance features alike.
+    Works on (B, C, H, W) feature maps and on (N, C, K, K) instance features alike: (·, C_in, H, W)
+    -> (·, C_out, H, W). Kaiming-uniform weight (a = 1), zero bias.
+
+    Args:
+        in_channels: channels C_in of the input (the student's C_s).
+        out_channels: channels C_out of the output (the teacher's C_t).
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -32,7 +37,16 @@ class Adapter(nn.Module):
 
 
 class LevelAdapters(nn.Module):
-    """One :class:`Adapter` per FPN level."""
+    """One :class:`Adapter` f per FPN level: ``adapters[l]`` maps level l from C_s to C_t channels.
+
+    Args:
+        in_channels: channels C_s of every input (student) level.
+        out_channels: channels C_t of every output (teacher-side) level.
+        num_levels: number of FPN levels L, one adapter each.
+
+    ``forward(feats)`` takes exactly L levels, each (B, C_s, H_l, W_l), highest resolution first, and
+    returns the list of L adapted levels, each (B, C_t, H_l, W_l); another level count raises ValueError.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, num_levels: int) -> None:
         super().__init__()
@@ -44,5 +58,6 @@ class LevelAdapters(nn.Module):
         return [adapter(f) for adapter, f in zip(self.adapters, feats)]
 
     def set_identity(self) -> None:
+        """Make every level's f the identity (needs ``in_channels == out_channels``)."""
         for adapter in self.adapters:
             adapter.set_identity()

@@ -23,12 +23,20 @@ def check_distance(kind: str) -> str:
 
 
 def feature_distance(a: torch.Tensor, b: torch.Tensor, kind: str = DEFAULT_DISTANCE) -> torch.Tensor:
-    """Per-sample distance between ``a`` and ``b`` of shape (S, ...): returns (S,), in float32.
+    """Per-sample distance ||a_s − b_s|| of the DRKD losses (the ||·||_2 of Eq. 1, 7, 8).
 
     ``"euclidean"``: sqrt(Σ (a − b)²) over every dimension but the first. Its gradient at
     a == b is zero, not NaN (PyTorch's norm backward masks a zero norm), so identical inputs
     are safe to backpropagate through.
     ``"squared"``: Σ (a − b)² over the same dimensions.
+
+    Args:
+        a, b: tensors of the same shape (S, ...) with at least one dimension, any float dtype;
+            computed in float32 (a sum of squares overflows fp16).
+        kind: ``"euclidean"`` (default) or ``"squared"``; anything else raises ValueError.
+
+    Returns:
+        (S,) float32, one distance per sample (row of the first dimension).
     """
     check_distance(kind)
     if a.shape != b.shape:

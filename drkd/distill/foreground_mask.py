@@ -10,12 +10,20 @@ from drkd.distill.instance_features import level_stride
 
 
 def foreground_mask(boxes: Sequence[torch.Tensor], feat: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
-    """(B, 1, H, W) mask, 1 where a feature cell's footprint overlaps any GT box of its image.
+    """Binary foreground mask of one FPN level: 1 where a feature cell's footprint overlaps any GT box of its image.
 
     Cell (i, j) covers image pixels [j·s, (j+1)·s) × [i·s, (i+1)·s) with s the level stride, so a
     box marks columns floor(x1/s) .. ceil(x2/s) - 1; a box thinner than one cell still marks the
-    cell it lies in. Images without boxes get an all-zero mask. The result has ``feat``'s dtype and
-    device and never requires grad.
+    cell it lies in. Images without boxes get an all-zero mask.
+
+    Args:
+        boxes: per image its GT boxes (N_i, 4), xyxy, in the coordinates of the padded batch tensor;
+            one entry per image of ``feat`` (ValueError otherwise).
+        feat: the FPN level, (B, C, H, W); only its shape, dtype and device are used.
+        image_shape: (H, W) of the padded batch tensor; s = ``image_shape[-1] / W``.
+
+    Returns:
+        (B, 1, H, W) of 0s and 1s, with ``feat``'s dtype and device; never requires grad.
     """
     b, _, h, w = feat.shape
     if len(boxes) != b:
@@ -41,5 +49,14 @@ def foreground_mask(boxes: Sequence[torch.Tensor], feat: torch.Tensor, image_sha
 def foreground_masks(
     feats: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], image_shape: tuple[int, int]
 ) -> list[torch.Tensor]:
-    """:func:`foreground_mask` for every FPN level."""
+    """:func:`foreground_mask` for every FPN level (note the argument order: features first).
+
+    Args:
+        feats: the L FPN levels, each (B, C, H_l, W_l).
+        boxes: per image its GT boxes (N_i, 4), xyxy, in padded-batch coordinates.
+        image_shape: (H, W) of the padded batch tensor.
+
+    Returns:
+        L masks, each (B, 1, H_l, W_l).
+    """
     return [foreground_mask(boxes, feat, image_shape) for feat in feats]

@@ -9,7 +9,12 @@ from torchvision.ops import roi_align
 
 
 def level_stride(feat: torch.Tensor, image_shape: tuple[int, int]) -> float:
-    """The real stride of a level: padded image width over feature width."""
+    """The real stride of a level: padded image width over feature width, ``image_shape[-1] / W_l``.
+
+    Args:
+        feat: one FPN level, (B, C, H_l, W_l).
+        image_shape: (H, W) of the padded batch tensor the level was computed from.
+    """
     return image_shape[-1] / feat.shape[-1]
 
 
@@ -19,10 +24,21 @@ def extract_instances(
     image_shape: tuple[int, int],
     output_size: int,
 ) -> torch.Tensor:
-    """ξ(x, c, o): ROI-align every image's GT boxes on one level.
+    """ξ(x, c, o) of Eq. 5: ROI-align every image's GT boxes on one FPN level to K×K.
 
-    Returns (ΣN_i, C, K, K), instances of image 0 first, in box order; an empty batch of boxes
-    gives a (0, C, K, K) tensor.
+    torchvision's ``roi_align`` with ``spatial_scale = 1 / stride`` (:func:`level_stride`),
+    ``sampling_ratio=2`` and ``aligned=True``.
+
+    Args:
+        feat: x, one FPN level, (B, C, H_l, W_l).
+        boxes: c, per image its GT boxes (N_i, 4), xyxy, in the coordinates of the padded batch tensor;
+            cast to ``feat``'s dtype and device.
+        image_shape: (H, W) of that padded batch tensor; sets the level's stride.
+        output_size: o, the side K of the pooled K×K instance features.
+
+    Returns:
+        (ΣN_i, C, K, K), instances of image 0 first, in box order; an empty batch of boxes gives a
+        (0, C, K, K) tensor. Split it per image with :func:`instance_counts`.
     """
     rois = [b.to(dtype=feat.dtype, device=feat.device) for b in boxes]
     return roi_align(
@@ -36,5 +52,9 @@ def extract_instances(
 
 
 def instance_counts(boxes: Sequence[torch.Tensor]) -> list[int]:
-    """Number of GT instances per image, to split the ROI output back per image."""
+    """Number of GT instances per image, [N_0, N_1, ...], to split the ROI output back per image.
+
+    Args:
+        boxes: per image its GT boxes, (N_i, 4).
+    """
     return [int(b.shape[0]) for b in boxes]

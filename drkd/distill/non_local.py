@@ -14,16 +14,26 @@ NON_LOCAL_MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenatio
 
 
 class NonLocalBlock(nn.Module):
-    """z = W(y) + x with y_i = 1/C(x) Σ_j f(x_i, x_j) g(x_j).
+    """Non-local block: z = W(y) + x with y_i = 1/C(x) Σ_j f(x_i, x_j) g(x_j), (B, C, H, W) -> (B, C, H, W).
 
     ``mode`` picks the pairwise function f (Wang et al. Sec. 3.2):
       * ``embedded_gaussian``: softmax_j(θ(x_i)ᵀ φ(x_j))
       * ``gaussian``:          softmax_j(x_iᵀ x_j)            (no θ/φ embedding)
       * ``dot_product``:       θ(x_i)ᵀ φ(x_j) / N
       * ``concatenation``:     ReLU(w_fᵀ [θ(x_i), φ(x_j)]) / N
-    ``sub_sample`` > 1 max-pools the keys (φ and g) by that factor, as Wang et al. do to bound the
-    N_q × N_k affinity matrix on high-resolution maps. W ends in a BatchNorm (or is a plain conv
-    when ``use_bn`` is False) initialised to zero, so the block starts as the identity.
+    with N the number of (sub-sampled) key positions. ``sub_sample`` > 1 max-pools the keys (φ and g)
+    by that factor, as Wang et al. do to bound the N_q × N_k affinity matrix on high-resolution
+    maps. W ends in a BatchNorm (or is a plain conv when ``use_bn`` is False) initialised to zero,
+    so the block starts as the identity.
+
+    Args:
+        channels: C, channels of the input and of the output (>= 1).
+        inter_channels: C_i, width of θ, φ and g; default ``max(C // 2, 1)``.
+        mode: the pairwise function f, one of ``NON_LOCAL_MODES`` (above); default ``"embedded_gaussian"``.
+        sub_sample: key max-pooling window and stride, a positive integer; default 1 (no pooling). On a
+            map smaller than the window it shrinks to the map's smaller side.
+        use_bn: end W (a 1×1 conv C_i -> C) in a zero-initialised BatchNorm (default True); False:
+            zero-initialise the conv itself.
     """
 
     def __init__(

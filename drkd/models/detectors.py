@@ -29,6 +29,7 @@ TWO_STAGE_STRIDES = (4, 8, 16, 32, 64)
 
 
 def level_strides(arch: str) -> tuple[int, ...]:
+    """Strides of the five FPN levels ``arch`` uses, highest resolution first."""
     return TWO_STAGE_STRIDES if arch in TWO_STAGE_ARCHS else ONE_STAGE_STRIDES
 
 
@@ -46,7 +47,25 @@ def _freeze_layers(backbone: nn.Module, prefixes: list[str], trainable: int) -> 
 
 
 def build_backbone(cfg: DetectorConfig) -> BackboneWithFPN:
-    """Backbone + FPN with `cfg.fpn_channels` channels, levels matching the architecture."""
+    """Backbone + FPN with ``cfg.fpn_channels`` channels, levels matching the architecture.
+
+    One-stage archs (RetinaNet, FCOS) get P3–P5 from the body plus P6, P7 (``LastLevelP6P7``),
+    strides 8–128; Faster R-CNN gets P2–P5 plus a max-pooled P6, strides 4–64 (see ``level_strides``).
+
+    Args:
+        cfg: the detector's config section; reads
+            ``backbone``: a torchvision ResNet/ResNeXt name or ``"mobilenet_v3_large"``;
+            ``backbone_weights``: torchvision weights name (downloads) or ``None`` (random init);
+            ``norm``: ``"bn"`` | ``"frozen_bn"``; ``None``: frozen BN with pretrained weights, else BN;
+            ``trainable_backbone_layers``: t in 0–5, the body stages left trainable from the top
+            (ResNet: layer4, ..., layer1, then conv1 with bn1; MobileNet with t < 5: its last
+            max(1, round(n·t/5)) of n blocks); the FPN is always trainable;
+            ``fpn_channels``: C of every FPN level; ``arch``: one- or two-stage levels.
+
+    Returns:
+        A ``BackboneWithFPN`` (``out_channels`` = C) whose forward maps a (B, 3, H, W) batch to an
+        ordered dict of five (B, C, H_l, W_l) levels, highest resolution first.
+    """
     norm_layer = _norm_layer(cfg)
     weights = cfg.backbone_weights
     two_stage = cfg.two_stage
@@ -91,11 +110,28 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 def build_detector(cfg: DetectorConfig, num_classes: int, data: DataConfig) -> nn.Module:
-    """A torchvision detector for `num_classes` (background included) at the data's image size.
+    """A torchvision RetinaNet, FCOS or Faster R-CNN for ``num_classes`` classes at the data's image size.
 
-    `head_norm: gn` uses torchvision's own GroupNorm head options (as its v2 models do): from
+    Backbone and FPN from :func:`build_backbone`. Anchors are ``cfg.anchor_scale`` × the level
+    stride: RetinaNet with 3 octave scales × 3 aspect ratios (0.5, 1, 2), Faster R-CNN with one scale
+    × 3 ratios; FCOS uses one anchor per location sized as the stride (torchvision's default).
+    ``head_norm: gn`` uses torchvision's own GroupNorm head options (as its v2 models do): from
     random initialisation, RetinaNet's plain v1 head barely moves its focal loss in a few hundred
-    iterations, while the GroupNorm head trains.
+    iterations, while the GroupNorm head trains. (FCOS keeps torchvision's head, GroupNorm already.)
+
+    Args:
+        cfg: the detector's config section: ``arch`` (``"retinanet"``, ``"fcos"`` or ``"fasterrcnn"``),
+            the backbone fields :func:`build_backbone` reads, ``anchor_scale``, ``head_norm``
+            (``"gn"`` | ``"none"``), ``detections_per_img``, the Faster R-CNN sampling sizes
+            ``rpn_pre_nms_top_n_train``, ``rpn_post_nms_top_n_train``, ``roi_batch_size_per_image``,
+            and ``checkpoint``: a drkd checkpoint or state dict loaded afterwards, which must fit
+            exactly (:func:`load_detector_weights`; ``ConfigError`` otherwise).
+        num_classes: number of classes including the background (``CocoDetection.num_classes``).
+        data: the data section; its ``min_size`` / ``max_size`` configure the detector's resize transform.
+
+    Returns:
+        The detector (an ``nn.Module``): in train mode ``model(images, targets)`` returns its loss dict,
+        in eval mode ``model(images)`` its detections, as torchvision's detectors do.
     """
     backbone = build_backbone(cfg)
     c = cfg.fpn_channels

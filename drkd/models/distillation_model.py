@@ -10,10 +10,22 @@ from drkd.models.feature_taps import FeatureTap, freeze, teacher_features
 
 
 class DistillationModel(nn.Module):
-    """One training forward: student detection losses + the distiller's losses.
+    """One training forward: student detection losses + the distiller's losses, L = L_det + Σ λ_k L_k.
 
     The teacher is deliberately *not* a submodule: it is not wrapped by DDP, not optimised and not
     saved with the student; it stays in eval mode whatever `.train()` is called on this module.
+    Device and dtype moves (``.to()``, ``.half()``, ...) reach it all the same.
+
+    Args:
+        student: the torchvision detector being trained (needs ``transform`` and ``backbone``); a
+            :class:`~drkd.models.feature_taps.FeatureTap` records its FPN levels when distilling.
+        distiller: the method's :class:`~drkd.distill.base.Distiller`, or ``None`` (default) to train
+            the student alone (the baseline). Given if and only if ``teacher`` is (ValueError otherwise).
+        teacher: the teacher detector, or ``None`` (default); frozen here (eval mode, no gradients).
+            Only its ``backbone`` runs, on the student's transformed batch tensor.
+
+    ``forward(images, targets)``: a list of B images (3, H_i, W_i) and their torchvision targets
+    (``boxes`` (N_i, 4) xyxy, ``labels`` (N_i,), ...); the student must be in train mode.
     """
 
     def __init__(
@@ -37,7 +49,13 @@ class DistillationModel(nn.Module):
     def forward(
         self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Returns (total loss, every term detached, keyed loss_<name>; `loss_det` is their detection sum)."""
+        """Returns (total loss, every term detached, keyed loss_<name>; `loss_det` is their detection sum).
+
+        The total is a scalar with grad: the student's detection losses plus the distiller's
+        :meth:`~drkd.distill.base.Distiller.weighted_total`. The terms: the student's own losses
+        (prefixed ``loss_`` where torchvision's key lacks it), ``loss_det``, the distiller's
+        unweighted terms and ``loss_total``.
+        """
         det = self.student(images, targets)
         loss = sum(det.values())
         terms = {k if k.startswith("loss_") else f"loss_{k}": v.detach() for k, v in det.items()}

@@ -15,7 +15,16 @@ from torchvision.models.detection.image_list import ImageList
 
 
 class FeatureTap:
-    """Records the transformed batch and every FPN level of a torchvision detector's forward."""
+    """Records the transformed batch and every FPN level of a torchvision detector's forward.
+
+    Forward hooks on ``detector.transform`` and ``detector.backbone``; after each forward:
+      * ``images``: the transform's ``ImageList`` (``images.tensors`` is the padded (B, 3, H, W) batch);
+      * ``targets``: the transformed targets (``None`` when the detector ran without targets);
+      * ``features``: the backbone's L FPN levels, each (B, C, H_l, W_l), highest resolution first.
+
+    Args:
+        detector: a torchvision detector (anything with ``transform`` and ``backbone``; TypeError otherwise).
+    """
 
     def __init__(self, detector: nn.Module) -> None:
         for part in ("transform", "backbone"):
@@ -37,40 +46,53 @@ class FeatureTap:
 
     @property
     def boxes(self) -> list[torch.Tensor]:
-        """GT boxes in the transformed (resized, padded-batch) image coordinates."""
+        """GT boxes in the transformed (resized, padded-batch) image coordinates: per image (N_i, 4), xyxy."""
         if self.targets is None:
             raise RuntimeError("no targets captured: the detector ran without targets (eval mode?)")
         return [t["boxes"] for t in self.targets]
 
     @property
     def image_shape(self) -> tuple[int, int]:
+        """(H, W) of the padded batch tensor the features were computed from."""
         if self.images is None:
             raise RuntimeError("nothing captured yet: run the detector first")
         h, w = self.images.tensors.shape[-2:]
         return int(h), int(w)
 
     def clear(self) -> None:
+        """Drop what was recorded (frees the batch and the feature maps)."""
         self.images, self.targets, self.features = None, None, []
 
     def remove(self) -> None:
+        """Remove the hooks; the tap records nothing more."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
 
 
 def freeze(teacher: nn.Module) -> nn.Module:
-    """Eval mode and no gradients, for good: the teacher is never trained."""
+    """Eval mode and no gradients, for good: the teacher is never trained. Returns ``teacher`` itself."""
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher
 
 
 def teacher_features(teacher: nn.Module, image_tensor: torch.Tensor) -> list[torch.Tensor]:
-    """The teacher's backbone + FPN only (its heads would be wasted work), frozen, under no_grad."""
+    """The teacher's backbone + FPN only (its heads would be wasted work), frozen, under no_grad.
+
+    Args:
+        teacher: a frozen torchvision detector (see :func:`freeze`).
+        image_tensor: the student's padded, transformed batch (B, 3, H, W) (``FeatureTap.images.tensors``);
+            on CUDA the backbone runs under autocast.
+
+    Returns:
+        The L FPN levels, each (B, C_t, H_l, W_l) in float32, highest resolution first.
+    """
     with torch.no_grad(), torch.autocast(image_tensor.device.type, enabled=image_tensor.is_cuda):
         out = teacher.backbone(image_tensor)
     return [f.float() for f in out.values()]
 
 
 def fpn_channels(detector: nn.Module) -> int:
+    """Channels C of every FPN level of a torchvision detector (``detector.backbone.out_channels``)."""
     return int(detector.backbone.out_channels)

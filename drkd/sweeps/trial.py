@@ -28,6 +28,13 @@ def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def scaling_config(settings: SweepSettings) -> ScalingConfig:
+    """The Ray Train ScalingConfig of one trial: its DDP workers and what each one holds.
+
+    Args:
+        settings: reads ``workers_per_trial`` (number of workers), ``cpus_per_worker``,
+            ``gpus_per_worker`` (> 0: ``use_gpu`` and that many GPUs per worker; 0: CPU only) and
+            ``placement_strategy``.
+    """
     use_gpu = settings.gpus_per_worker > 0
     resources: dict[str, float] = {"CPU": settings.cpus_per_worker}
     if use_gpu:
@@ -45,6 +52,17 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], settings: dict[str, 
 
     The Train run is named after the trial id and stored under the experiment, so a trial that
     Tune restores (``--resume``) or retries finds its run again and resumes from its last checkpoint.
+    Workers use NCCL with GPUs, else gloo; each epoch's metrics reach Tune through
+    ``TuneReportCallback``. Must run inside a Tune trial (it reads the trial id from Tune's context).
+
+    Args:
+        params: the trial's flat parameters from Tune: dotted config overrides
+            (``distill.drkd.lambda_pr``, ...) plus label keys (``LABEL_KEYS``, e.g. ``cell``), which
+            are not applied; ``None`` values leave the base config's value (:func:`trial_overrides`).
+        base: the sweep's base config as a plain dict (``Config.to_dict()``, paths made absolute).
+        settings: the sweep settings as a plain dict (``SweepSettings.to_dict()``).
+        experiment_path: the experiment directory (local path or URI); the Train run is stored in
+            ``<experiment_path>/.train/trial_<trial id>``.
     """
     sweep = SweepSettings(**settings)
     cfg = apply_overrides(config_from_dict(base, "sweep base config"), trial_overrides(params), "trial parameters")

@@ -32,7 +32,21 @@ METRIC, MODE = "mAP", "max"  # every sweep maximises COCO mAP
 
 @dataclass
 class SweepPlan:
-    """What to run: a base config plus either a search space or an explicit list of trials."""
+    """What to run: a base config plus either a search space or an explicit list of trials.
+
+    Args:
+        kind: the experiment kind, recorded for the analysis: ``lambda_search``, ``table1`` ..
+            ``table6``, ``teacher`` or ``baseline``; also the default experiment name.
+        base: the config every trial starts from.
+        settings: the ``sweep:`` section (trial count, scaling, storage, ...).
+        space: an Optuna define-by-run function ``(trial) -> {dotted key: value} | None`` for a
+            search (Optuna TPE + ASHA); ``None`` (default): run ``grid``.
+        grid: the explicit trials (FIFO, each run to the end), one flat dict of dotted overrides
+            (plus label keys such as ``cell``) each; default empty.
+
+    ``name`` is ``settings.name`` or ``kind``, ``storage`` ``settings.storage_path`` or the results
+    directory, ``path`` the experiment directory ``<storage>/<name>``.
+    """
 
     kind: str  # lambda_search | table1..table6 | teacher | baseline (the analysis reads it)
     base: Config
@@ -152,7 +166,22 @@ def _scheduler(plan: SweepPlan):
 
 
 def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
-    """A new Tuner for `plan`, or the restored one with `resume` (finished trials are not rerun)."""
+    """A new Tuner for `plan`, or the restored one with `resume` (finished trials are not rerun).
+
+    Each trial runs :func:`~drkd.sweeps.trial.run_trial` (its driver holds 1 CPU, its Train workers
+    their own); all maximise ``mAP``. A search samples ``settings.num_trials`` trials with Optuna's
+    TPE (seeded by ``settings.seed``, studies stored in ``settings.optuna_storage`` or SQLite in the
+    experiment directory) under an ASHA scheduler over epochs; a grid runs each of its trials once, FIFO.
+
+    Args:
+        plan: what to run; its base config's file paths are made absolute for the trials.
+        resume: restore the experiment at ``plan.path``, rerunning unfinished and errored trials
+            (default False).
+
+    Raises:
+        ConfigError: ``resume`` without an experiment at ``plan.path``, a new run where one exists,
+            or SQLite Optuna storage with a remote ``storage_path``.
+    """
     base = absolute_paths(plan.base)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -190,7 +219,20 @@ def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
 
 
 def run_sweep(plan: SweepPlan, resume: bool = False, command: str | None = None) -> tune.ResultGrid:
-    """Run (or resume) the experiment; returns Tune's ResultGrid."""
+    """Run (or resume) the experiment; returns Tune's ResultGrid.
+
+    Validates ``plan.settings`` and every grid cell's overrides before any trial starts, joins or
+    starts Ray (:func:`init_ray`), writes the experiment file (new runs only), then fits the
+    :func:`build_tuner` Tuner.
+
+    Args:
+        plan: what to run.
+        resume: continue the existing experiment at ``plan.path`` (default False).
+        command: the command line recorded in the experiment file; ``None`` (default): this process's.
+
+    Raises:
+        ConfigError: invalid settings or grid cell, nothing to run, or see :func:`build_tuner`.
+    """
     plan.settings.validate()
     if not plan.is_search and not plan.grid:
         raise ConfigError(f"{plan.kind}: nothing to run (no search space and an empty grid)")

@@ -29,6 +29,12 @@ def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.de
 
 
 def check_finite(terms: dict[str, torch.Tensor], epoch: int, iteration: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first NaN or infinite term (and where it happened).
+
+    Args:
+        terms: loss terms by name, scalars (reading each one synchronises with the device).
+        epoch, iteration: where training is, for the error message only.
+    """
     for name, value in terms.items():
         if not math.isfinite(float(value)):
             raise NonFiniteLossError(f"{name} = {float(value)} at epoch {epoch}, iteration {iteration}: stopping")
@@ -51,6 +57,30 @@ def train_one_epoch(
     """Train for one pass over `loader`; returns the mean of every loss term, and the last lr.
 
     `model(images, targets)` returns (loss, terms) as :class:`DistillationModel` does (DDP-wrapped or not).
+    Per iteration: forward, :func:`check_finite` on the terms, backward, optional gradient clipping,
+    optimizer step, then ``scheduler.step()`` (the schedule is per iteration).
+
+    Args:
+        model: the trainable module; set to train mode here.
+        optimizer: optimiser of its trainable parameters; its first param group's lr is logged and returned.
+        scheduler: per-iteration LR scheduler (:func:`~drkd.train.lr_schedule.build_scheduler`).
+        loader: yields (images, targets): lists of (3, H_i, W_i) tensors and torchvision target dicts.
+        epoch: the epoch number, for logs and error messages only.
+        device: where images and the targets' tensors are moved.
+        scaler: a ``GradScaler`` for mixed precision; with one on CUDA the forward runs under autocast.
+            ``None`` (default): full precision.
+        grad_clip: maximum total gradient norm over the optimiser's parameters; ``None`` (default) or 0: no clipping.
+        log_every: call ``on_log`` at iterations 0, log_every, 2·log_every, ... and the last; default 20.
+        channels_last: move images in channels-last memory format (default False).
+        on_log: receives one progress line (loss, detection loss, lr, it/s); ``None`` (default): no logging.
+
+    Returns:
+        ``{term: mean over the epoch's iterations}`` for every key of ``terms`` (``loss_total``,
+        ``loss_det``, ...) plus ``lr``, the first param group's learning rate after the last scheduler step.
+
+    Raises:
+        NonFiniteLossError: a term became NaN or infinite.
+        ValueError: the loader yielded no batch.
     """
     model.train()
     sums: dict[str, float] = {}
@@ -101,7 +131,21 @@ def predict(
     label_to_cat_id: dict[int, int],
     channels_last: bool = False,
 ) -> list[dict]:
-    """COCO-format detections for this process's share of the images (JSON-able, to be gathered)."""
+    """COCO-format detections for this process's share of the images (JSON-able, to be gathered).
+
+    Runs ``detector`` in eval mode under no_grad (and autocast on CUDA).
+
+    Args:
+        detector: the torchvision detector to evaluate (the bare student, not the DistillationModel).
+        loader: yields (images, targets); each target needs its ``image_id``.
+        device: where the images are moved.
+        label_to_cat_id: contiguous label -> COCO category id (``CocoDetection.label_to_cat_id``).
+        channels_last: move images in channels-last memory format (default False).
+
+    Returns:
+        :func:`~drkd.data.coco_eval.detections_to_coco` dicts ``{image_id, category_id, bbox, score}``
+        for every detection, in loader order.
+    """
     detector.eval()
     detections: list[dict] = []
     for images, targets in loader:

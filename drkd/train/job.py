@@ -65,6 +65,21 @@ class Datasets:
 
 
 def build_datasets(cfg: Config) -> Datasets:
+    """The training and validation :class:`~drkd.data.coco_dataset.CocoDetection` sets of ``cfg.data``.
+
+    Generates the synthetic dataset first if configured and missing (:func:`prepare_data`). Training
+    samples get a random horizontal flip (``data.hflip_prob``), validation samples no transform.
+
+    Args:
+        cfg: a validated Config; reads the ``data`` section (root, image dirs, annotation files).
+
+    Returns:
+        ``Datasets(train, val)``; ``num_classes`` counts the background.
+
+    Raises:
+        ConfigError: an annotation file is missing, or train and val list different categories.
+        DatasetError: an annotation file or image is malformed (:class:`~drkd.data.coco_dataset.CocoDetection`).
+    """
     root = prepare_data(cfg)
     d = cfg.data
     train = CocoDetection(
@@ -82,7 +97,19 @@ def _limit(ds: CocoDetection, n: int | None) -> Any:
 
 def validation_loader(data: Datasets, cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[DataLoader, list[int]]:
     """This process's share of the validation images (every world_size-th one), and the ids of all
-    evaluated images, for scoring on rank 0."""
+    evaluated images, for scoring on rank 0.
+
+    Args:
+        data: the datasets (:func:`build_datasets`); only ``data.val`` is used.
+        cfg: reads ``data.val_limit`` (evaluate only the first N images), ``data.batch_size`` and
+            ``data.loader_workers``.
+        rank: this process's rank; it gets images rank, rank + world_size, ... (default 0).
+        world_size: number of processes (default 1).
+
+    Returns:
+        (loader yielding (images, targets) lists, in order, unshuffled; the image ids of all evaluated
+        images across the ranks).
+    """
     val_ds = _limit(data.val, cfg.data.val_limit)
     loader = DataLoader(
         Subset(val_ds, range(rank, len(val_ds), world_size)),
@@ -111,7 +138,20 @@ def build_models(cfg: Config, num_classes: int) -> DistillationModel:
 def training_state(
     model: DistillationModel, optimizer, scheduler, scaler, epoch: int, cfg: Config, num_classes: int
 ) -> dict[str, Any]:
-    """Everything needed to resume exactly: weights, optimiser, schedule, scaler, epoch, config."""
+    """Everything needed to resume exactly: weights, optimiser, schedule, scaler, epoch, config.
+
+    Args:
+        model: the (unwrapped) DistillationModel; its student and distiller state dicts are saved.
+        optimizer, scheduler: their state dicts are saved.
+        scaler: the ``GradScaler``, or ``None`` (saved as ``{}``).
+        epoch: the 0-based index of the epoch just finished; a resumed run starts at ``epoch + 1``.
+        cfg: the run's Config, saved as a plain dict (``cfg.to_dict()``).
+        num_classes: classes including the background, to rebuild the detectors.
+
+    Returns:
+        A dict with keys ``num_classes``, ``student``, ``distiller`` (``{}`` without one), ``optimizer``,
+        ``scheduler``, ``scaler``, ``epoch`` and ``config``.
+    """
     return {
         "num_classes": num_classes,
         "student": model.student.state_dict(),
@@ -128,7 +168,26 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
     """Train (and distil) for cfg.train.total_epochs, evaluating and reporting every epoch.
 
     Returns the last epoch's metrics. Resumes from `ctx.restore()` when it gives a checkpoint;
-    the run then continues exactly as if it had not stopped.
+    the run then continues exactly as if it had not stopped. SGD on every trainable parameter
+    (student and distiller), lr scaled by :func:`~drkd.train.lr_schedule.scaled_lr` to the total
+    batch, the per-iteration schedule of :func:`~drkd.train.lr_schedule.build_scheduler`; mixed
+    precision and channels-last only on CUDA. After each epoch the student is evaluated on the
+    validation set (COCO bbox AP) and ``ctx.report(metrics, training_state(...))`` is called.
+
+    Args:
+        cfg: a validated Config (``data``, ``student``, ``teacher``, ``distill``, ``train``).
+        ctx: where the job runs (rank, device, collectives, checkpoints); ``None`` (default): a
+            :class:`~drkd.train.run_context.LocalContext` writing to ``cfg.train.output_dir`` on
+            ``cfg.train.device``, which does not resume.
+
+    Returns:
+        The last epoch's metrics: ``epoch`` (1-based), the COCO AP keys of
+        :data:`~drkd.data.coco_eval.METRIC_KEYS` (in percent), the epoch's mean loss terms and ``lr``
+        (:func:`~drkd.train.engine.train_one_epoch`) and ``epoch_time_s``. ``{}`` when the restored
+        checkpoint had already finished every epoch.
+
+    Raises:
+        ConfigError: missing data files, or a batch size larger than a worker's share of the training set.
     """
     ctx = ctx or LocalContext(cfg.train.output_dir, cfg.train.device)
     t = cfg.train

@@ -11,7 +11,12 @@ REFERENCE_BATCH = 16
 
 
 def scaled_lr(base_lr: float, total_batch: int) -> float:
-    """Linear scaling rule: the paper's 0.02 is for a total batch of 16."""
+    """Linear scaling rule: the paper's 0.02 is for a total batch of 16; returns ``base_lr · total_batch / 16``.
+
+    Args:
+        base_lr: the learning rate at a total batch of 16 (``train.lr``).
+        total_batch: images per optimiser step over all workers (batch size × world size).
+    """
     return base_lr * total_batch / REFERENCE_BATCH
 
 
@@ -28,7 +33,23 @@ def milestones(total_epochs: int) -> list[int]:
 def build_scheduler(
     optimizer: torch.optim.Optimizer, total_epochs: int, iters_per_epoch: int, warmup_iters: int, warmup_factor: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration LambdaLR: warm-up over min(warmup_iters, one epoch) iterations, then steps."""
+    """Per-iteration LambdaLR: warm-up over min(warmup_iters, one epoch) iterations, then steps.
+
+    The factor on the optimiser's lr at iteration i is 0.1^d, d the number of decay milestones passed
+    (the epochs :func:`milestones` gives, about 8/12 and 11/12 of the run), times, for i < w =
+    min(warmup_iters, iters_per_epoch), the linear ramp ``warmup_factor · (1 − i/w) + i/w``. Call
+    ``scheduler.step()`` once per iteration.
+
+    Args:
+        optimizer: the optimiser whose learning rates are scaled.
+        total_epochs: epochs of the run (places the decays).
+        iters_per_epoch: optimiser steps per epoch.
+        warmup_iters: warm-up length in iterations, capped at one epoch; 0: no warm-up.
+        warmup_factor: the lr factor at iteration 0 of the warm-up, e.g. 0.001.
+
+    Returns:
+        The ``LambdaLR``.
+    """
     warm = min(warmup_iters, iters_per_epoch)
     steps = [m * iters_per_epoch for m in milestones(total_epochs)]
 

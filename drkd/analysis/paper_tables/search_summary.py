@@ -8,21 +8,19 @@ import pandas as pd
 
 from drkd.analysis.experiment_store import CONFIG_PREFIX, Pick
 from drkd.analysis.paper_tables.build import PICK_TEXT
-from drkd.analysis.paper_tables.settings import missing
+from drkd.analysis.paper_tables.settings import DRKD, missing
 from drkd.analysis.paper_tables.table_spec import METRICS, Column, PaperTable
-from drkd.config.methods import method_names
 
-SHORT_PREFIXES = ("distill.", "train.", "student.")
+SHORT_PREFIXES = (f"distill.{DRKD}.", "distill.", "train.", "student.")
 
 
 def short_name(key: str) -> str:
-    """A config key without ``config/`` and its section (``distill.drkd.lambda_pr`` -> ``lambda_pr``)."""
+    """A config key without ``config/`` and its section (``distill.drkd.lambda_pr`` -> ``lambda_pr``;
+    other methods keep theirs: ``distill.nld.alpha`` -> ``nld.alpha``)."""
     key = key[len(CONFIG_PREFIX) :] if key.startswith(CONFIG_PREFIX) else key
     for prefix in SHORT_PREFIXES:
         if key.startswith(prefix):
-            rest = key[len(prefix) :]
-            section, _, field = rest.partition(".")
-            return field if prefix == "distill." and section in method_names() else rest
+            return key[len(prefix) :]
     return key
 
 

@@ -1,7 +1,7 @@
 """DRKD: Dual Relation Knowledge Distillation (Ni et al., IJCAI 2023). Registers method ``drkd``.
 
-Files, one idea each: ``glore`` (the GloRe unit), ``pixel_relation`` (L_PR, Eq. 3–5),
-``relation_filter`` (Eq. 7), ``instance_relation`` (L_IR, Eq. 6–7), ``instance_distill``
+Files, one idea each: ``glore`` (the GloRe unit), ``pixel_relation`` (L_PR, Eq. 1; GloRe Eq. 2–4),
+``relation_filter`` (w_ij of Eq. 6), ``instance_relation`` (L_IR, Eq. 6–7), ``instance_distill``
 (L_INS, Eq. 8), ``distiller`` (Eq. 9), ``params`` (the config section, paper λ, search space).
 """
 

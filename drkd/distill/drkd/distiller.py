@@ -24,7 +24,7 @@ class DRKDDistiller(Distiller):
     """DRKD's three terms between teacher and student FPN features; builds only the enabled parts.
 
     L = L_det + λ1·L_PR + λ2·L_IR + λ3·L_INS (Eq. 9), with
-      * L_PR = 1/k Σ_i ||φ(t_i) − f(φ(s_i))||  (Eq. 3–5): a pixel relation module φ per FPN level
+      * L_PR = 1/k Σ_i ||φ(t_i) − f(φ(s_i))||  (Eq. 1): a pixel relation module φ (GloRe, Eq. 2–4) per FPN level
         on each side (:class:`~drkd.distill.drkd.pixel_relation.PixelRelationLoss`);
       * L_IR (Eq. 6–7): embedded-Gaussian relations between the GT instances' ROI features, each
         weighted by the relation filter (:class:`~drkd.distill.drkd.instance_relation.InstanceRelationLoss`);
@@ -39,7 +39,7 @@ class DRKDDistiller(Distiller):
         instance_size: K of the K×K ROI Align of the GT boxes, 1, 3 or 5 (Table 3). Default 3.
         instance_levels: FPN level indices (0 = highest resolution) the instances are pooled from;
             each < ``num_levels``. Default (0, 1).
-        relation_filter: weight the instance relations with the learned filter of Eq. 7 (Table 4).
+        relation_filter: weight the instance relations with the learned filter w_ij of Eq. 6 (Table 4).
         pixel_module: φ of L_PR, ``"glore"`` (the paper's) or ``"non_local"`` (Table 2).
         teacher_embed_trainable: train the teacher-side IR embeddings (default False: trained,
             they collapse ψ_t to one-hot hubs; see bench/ir_collapse.py).

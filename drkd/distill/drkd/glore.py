@@ -26,7 +26,12 @@ from torch import nn
 
 
 class GraphConvolution(nn.Module):
-    """Z = ReLU((I − A)V) W on node features V of shape (B, num_state, num_node)."""
+    """Z = ReLU((I − A)V) W (Eq. 3 with the reference's ReLU) on node features V, (B, C1, C2) -> (B, C1, C2).
+
+    Args:
+        num_state: C1, the state (feature) dimension of each node; W is a C1×C1 1×1 conv1d without bias.
+        num_node: C2, the number of graph nodes; A is a C2×C2 1×1 conv1d over the node axis, with bias.
+    """
 
     def __init__(self, num_state: int, num_node: int) -> None:
         super().__init__()
@@ -39,11 +44,20 @@ class GraphConvolution(nn.Module):
 
 
 class GloRe(nn.Module):
-    """Graph-based global reasoning unit: X + BN(extend(Z·B)), an identity map at init.
+    """GloRe, the pixel relation module φ of L_PR: X + BN(extend(ZB)), (B, C, H, W) -> (B, C, H, W).
 
-    ``channels`` C in and out; ``num_state`` C1 (default C/2) and ``num_node`` C2 (default C/4)
-    follow the reference networks, which build ``GloRe_Unit(C, C/4)`` (state = 2·mid, node = mid).
-    Works for any B ≥ 1 and any H, W.
+    Graph embedding V = X̄Bᵀ (Eq. 2), graph convolution Z = ((I − A)V)W (Eq. 3), reprojection
+    F = ZB (Eq. 4), then a 1×1 conv C1 -> C (``extend``) and a BatchNorm with zero-initialised γ
+    (``blocker``), added to the input: an identity map at init. Works for any B ≥ 1 and any H, W
+    (a training batch with a single value per channel, B = H = W = 1, uses the running statistics).
+
+    Args:
+        channels: C, channels of the input and of the output (>= 1).
+        num_state: C1, channels of the state features X̄ = ``state``(X) (a 1×1 conv); default
+            ``max(1, C // 2)``, as the reference networks build ``GloRe_Unit(C, C/4)`` (state = 2·mid).
+        num_node: C2, the number of graph nodes, i.e. rows of the projection B = ``projection``(X)
+            (a 1×1 conv); default ``max(1, C // 4)`` (node = mid in the reference).
+        normalize: divide V by H·W (default True; see the module docstring).
     """
 
     def __init__(

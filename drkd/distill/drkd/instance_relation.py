@@ -68,7 +68,18 @@ def check_levels(levels: Sequence[int], num_levels: int | None = None) -> tuple[
 
 
 class InstanceRelationModule(nn.Module):
-    """ψ of Eq. 6 for one image: (N, D, K, K) instance features -> (N, N), columns summing to 1."""
+    """ψ of Eq. 6 for one image: (N, D, K, K) instance features -> (N, N), columns summing to 1.
+
+    ψ_ij = exp(w_ij · g1(x_i)·g2(x_j)) / Σ_i' exp(w_i'j · g1(x_i')·g2(x_j)), x the flattened instances
+    (N, D·K·K); N = 0 gives a (0, 0) matrix.
+
+    Args:
+        in_features: D·K·K, the size of one flattened instance feature (input width of g1, g2).
+        embed_dim: E, the output width of the fully connected layers g1, g2.
+        relation_filter: weight the similarities with a learned
+            :class:`~drkd.distill.drkd.relation_filter.RelationFilter` (default True, Table 4);
+            False: w_ij = 1.
+    """
 
     def __init__(self, in_features: int, embed_dim: int, relation_filter: bool = True) -> None:
         super().__init__()
@@ -98,10 +109,32 @@ class RelationAdapter(nn.Module):
 
 
 class InstanceRelationLoss(nn.Module):
-    """Eq. 7 averaged over images with instances and over ``levels``.
+    """L_IR = Σ_(i,j) ||ψ(t_i, t_j) − f(ψ(s_i, s_j))||_2 (Eq. 7), averaged over images with instances and over levels.
 
-    ``embed_dim`` is the width of g1, g2 (default 128; the authors use D·K·K/2 = 1152, which
-    only costs parameters: what is distilled is the N×N matrix).
+    Per configured level and image, the GT boxes are ROI-aligned on both sides (Eq. 5), each side's
+    :class:`InstanceRelationModule` gives ψ_t and ψ_s (N_i × N_i), f is a learned scale and bias
+    (identity at init), and one distance is taken over all N_i² entries of ψ_t − f(ψ_s); the sum
+    over images is divided by the number of images with at least one instance (the module docstring
+    has the details and the authors' variant).
+
+    Args:
+        teacher_channels: D_t, channels of the teacher FPN levels (g1, g2 of ψ_t read D_t·K·K).
+        student_channels: D_s, channels of the student FPN levels (g1, g2 of ψ_s read D_s·K·K).
+        instance_size: K of the K×K ROI Align, 1, 3 or 5 (Table 3); default 3.
+        levels: FPN level indices (0 = highest resolution) to pool instances from, distinct and
+            non-negative; default (0, 1). Checked against the number of levels handed to ``forward``.
+        embed_dim: E, width of g1, g2 (default 128; the authors use D·K·K/2 = 1152, which only
+            costs parameters: what is distilled is the N×N matrix).
+        relation_filter: use the learned relation filter of Eq. 6 in ψ (default True, Table 4).
+        teacher_embed_trainable: train the teacher side's g1, g2 and filter (default False: frozen
+            random projections, which keeps ψ_t from collapsing; see the module docstring).
+        distance: ``"euclidean"`` (default) or ``"squared"``
+            (:func:`~drkd.distill.feature_distance.feature_distance`).
+
+    ``forward(teacher_feats, student_feats, boxes, image_shape)``: the FPN levels of each side,
+    (B, D_t, H_l, W_l) and (B, D_s, H_l, W_l); per image the GT boxes (N_i, 4), xyxy, in the
+    coordinates of the padded batch tensor of shape ``image_shape`` = (H, W). Returns a float32
+    scalar; an exact, graph-connected 0 when the batch has no instance.
     """
 
     def __init__(

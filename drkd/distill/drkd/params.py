@@ -19,7 +19,7 @@ ONE_STAGE_LAMBDAS: tuple[float, float, float] = (0.004, 0.004, 0.006)
 TWO_STAGE_FACTORS: tuple[float, float, float] = (0.25, 1.0, 0.3)
 INSTANCE_SIZES: tuple[int, ...] = (1, 3, 5)  # the ROI sizes K the paper evaluates (Table 3)
 PIXEL_MODULES: tuple[str, ...] = ("glore", "non_local")  # the pixel relation modules of Table 2
-MAX_FPN_LEVEL = 4  # instance_levels index FPN levels P3..P7
+MAX_FPN_LEVEL = 4  # instance_levels index the 5 FPN levels, 0 = highest resolution (P3; P2 for Faster R-CNN)
 
 
 def paper_lambdas(two_stage: bool) -> tuple[float, float, float]:
@@ -39,8 +39,8 @@ class DRKDParams(MethodParams):
         lambda_pr, lambda_ir, lambda_ins: λ1, λ2, λ3; ``None`` takes :func:`paper_lambdas` for
             the student's framework.
         instance_size: K of the K×K ROI Align of GT boxes (Table 3): 1, 3 or 5. Default 3.
-        relation_filter: the learned relation filter of Eq. 7 (Table 4). Default on.
-        instance_levels: FPN level indices (0 = P3) instances are pooled from. Default [0, 1].
+        relation_filter: the learned relation filter w_ij of Eq. 6 (Table 4). Default on.
+        instance_levels: FPN level indices (0 = highest resolution) instances are pooled from. Default [0, 1].
         pixel_module: the pixel relation module φ (Table 2): ``glore`` (default) or ``non_local``.
         teacher_embed_trainable: train the teacher-side IR embeddings (default off: trained, they
             collapse ψ_t to one-hot hubs, see bench/ir_collapse.py).
@@ -78,6 +78,8 @@ class DRKDParams(MethodParams):
                 raise ConfigError(
                     f"{where}.instance_levels[{i}] = {level}: must be an FPN level index in 0..{MAX_FPN_LEVEL}"
                 )
+
+    def check_active(self, where: str) -> None:
         if not (self.pr or self.ir or self.ins):
             raise ConfigError(f"{where}: pr, ir and ins are all off; use distill.method: none for a baseline")
 

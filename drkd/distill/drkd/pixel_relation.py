@@ -38,7 +38,17 @@ PIXEL_RELATION_MODULES: dict[str, Callable[[int], nn.Module]] = {
 
 
 def build_relation_module(name: str, channels: int) -> nn.Module:
-    """A pixel relation module φ for ``channels`` channels, by name (see PIXEL_RELATION_MODULES)."""
+    """A pixel relation module φ for ``channels`` channels, by name (see PIXEL_RELATION_MODULES).
+
+    Args:
+        name: ``"glore"`` (:class:`~drkd.distill.drkd.glore.GloRe` with its defaults, the paper's) or
+            ``"non_local"`` (an embedded-Gaussian :class:`~drkd.distill.non_local.NonLocalBlock` with
+            keys max-pooled 2×, Table 2); anything else raises ValueError.
+        channels: C of the features it runs on.
+
+    Returns:
+        A fresh module mapping (B, C, H, W) -> (B, C, H, W) that starts as the identity.
+    """
     try:
         factory = PIXEL_RELATION_MODULES[name]
     except KeyError:
@@ -47,7 +57,24 @@ def build_relation_module(name: str, channels: int) -> nn.Module:
 
 
 class PixelRelationLoss(nn.Module):
-    """Eq. 1 over all FPN levels; returns a scalar averaged over images and levels."""
+    """L_PR = 1/k Σ_i ||φ(t_i) − f(φ(s_i))||_2 (Eq. 1) over the k FPN levels; a scalar.
+
+    Per level, φ_t runs on the (detached) teacher level, φ_s then the adapter f (1×1 conv C_s -> C_t)
+    on the student level; the distance is taken per image over (C_t, H_l, W_l), averaged over the
+    images, then averaged over the k levels (see the module docstring for the authors' reduction).
+
+    Args:
+        teacher_channels: C_t of every teacher level (width of the teacher-side φ).
+        student_channels: C_s of every student level (width of the student-side φ; f maps C_s -> C_t).
+        num_levels: k, the number of FPN levels (>= 1); each level has its own φ_t, φ_s and f.
+        relation_module: φ, by name (:func:`build_relation_module`): ``"glore"`` (default, the
+            paper's) or ``"non_local"`` (Table 2).
+        distance: ``"euclidean"`` (default, the literal ||·||_2) or ``"squared"``
+            (:func:`~drkd.distill.feature_distance.feature_distance`).
+
+    ``forward(teacher_feats, student_feats)`` takes k levels on each side, (B, C_t, H_l, W_l) and
+    (B, C_s, H_l, W_l) with equal B, H_l, W_l (ValueError otherwise), and returns a float32 scalar.
+    """
 
     def __init__(
         self,

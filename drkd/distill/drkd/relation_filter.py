@@ -24,7 +24,15 @@ from torch import nn
 
 
 class RelationFilter(nn.Module):
-    """Pairwise weights W (N, N) from instance embeddings q, k (N, E)."""
+    """The relation filter: pairwise weights W (N, N), w_ij ∈ (0, 2), from instance embeddings q, k (N, E).
+
+    w_ij = 1 + tanh(h([q̂_i, k̂_j, q̂_i ⊙ k̂_j])) with h a two-layer MLP (3E -> hidden -> 1, ReLU) shared
+    by all pairs; its last layer is zero-initialised, so W ≡ 1 at init (module docstring).
+
+    Args:
+        embed_dim: E, the width of q = g1(x) and k = g2(x) (>= 1).
+        hidden_dim: width of h's hidden layer (>= 1); default 64.
+    """
 
     def __init__(self, embed_dim: int, hidden_dim: int = 64) -> None:
         super().__init__()
@@ -36,7 +44,12 @@ class RelationFilter(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
-        """W with W[i, j] = w_ij for query instance i and key instance j; ``k`` defaults to ``q``."""
+        """W (N, N) with W[i, j] = w_ij for query instance i and key instance j.
+
+        Args:
+            q: query embeddings g1(x), (N, E).
+            k: key embeddings g2(x), (N, E), the same shape as ``q``; default ``q``.
+        """
         k = q if k is None else k
         if q.dim() != 2 or q.shape != k.shape:
             raise ValueError(f"expected q and k of equal shape (N, E), got {tuple(q.shape)} and {tuple(k.shape)}")

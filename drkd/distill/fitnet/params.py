@@ -6,7 +6,7 @@ Torch-free: the config schema, the sweeps and the tables read these without buil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from drkd.config.errors import ConfigError
 from drkd.config.methods import MethodParams
@@ -25,18 +25,21 @@ class FitNetParams(MethodParams):
     """FitNets-style feature imitation (Romero et al., ICLR 2015) on every FPN level.
 
     Args:
-        weight: the loss weight of L_fitnet (> 0). Default 1.0 (see DEFAULT_WEIGHT).
+        weight: the loss weight of L_fitnet (> 0); ``None``: 1.0 (DEFAULT_WEIGHT).
     """
 
     # On the embedded default, weight 1 makes FitNet's loss 1.7x the detection loss; this factor
     # gives it DRKD's starting ratio (bench/loss_balance.py).
     embedded_weight_scale = 0.37
 
-    weight: float = DEFAULT_WEIGHT
+    weight: float | None = None
 
     def validate(self, where: str) -> None:
-        if not self.weight > 0:
+        if self.weight is not None and not self.weight > 0:
             raise ConfigError(f"{where}.weight = {self.weight!r}: must be > 0")
+
+    def distiller_kwargs(self, two_stage: bool) -> dict[str, Any]:
+        return self.with_defaults({"weight": DEFAULT_WEIGHT})
 
 
 def search_space(trial: optuna.trial.Trial, two_stage: bool) -> dict[str, object]:

@@ -19,14 +19,28 @@ from drkd.distill.mkd.params import mkd_defaults
 
 
 class MKDDistiller(Distiller):
-    """``loss_fea`` (plain feature MSE), ``loss_ms`` (Eq. 1), ``loss_freq`` (Eq. 2–4, L_FDMD),
-    ``loss_align`` (Eq. 5, L_FAD), each summed over FPN levels and weighted by the same α (Eq. 6).
+    """MKD's four distillation terms: L = L_det + α·(L_fea + L_Multiscale + L_FDMD + L_FAD) (Eq. 6).
 
-    Parameters: ``alpha``, ``temperature`` (T of Eq. 5), ``mask_ratio`` (ζ of Eq. 3), ``pool_scales``
-    (the pool_k of Eq. 1) — ``None`` takes :func:`mkd_defaults`; ``use_fea``, ``use_ms``,
-    ``use_freq``, ``use_align`` switch each term (Table 4); ``always_adapt`` keeps the 1×1 student
-    adapter (shared by all terms) when channels match; ``seed`` makes the frequency masks
-    reproducible.
+    ``loss_fea`` (plain feature MSE), ``loss_ms`` (Eq. 1), ``loss_freq`` (Eq. 2–4, L_FDMD),
+    ``loss_align`` (Eq. 5, L_FAD), each summed over FPN levels and weighted by the same α (Eq. 6).
+    All four compare the student levels, passed through one 1×1 adapter f per level (shared by the
+    terms; see ``always_adapt``), with the teacher's, in float32; MKD uses no GT boxes.
+
+    Args:
+        teacher_channels, student_channels, num_levels: see :class:`~drkd.distill.base.Distiller`.
+        two_stage: passed to :func:`~drkd.distill.mkd.params.mkd_defaults`, which ignores it (the
+            paper has one-stage settings only).
+        alpha: the one weight α of every enabled term, > 0; ``None``: 1.0 (Table 5).
+        temperature: T of Eq. 5, > 0; ``None``: 1.0.
+        mask_ratio: ζ of Eq. 3, the probability that a frequency is masked out, in [0, 1]; ``None``: 0.5.
+        pool_scales: the pool_k window sizes of Eq. 1, positive integers; ``None``: (2, 4, 8).
+        use_fea, use_ms, use_freq, use_align: switch each term (Table 4); at least one; default all on.
+        always_adapt: keep the 1×1 student adapter when the channels match (default True); it is
+            always built when they differ.
+        seed: seeds a CPU generator for the frequency masks (reproducible runs); ``None``: the global RNG.
+
+    Returns (from ``forward``): the unweighted ``loss_fea``, ``loss_ms``, ``loss_freq``, ``loss_align``
+    of the enabled terms, each a float32 scalar; ``loss_weights`` holds α for each of them.
     """
 
     def __init__(

@@ -11,8 +11,19 @@ import torch.nn.functional as F
 
 
 def feature_alignment_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Eq. 5 per image (KL teacher → student per channel, summed over channels, × T²/C), averaged
-    over the batch. ``student`` must already have the teacher's channels."""
+    """L_FAD = T²/C · Σ_c KL(φ(G^T_c / T) ‖ φ(G^S_c / T)) (Eq. 5) per image, averaged over the batch.
+
+    φ is the softmax over the H·W positions of one channel; the KL divergence runs teacher -> student
+    per channel and is summed over the C channels. Computed in float32; the teacher is detached.
+
+    Args:
+        student: student features (B, C, H, W), already adapted to the teacher's channels.
+        teacher: teacher features (B, C, H, W), the same shape (ValueError otherwise).
+        temperature: T, > 0.
+
+    Returns:
+        A float32 scalar.
+    """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     if student.shape != teacher.shape:

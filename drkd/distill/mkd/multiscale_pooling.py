@@ -15,10 +15,17 @@ import torch.nn.functional as F
 
 
 def multiscale_pool(feat: torch.Tensor, scales: Sequence[int]) -> list[torch.Tensor]:
-    """pool_k(x) for each k: average pooling with window and stride k.
+    """pool_k(x) of Eq. 1 for each k: average pooling with window and stride k.
 
     Border windows are averaged over the cells they cover (ceil mode); a window larger than the map
     shrinks to the map's smaller side, so coarse levels still pool.
+
+    Args:
+        feat: features (B, C, H, W).
+        scales: the window sizes k, positive integers.
+
+    Returns:
+        One tensor per scale, (B, C, ⌈H/k'⌉, ⌈W/k'⌉) with k' = min(k, H, W).
     """
     pooled = []
     for k in scales:
@@ -28,8 +35,19 @@ def multiscale_pool(feat: torch.Tensor, scales: Sequence[int]) -> list[torch.Ten
 
 
 def multiscale_loss(student: torch.Tensor, teacher: torch.Tensor, scales: Sequence[int]) -> torch.Tensor:
-    """Eq. 1 per image — squared L2 over channels and pooled cells, over H·W of the input map —
-    averaged over the batch. ``student`` must already have the teacher's channels."""
+    """L_Multiscale = 1/(HW) · Σ_k ‖pool_k(F^t) − pool_k(F^s)‖²₂ (Eq. 1) per image, averaged over the batch.
+
+    The squared L2 runs over channels and pooled cells, H·W is the size of the input map.
+    Computed in float32; the teacher is detached.
+
+    Args:
+        student: student features (B, C, H, W), already adapted to the teacher's channels.
+        teacher: teacher features (B, C, H, W), the same shape (ValueError otherwise).
+        scales: the pool_k window sizes, a non-empty sequence of positive integers (:func:`multiscale_pool`).
+
+    Returns:
+        A float32 scalar.
+    """
     if student.shape != teacher.shape:
         raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ")
     if not scales or any(int(k) != k or k < 1 for k in scales):

@@ -63,11 +63,13 @@ class MKDParams(MethodParams):
             raise ConfigError(f"{where}.mask_ratio = {self.mask_ratio!r}: must be in [0, 1]")
         if self.pool_scales is not None and (not self.pool_scales or min(self.pool_scales) < 1):
             raise ConfigError(f"{where}.pool_scales = {self.pool_scales!r}: must be positive integers")
+
+    def check_active(self, where: str) -> None:
         if not (self.use_fea or self.use_ms or self.use_freq or self.use_align):
             raise ConfigError(f"{where}: use_fea, use_ms, use_freq and use_align are all off")
 
     def distiller_kwargs(self, two_stage: bool) -> dict[str, Any]:
-        return {**super().distiller_kwargs(two_stage), "two_stage": two_stage}
+        return self.with_defaults(mkd_defaults(two_stage))
 
 
 def search_space(trial: optuna.trial.Trial, two_stage: bool) -> dict[str, object]:

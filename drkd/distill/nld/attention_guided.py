@@ -46,19 +46,40 @@ def per_image_l2(diff: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionGuidedLoss(nn.Module):
-    """L_AT and L_AM summed over FPN levels, each level's per-image value averaged over the batch.
+    """NLD's attention-guided terms L_AT (Eq. 1) and L_AM (Eq. 2), each summed over FPN levels.
+
+    L_AT = ‖G^s(A^S) − G^s(A^T)‖₂ + ‖G^c(A^S) − G^c(A^T)‖₂ and
+    L_AM = (Σ_kij (A^T − A^S)² · M^s_ij · M^c_k)^½ (module docstring), each level's per-image value
+    averaged over the batch. Computed in float32; teacher features are detached. The masks M^s, M^c
+    are built under no_grad from the attention of the (adapted) student and the teacher (see
+    ``mask_source``): they only weight the imitation.
 
     Adaptation (Appendix B): a 1×1 conv on the student features for L_AM, a 3×3 conv on the student
     spatial attention and a fully connected layer on the student channel attention for L_AT. With
     ``always_adapt=False`` they are built only where the channel counts force one (the 1×1 conv and
     the FC layer when student and teacher channels differ; the 1→1 3×3 conv never).
 
-    ``spatial`` / ``channel`` switch the two kinds of attention (Appendix A ablation); a switched-off
-    kind contributes neither its L_AT term nor its mask (the mask becomes 1).
+    Args:
+        teacher_channels, student_channels, num_levels: C_t, C_s and the number of FPN levels L
+            (positive integers), as for :class:`~drkd.distill.base.Distiller`.
+        temperature: T of the mask softmax (Sec. 3.1), > 0; required (NLD's defaults are in
+            :func:`~drkd.distill.nld.params.nld_defaults`).
+        use_at, use_am: compute ``loss_at`` / ``loss_am`` (Table 4); at least one; default both.
+        spatial, channel: the two kinds of attention (Appendix A ablation); at least one, default
+            both. A switched-off kind contributes neither its L_AT term nor its mask (the mask becomes 1).
+        fg_weight, bg_weight: an extension, not in the paper: they reweight L_AM's squared
+            differences inside GT boxes / outside them (see :func:`drkd.distill.foreground_mask.foreground_mask`);
+            >= 0, not both 0. The defaults (1, 1) give the paper's Eq. 2 exactly, and the GT mask
+            is then never computed.
+        always_adapt: build every adaptation layer even when the channels match (default True).
+        mask_source: whose attention builds the L_AM masks: ``"sum"`` (default, student + teacher,
+            the paper) or ``"teacher"`` (the authors' code).
 
-    ``fg_weight`` / ``bg_weight`` are an extension, not in the paper: they reweight L_AM's squared
-    differences inside GT boxes / outside them (see :func:`drkd.distill.foreground_mask.foreground_mask`).
-    The defaults (1, 1) give the paper's Eq. 2 exactly, and the GT mask is then never computed.
+    ``forward(teacher_feats, student_feats, boxes, image_shape)``: L levels on each side,
+    (B, C_t, H_l, W_l) and (B, C_s, H_l, W_l) with equal B, H_l, W_l; per image its GT boxes
+    (N_i, 4), xyxy, in the coordinates of the padded batch tensor of shape ``image_shape`` = (H, W)
+    (used only when ``fg_weight != bg_weight``). Returns ``{"loss_at", "loss_am"}`` (the enabled
+    ones), unweighted float32 scalars.
     """
 
     def __init__(

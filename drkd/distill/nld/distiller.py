@@ -19,12 +19,27 @@ from drkd.distill.non_local import NON_LOCAL_MODES, NonLocalBlock
 
 
 class NonLocalDistillation(nn.Module):
-    """L_NLD = Σ_levels mean_b ‖f(NL_S(A^S)) − NL_T(A^T)‖₂ (Sec. 3.2, Fig. 2b).
+    """L_NLD = Σ_levels mean_b ‖f(NL_S(A^S)) − NL_T(A^T)‖₂ (Sec. 3.2, Fig. 2b); a scalar.
 
     One non-local block per level on each side (both trained by this loss alone; the teacher
     features are detached), the student's followed by a 1×1 adaptation conv (Appendix B). The
     distilled relation is the block output, as in the authors' code: with both blocks trainable,
     distilling the bare response y would let both collapse to y = 0.
+
+    Args:
+        teacher_channels: C_t of every teacher level (width of the teacher's blocks).
+        student_channels: C_s of every student level (width of the student's blocks; f maps C_s -> C_t).
+        num_levels: number of FPN levels L; one block per side and level.
+        mode: the blocks' pairwise function (:class:`~drkd.distill.non_local.NonLocalBlock`, Table 5);
+            default ``"embedded_gaussian"``.
+        sub_sample: key sub-sampling per level, highest resolution first: an int for every level or a
+            sequence whose last entry repeats for the remaining levels (extra entries are ignored);
+            positive integers. Default ``DEFAULT_SUB_SAMPLE`` = (8, 4, 2), the authors' code.
+        always_adapt: build f even when the channels match (default True); otherwise f exists only
+            when C_s != C_t.
+
+    ``forward(teacher_feats, student_feats)``: L levels on each side, (B, C_t, H_l, W_l) and
+    (B, C_s, H_l, W_l). Returns the float32 scalar L_NLD, unweighted.
     """
 
     def __init__(

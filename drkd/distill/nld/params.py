@@ -74,11 +74,13 @@ class NLDParams(MethodParams):
                 raise ConfigError(f"{where}.{name} = {value!r}: must be > 0")
         if self.mask_source not in MASK_SOURCES:
             raise ConfigError(f"{where}.mask_source = {self.mask_source!r}: must be one of {', '.join(MASK_SOURCES)}")
+
+    def check_active(self, where: str) -> None:
         if not (self.use_at or self.use_am or self.use_nld):
             raise ConfigError(f"{where}: use_at, use_am and use_nld are all off")
 
     def distiller_kwargs(self, two_stage: bool) -> dict[str, Any]:
-        return {**super().distiller_kwargs(two_stage), "two_stage": two_stage}
+        return self.with_defaults(nld_defaults(two_stage))
 
 
 def search_space(trial: optuna.trial.Trial, two_stage: bool) -> dict[str, object]:
