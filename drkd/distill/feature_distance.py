@@ -3,7 +3,9 @@
 The paper writes every DRKD loss with ``||a − b||_2``. The authors' released code
 (nizhenliang/Dual-Relation-Knowledge-Distillation, ``mmdet/models/detectors/two_stage.py``)
 computes all three with ``torch.dist(a, b, p=2)``: the literal Euclidean norm, square root
-included. That is our default, ``"euclidean"``; the paper's λ were tuned against it.
+included. That is our default, ``"euclidean"``. The paper's λ were tuned against that distance
+*and* the authors' sums over images and levels, which ``reduction="authors"`` reproduces
+(:mod:`drkd.distill.drkd.reduction`); with the default ``"mean"`` reduction they are weaker.
 ``"squared"`` (sum of squared differences, the usual "L2 loss") is there for ablations.
 """
 

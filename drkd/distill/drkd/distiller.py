@@ -45,6 +45,9 @@ class DRKDDistiller(Distiller):
             they collapse ψ_t to one-hot hubs; see bench/ir_collapse.py).
         distance: ``"euclidean"`` (the authors' literal ||·||_2, default) or ``"squared"``; shared
             by all three terms.
+        reduction: ``"mean"`` (default, batch-size invariant) or ``"authors"`` (the authors' code's
+            sums over images and levels, which the paper's λ were tuned against); shared by all three
+            terms (:mod:`drkd.distill.drkd.reduction`).
 
     Returns (from ``forward``): the unweighted ``loss_pr``, ``loss_ir``, ``loss_ins`` of the enabled
     terms, each a scalar; ``loss_weights`` holds λ1, λ2, λ3 for them.
@@ -68,6 +71,7 @@ class DRKDDistiller(Distiller):
         pixel_module: str = "glore",
         teacher_embed_trainable: bool = False,
         distance: str = DEFAULT_DISTANCE,
+        reduction: str = "mean",
     ) -> None:
         super().__init__(teacher_channels, student_channels, num_levels)
         for name, value in (("lambda_pr", lambda_pr), ("lambda_ir", lambda_ir), ("lambda_ins", lambda_ins)):
@@ -83,7 +87,12 @@ class DRKDDistiller(Distiller):
         self.pr = self.ir = self.ins = None
         if use_pr:
             self.pr = PixelRelationLoss(
-                teacher_channels, student_channels, num_levels, relation_module=pixel_module, distance=distance
+                teacher_channels,
+                student_channels,
+                num_levels,
+                relation_module=pixel_module,
+                distance=distance,
+                reduction=reduction,
             )
             self.loss_weights["loss_pr"] = float(lambda_pr)
         if use_ir:
@@ -95,11 +104,17 @@ class DRKDDistiller(Distiller):
                 relation_filter=relation_filter,
                 teacher_embed_trainable=teacher_embed_trainable,
                 distance=distance,
+                reduction=reduction,
             )
             self.loss_weights["loss_ir"] = float(lambda_ir)
         if use_ins:
             self.ins = InstanceDistillLoss(
-                teacher_channels, student_channels, instance_size=instance_size, levels=levels, distance=distance
+                teacher_channels,
+                student_channels,
+                instance_size=instance_size,
+                levels=levels,
+                distance=distance,
+                reduction=reduction,
             )
             self.loss_weights["loss_ins"] = float(lambda_ins)
 

@@ -8,7 +8,7 @@ is an exact 0 still connected to the graph.
 
 The authors' code (nizhenliang/Dual-Relation-Knowledge-Distillation, ``two_stage.py``,
 ``kd_foreground_loss``) takes one ``torch.dist`` over all of an image's instances and sums it
-over images and levels, without the 1/n.
+over images and levels, without the 1/n: ``reduction="authors"`` does the same.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from torch import nn
 
 from drkd.distill.adaptation import Adapter
 from drkd.distill.drkd.instance_relation import check_instance_size, check_levels
-from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
-from drkd.distill.instance_features import extract_instances
+from drkd.distill.drkd.reduction import batch_distance, check_reduction, over_levels
+from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance
+from drkd.distill.instance_features import extract_instances, instance_counts
 
 
 class InstanceDistillLoss(nn.Module):
@@ -39,6 +40,9 @@ class InstanceDistillLoss(nn.Module):
             non-negative; default (0, 1). Checked against the number of levels handed to ``forward``.
         distance: ``"euclidean"`` (default) or ``"squared"``
             (:func:`~drkd.distill.feature_distance.feature_distance`).
+        reduction: ``"mean"`` (default: per instance, averaged over instances and levels) or
+            ``"authors"`` (one distance per image over its instances, summed over images and levels;
+            see :mod:`drkd.distill.drkd.reduction`).
 
     ``forward(teacher_feats, student_feats, boxes, image_shape)`` takes the same arguments as
     :class:`~drkd.distill.drkd.instance_relation.InstanceRelationLoss`'s and returns a float32 scalar.
@@ -52,11 +56,13 @@ class InstanceDistillLoss(nn.Module):
         instance_size: int = 3,
         levels: Sequence[int] = (0, 1),
         distance: str = DEFAULT_DISTANCE,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
         self.instance_size = check_instance_size(instance_size)
         self.levels = check_levels(levels)
         self.distance = check_distance(distance)
+        self.reduction = check_reduction(reduction)
         self.adapters = nn.ModuleList(Adapter(student_channels, teacher_channels) for _ in self.levels)
 
     def forward(
@@ -71,6 +77,13 @@ class InstanceDistillLoss(nn.Module):
         for adapter, level in zip(self.adapters, self.levels):
             t = extract_instances(teacher_feats[level].detach(), boxes, image_shape, self.instance_size)
             s = adapter(extract_instances(student_feats[level], boxes, image_shape, self.instance_size))
-            distances = feature_distance(t, s, self.distance)
-            level_terms.append(distances.sum() / max(1, distances.shape[0]))
-        return torch.stack(level_terms).mean()
+            if self.reduction == "authors":  # one distance per image over all its instances, summed
+                counts = instance_counts(boxes)
+                per_image = [
+                    batch_distance(ti, si, self.distance, self.reduction)
+                    for ti, si in zip(t.split(counts), s.split(counts))
+                ]
+                level_terms.append(torch.stack(per_image).sum())
+            else:
+                level_terms.append(batch_distance(t, s, self.distance, self.reduction))
+        return over_levels(level_terms, self.reduction)

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from drkd.distill.drkd.params import INSTANCE_SIZES
+from drkd.distill.drkd.reduction import check_reduction, over_levels
 from drkd.distill.drkd.relation_filter import RelationFilter
 from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
 from drkd.distill.instance_features import extract_instances, instance_counts
@@ -130,6 +131,9 @@ class InstanceRelationLoss(nn.Module):
             random projections, which keeps ψ_t from collapsing; see the module docstring).
         distance: ``"euclidean"`` (default) or ``"squared"``
             (:func:`~drkd.distill.feature_distance.feature_distance`).
+        reduction: ``"mean"`` (default: averaged over the images with instances, then over levels)
+            or ``"authors"`` (summed over images and levels, as the authors' code; see
+            :mod:`drkd.distill.drkd.reduction`).
 
     ``forward(teacher_feats, student_feats, boxes, image_shape)``: the FPN levels of each side,
     (B, D_t, H_l, W_l) and (B, D_s, H_l, W_l); per image the GT boxes (N_i, 4), xyxy, in the
@@ -148,11 +152,13 @@ class InstanceRelationLoss(nn.Module):
         relation_filter: bool = True,
         teacher_embed_trainable: bool = False,
         distance: str = DEFAULT_DISTANCE,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
         self.instance_size = check_instance_size(instance_size)
         self.levels = check_levels(levels)
         self.distance = check_distance(distance)
+        self.reduction = check_reduction(reduction)
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
         area = self.instance_size**2
@@ -194,5 +200,5 @@ class InstanceRelationLoss(nn.Module):
                 psi_t, psi_s = self.relations(index, t_img, s_img)
                 term = feature_distance(psi_t[None], psi_s[None], self.distance)[0]
                 total = term if total is None else total + term
-            level_terms.append(total / images_with_instances)
-        return torch.stack(level_terms).mean()
+            level_terms.append(total if self.reduction == "authors" else total / images_with_instances)
+        return over_levels(level_terms, self.reduction)

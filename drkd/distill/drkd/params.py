@@ -19,6 +19,9 @@ ONE_STAGE_LAMBDAS: tuple[float, float, float] = (0.004, 0.004, 0.006)
 TWO_STAGE_FACTORS: tuple[float, float, float] = (0.25, 1.0, 0.3)
 INSTANCE_SIZES: tuple[int, ...] = (1, 3, 5)  # the ROI sizes K the paper evaluates (Table 3)
 PIXEL_MODULES: tuple[str, ...] = ("glore", "non_local")  # the pixel relation modules of Table 2
+# How each term is reduced over images, instances and levels (drkd.distill.drkd.reduction):
+# "mean" is batch-size invariant; "authors" sums as the authors' code does, which the paper's λ assume.
+REDUCTIONS: tuple[str, ...] = ("mean", "authors")
 MAX_FPN_LEVEL = 4  # instance_levels index the 5 FPN levels, 0 = highest resolution (P3; P2 for Faster R-CNN)
 
 
@@ -44,6 +47,9 @@ class DRKDParams(MethodParams):
         pixel_module: the pixel relation module φ (Table 2): ``glore`` (default) or ``non_local``.
         teacher_embed_trainable: train the teacher-side IR embeddings (default off: trained, they
             collapse ψ_t to one-hot hubs, see bench/ir_collapse.py).
+        reduction: ``mean`` (default: per image, averaged over images, instances and levels) or
+            ``authors`` (the authors' code's sums, which the paper's λ were tuned against; the COCO
+            configs use it). See :mod:`drkd.distill.drkd.reduction` for the factor between them.
     """
 
     pr: bool = True
@@ -57,6 +63,7 @@ class DRKDParams(MethodParams):
     instance_levels: list[int] = field(default_factory=lambda: [0, 1])
     pixel_module: str = "glore"
     teacher_embed_trainable: bool = False
+    reduction: str = "mean"
 
     def validate(self, where: str) -> None:
         for name in ("lambda_pr", "lambda_ir", "lambda_ins"):
@@ -67,6 +74,8 @@ class DRKDParams(MethodParams):
             raise ConfigError(
                 f"{where}.instance_size = {self.instance_size!r}: must be one of {', '.join(map(str, INSTANCE_SIZES))}"
             )
+        if self.reduction not in REDUCTIONS:
+            raise ConfigError(f"{where}.reduction = {self.reduction!r}: must be one of {', '.join(REDUCTIONS)}")
         if self.pixel_module not in PIXEL_MODULES:
             raise ConfigError(
                 f"{where}.pixel_module = {self.pixel_module!r}: must be one of {', '.join(PIXEL_MODULES)}"
@@ -102,6 +111,7 @@ class DRKDParams(MethodParams):
             relation_filter=self.relation_filter,
             pixel_module=self.pixel_module,
             teacher_embed_trainable=self.teacher_embed_trainable,
+            reduction=self.reduction,
         )
 
 

@@ -5,11 +5,11 @@ on each side (its own weights on the teacher side, trained with the distiller; t
 detector itself stays frozen) and an adaptive 1×1 conv f applied to the student's relation
 features, after φ, as the equation writes.
 
-Reduction: per level, the distance is taken per image over (C, H, W) and averaged over the
-images of the batch, then averaged over the k levels. The authors' code
-(nizhenliang/Dual-Relation-Knowledge-Distillation, ``two_stage.py``) instead takes one
-``torch.dist`` over the whole (B, C, H, W) batch tensor per level and sums the levels, so its
-value is about sqrt(B)·k times ours for the same per-image error.
+Reduction (``reduction="mean"``, the default): per level, the distance is taken per image over
+(C, H, W) and averaged over the images of the batch, then averaged over the k levels.
+``reduction="authors"`` reproduces the authors' code (nizhenliang/Dual-Relation-Knowledge-
+Distillation, ``two_stage.py``): one ``torch.dist`` over the whole (B, C, H, W) batch tensor per
+level, summed over the levels, about sqrt(B)·k times the mean for the same per-image error.
 
 Teacher features are detached here as well, so no gradient can reach the teacher detector even
 if its features were computed with grad enabled.
@@ -25,7 +25,8 @@ from torch import nn
 
 from drkd.distill.adaptation import LevelAdapters
 from drkd.distill.drkd.glore import GloRe
-from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
+from drkd.distill.drkd.reduction import batch_distance, check_reduction, over_levels
+from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance
 from drkd.distill.non_local import NonLocalBlock
 
 # name -> constructor taking the channel count; add new pixel relation modules here.
@@ -71,6 +72,9 @@ class PixelRelationLoss(nn.Module):
             paper's) or ``"non_local"`` (Table 2).
         distance: ``"euclidean"`` (default, the literal ||·||_2) or ``"squared"``
             (:func:`~drkd.distill.feature_distance.feature_distance`).
+        reduction: ``"mean"`` (default: per image, averaged over images and levels) or
+            ``"authors"`` (one distance over the batch per level, summed over levels; see
+            :mod:`drkd.distill.drkd.reduction`).
 
     ``forward(teacher_feats, student_feats)`` takes k levels on each side, (B, C_t, H_l, W_l) and
     (B, C_s, H_l, W_l) with equal B, H_l, W_l (ValueError otherwise), and returns a float32 scalar.
@@ -83,11 +87,13 @@ class PixelRelationLoss(nn.Module):
         num_levels: int,
         relation_module: str = "glore",
         distance: str = DEFAULT_DISTANCE,
+        reduction: str = "mean",
     ) -> None:
         super().__init__()
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
         self.distance = check_distance(distance)
+        self.reduction = check_reduction(reduction)
         self.teacher_relation = nn.ModuleList(
             build_relation_module(relation_module, teacher_channels) for _ in range(num_levels)
         )
@@ -102,7 +108,7 @@ class PixelRelationLoss(nn.Module):
             raise ValueError(
                 f"expected {k} feature levels, got {len(teacher_feats)} teacher and {len(student_feats)} student"
             )
-        total = None
+        terms = []
         for level, (t, s) in enumerate(zip(teacher_feats, student_feats)):
             if t.shape[0] != s.shape[0] or t.shape[-2:] != s.shape[-2:]:
                 raise ValueError(
@@ -110,6 +116,5 @@ class PixelRelationLoss(nn.Module):
                 )
             phi_t = self.teacher_relation[level](t.detach())  # never train the teacher detector
             phi_s = self.adapters.adapters[level](self.student_relation[level](s))
-            term = feature_distance(phi_t, phi_s, self.distance).mean()
-            total = term if total is None else total + term
-        return total / k
+            terms.append(batch_distance(phi_t, phi_s, self.distance, self.reduction))
+        return over_levels(terms, self.reduction)
