@@ -70,6 +70,7 @@ NUM_TRAIN, NUM_VAL = 64, 16
 
 def bench_config(data_root: Path) -> Config:
     cfg = tiny_student_config("one_stage", "drkd", teacher_checkpoint=None, root=data_root)
+    cfg.distill.allow_untrained_teacher = True  # a speed benchmark: the teacher's weights do not matter
     cfg.data.synthetic_num_train, cfg.data.synthetic_num_val = NUM_TRAIN, NUM_VAL
     cfg.train.device = "cpu"
     return cfg

@@ -76,6 +76,7 @@ class Setting:
 def tiny_cpu_setting(root: Path) -> Setting:
     """The embedded default on the synthetic dataset (a batch's worth of images, generated in `root`)."""
     cfg = tiny_student_config("one_stage", "drkd", teacher_checkpoint=None, root=root)
+    cfg.distill.allow_untrained_teacher = True  # a speed benchmark: the teacher's weights do not matter
     cfg.data.synthetic_num_train = cfg.data.batch_size
     cfg.data.synthetic_num_val = 2
     cfg.train.device = "cpu"

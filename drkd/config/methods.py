@@ -97,7 +97,7 @@ class MethodSpec:
 
 _METHODS: dict[str, MethodSpec] = {}
 # Names a method cannot take: the distill section's own keys (drkd.config.schema.DistillConfig).
-RESERVED_NAMES = (NO_DISTILLATION, "method", "weight_scale", "params")
+RESERVED_NAMES = (NO_DISTILLATION, "method", "weight_scale", "allow_untrained_teacher", "params")
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:

@@ -141,6 +141,8 @@ class DistillConfig:
     method: str = DEFAULT_METHOD
     # method -> factor on all of that method's loss weights (defaults or explicit); missing = 1
     weight_scale: dict[str, float] = field(default_factory=dict)
+    # a teacher with neither checkpoint nor backbone_weights is an error unless this is set (benchmarks)
+    allow_untrained_teacher: bool = False
     params: dict[str, MethodParams] = field(default_factory=_default_method_params)
 
     def __getattr__(self, name: str) -> MethodParams:
@@ -159,7 +161,7 @@ class DistillConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], where: str) -> DistillConfig:
         """Build from a file's ``distill`` section (see the class docstring)."""
-        own = {"method": str, "weight_scale": dict[str, float]}
+        own = {"method": str, "weight_scale": dict[str, float], "allow_untrained_teacher": bool}
         unknown = sorted(k for k in values if k not in own and k not in method_names())
         if unknown:
             known = ", ".join([*own, *method_names()])
@@ -181,7 +183,12 @@ class DistillConfig:
             for name, p in self.params.items()
             if name == self.method or p != type(p)()
         }
-        return {"method": self.method, "weight_scale": dict(self.weight_scale), **sections}
+        return {
+            "method": self.method,
+            "weight_scale": dict(self.weight_scale),
+            "allow_untrained_teacher": self.allow_untrained_teacher,
+            **sections,
+        }
 
     def validate(self, where: str = "distill", has_teacher: bool = True) -> None:
         check_choice(f"{where}.method", self.method, method_names(with_none=True))

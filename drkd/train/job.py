@@ -126,8 +126,12 @@ def build_models(cfg: Config, num_classes: int) -> DistillationModel:
     if cfg.distill.method == NO_DISTILLATION:
         return DistillationModel(student)
     assert cfg.teacher is not None  # validated
-    if not cfg.teacher.checkpoint and not cfg.teacher.backbone_weights:
-        log.warning("teacher has neither checkpoint nor backbone_weights: distilling from an untrained teacher")
+    if not (cfg.teacher.checkpoint or cfg.teacher.backbone_weights or cfg.distill.allow_untrained_teacher):
+        # the usual cause of "distillation gives no gain": a teacher that was never loaded
+        raise ConfigError(
+            "teacher: neither checkpoint nor backbone_weights: distilling from an untrained teacher; set "
+            "teacher.checkpoint (or distill.allow_untrained_teacher: true for benchmarks)"
+        )
     teacher = build_detector(cfg.teacher, num_classes, cfg.data)
     # the FPN's own levels plus its extra ones: P6, P7 (one-stage) or the max-pooled P6 (Faster R-CNN)
     num_levels = len(student.backbone.fpn.layer_blocks) + (1 if cfg.student.two_stage else 2)

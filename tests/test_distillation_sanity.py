@@ -1,0 +1,43 @@
+"""Sanity checks a user runs when distillation shows no gain: the distiller must be inert at zero
+weight, and a teacher must really be loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from drkd.config import ConfigError
+from drkd.train.job import build_models, run_training
+from drkd.train.run_context import LocalContext
+
+
+def _short(cfg):
+    cfg.train.epochs = 1
+    cfg.data.train_limit = 8
+    cfg.data.val_limit = 2
+    return cfg
+
+
+def test_zero_distillation_weights_train_the_student_as_without_distillation(tiny_config, teacher_ckpt: str) -> None:
+    """Same seed, λ1 = λ2 = λ3 = 0: the student's weights equal those of a method-none run, bit for bit."""
+    plain = _short(tiny_config("none", out="plain"))
+    zero = _short(tiny_config("drkd", teacher_ckpt=teacher_ckpt, out="zero"))
+    zero.distill.drkd.lambda_pr = zero.distill.drkd.lambda_ir = zero.distill.drkd.lambda_ins = 0.0
+    run_training(plain, LocalContext(plain.train.output_dir))
+    last = run_training(zero, LocalContext(zero.train.output_dir))
+    assert last["loss_pr"] > 0 and last["loss_ir"] >= 0 and last["loss_ins"] > 0  # the terms were computed
+    a = torch.load(Path(plain.train.output_dir) / "checkpoint.pt", weights_only=False)["student"]
+    b = torch.load(Path(zero.train.output_dir) / "checkpoint.pt", weights_only=False)["student"]
+    assert a.keys() == b.keys()
+    changed = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not changed, f"student weights differ: {changed[:5]}"
+
+
+def test_distilling_from_an_untrained_teacher_is_an_error_unless_allowed(tiny_config) -> None:
+    cfg = tiny_config("drkd")  # a teacher section with neither checkpoint nor backbone_weights
+    with pytest.raises(ConfigError, match=r"teacher: neither checkpoint nor backbone_weights.*allow_untrained_teacher"):
+        build_models(cfg, 7)
+    cfg.distill.allow_untrained_teacher = True
+    assert build_models(cfg, 7).teacher is not None
