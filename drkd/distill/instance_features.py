@@ -23,11 +23,16 @@ def extract_instances(
     boxes: Sequence[torch.Tensor],
     image_shape: tuple[int, int],
     output_size: int,
+    *,
+    aligned: bool = True,
+    sampling_ratio: int = 2,
 ) -> torch.Tensor:
     """ξ(x, c, o) of Eq. 5: ROI-align every image's GT boxes on one FPN level to K×K.
 
-    torchvision's ``roi_align`` with ``spatial_scale = 1 / stride`` (:func:`level_stride`),
-    ``sampling_ratio=2`` and ``aligned=True``.
+    torchvision's ``roi_align`` with ``spatial_scale = 1 / stride`` (:func:`level_stride`). The
+    defaults (``aligned=True``: pixel centres at +0.5, boxes shifted by −0.5 px; 2×2 samples per
+    bin) are drkd's; the authors' code calls ``roi_align`` with torchvision's defaults
+    (``aligned=False``, ``sampling_ratio=-1``: adaptive, ceil(box size / K) samples per bin).
 
     Args:
         feat: x, one FPN level, (B, C, H_l, W_l).
@@ -35,6 +40,8 @@ def extract_instances(
             cast to ``feat``'s dtype and device.
         image_shape: (H, W) of that padded batch tensor; sets the level's stride.
         output_size: o, the side K of the pooled K×K instance features.
+        aligned: torchvision's half-pixel correction (default True).
+        sampling_ratio: samples per bin side; <= 0: adaptive (default 2).
 
     Returns:
         (ΣN_i, C, K, K), instances of image 0 first, in box order; an empty batch of boxes gives a
@@ -46,8 +53,8 @@ def extract_instances(
         rois,
         output_size=(output_size, output_size),
         spatial_scale=1.0 / level_stride(feat, image_shape),
-        sampling_ratio=2,
-        aligned=True,
+        sampling_ratio=sampling_ratio,
+        aligned=aligned,
     )
 
 

@@ -48,6 +48,8 @@ class DRKDDistiller(Distiller):
         reduction: ``"mean"`` (default, batch-size invariant) or ``"authors"`` (the authors' code's
             sums over images and levels, which the paper's λ were tuned against); shared by all three
             terms (:mod:`drkd.distill.drkd.reduction`).
+        roi_aligned, roi_sampling_ratio: the ROI Align of IR and INS (default True, 2: drkd's;
+            False, 0: the authors' code, torchvision's defaults with adaptive sampling).
 
     Returns (from ``forward``): the unweighted ``loss_pr``, ``loss_ir``, ``loss_ins`` of the enabled
     terms, each a scalar; ``loss_weights`` holds λ1, λ2, λ3 for them.
@@ -72,6 +74,8 @@ class DRKDDistiller(Distiller):
         teacher_embed_trainable: bool = False,
         distance: str = DEFAULT_DISTANCE,
         reduction: str = "mean",
+        roi_aligned: bool = True,
+        roi_sampling_ratio: int = 2,
     ) -> None:
         super().__init__(teacher_channels, student_channels, num_levels)
         for name, value in (("lambda_pr", lambda_pr), ("lambda_ir", lambda_ir), ("lambda_ins", lambda_ins)):
@@ -105,6 +109,8 @@ class DRKDDistiller(Distiller):
                 teacher_embed_trainable=teacher_embed_trainable,
                 distance=distance,
                 reduction=reduction,
+                roi_aligned=roi_aligned,
+                roi_sampling_ratio=roi_sampling_ratio,
             )
             self.loss_weights["loss_ir"] = float(lambda_ir)
         if use_ins:
@@ -115,6 +121,8 @@ class DRKDDistiller(Distiller):
                 levels=levels,
                 distance=distance,
                 reduction=reduction,
+                roi_aligned=roi_aligned,
+                roi_sampling_ratio=roi_sampling_ratio,
             )
             self.loss_weights["loss_ins"] = float(lambda_ins)
 

@@ -43,6 +43,8 @@ class InstanceDistillLoss(nn.Module):
         reduction: ``"mean"`` (default: per instance, averaged over instances and levels) or
             ``"authors"`` (one distance per image over its instances, summed over images and levels;
             see :mod:`drkd.distill.drkd.reduction`).
+        roi_aligned, roi_sampling_ratio: ``aligned`` and ``sampling_ratio`` of the ROI Align
+            (:func:`~drkd.distill.instance_features.extract_instances`); default True, 2.
 
     ``forward(teacher_feats, student_feats, boxes, image_shape)`` takes the same arguments as
     :class:`~drkd.distill.drkd.instance_relation.InstanceRelationLoss`'s and returns a float32 scalar.
@@ -57,8 +59,11 @@ class InstanceDistillLoss(nn.Module):
         levels: Sequence[int] = (0, 1),
         distance: str = DEFAULT_DISTANCE,
         reduction: str = "mean",
+        roi_aligned: bool = True,
+        roi_sampling_ratio: int = 2,
     ) -> None:
         super().__init__()
+        self.roi = {"aligned": roi_aligned, "sampling_ratio": roi_sampling_ratio}
         self.instance_size = check_instance_size(instance_size)
         self.levels = check_levels(levels)
         self.distance = check_distance(distance)
@@ -75,8 +80,8 @@ class InstanceDistillLoss(nn.Module):
         check_levels(self.levels, min(len(teacher_feats), len(student_feats)))
         level_terms = []
         for adapter, level in zip(self.adapters, self.levels):
-            t = extract_instances(teacher_feats[level].detach(), boxes, image_shape, self.instance_size)
-            s = adapter(extract_instances(student_feats[level], boxes, image_shape, self.instance_size))
+            t = extract_instances(teacher_feats[level].detach(), boxes, image_shape, self.instance_size, **self.roi)
+            s = adapter(extract_instances(student_feats[level], boxes, image_shape, self.instance_size, **self.roi))
             if self.reduction == "authors":  # one distance per image over all its instances, summed
                 counts = instance_counts(boxes)
                 per_image = [

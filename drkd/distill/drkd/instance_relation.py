@@ -134,6 +134,8 @@ class InstanceRelationLoss(nn.Module):
         reduction: ``"mean"`` (default: averaged over the images with instances, then over levels)
             or ``"authors"`` (summed over images and levels, as the authors' code; see
             :mod:`drkd.distill.drkd.reduction`).
+        roi_aligned, roi_sampling_ratio: ``aligned`` and ``sampling_ratio`` of the ROI Align
+            (:func:`~drkd.distill.instance_features.extract_instances`); default True, 2.
 
     ``forward(teacher_feats, student_feats, boxes, image_shape)``: the FPN levels of each side,
     (B, D_t, H_l, W_l) and (B, D_s, H_l, W_l); per image the GT boxes (N_i, 4), xyxy, in the
@@ -153,8 +155,11 @@ class InstanceRelationLoss(nn.Module):
         teacher_embed_trainable: bool = False,
         distance: str = DEFAULT_DISTANCE,
         reduction: str = "mean",
+        roi_aligned: bool = True,
+        roi_sampling_ratio: int = 2,
     ) -> None:
         super().__init__()
+        self.roi = {"aligned": roi_aligned, "sampling_ratio": roi_sampling_ratio}
         self.instance_size = check_instance_size(instance_size)
         self.levels = check_levels(levels)
         self.distance = check_distance(distance)
@@ -192,8 +197,8 @@ class InstanceRelationLoss(nn.Module):
         images_with_instances = max(1, sum(1 for n in counts if n > 0))
         level_terms = []
         for index, level in enumerate(self.levels):
-            t = extract_instances(teacher_feats[level].detach(), boxes, image_shape, self.instance_size)
-            s = extract_instances(student_feats[level], boxes, image_shape, self.instance_size)
+            t = extract_instances(teacher_feats[level].detach(), boxes, image_shape, self.instance_size, **self.roi)
+            s = extract_instances(student_feats[level], boxes, image_shape, self.instance_size, **self.roi)
             total = None
             # Images without instances run on empty tensors and add an exact, graph-connected 0.
             for t_img, s_img in zip(t.split(counts), s.split(counts)):

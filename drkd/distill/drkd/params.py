@@ -50,6 +50,9 @@ class DRKDParams(MethodParams):
         reduction: ``mean`` (default: per image, averaged over images, instances and levels) or
             ``authors`` (the authors' code's sums, which the paper's λ were tuned against; the COCO
             configs use it). See :mod:`drkd.distill.drkd.reduction` for the factor between them.
+        roi_aligned, roi_sampling_ratio: the ROI Align of the instance features (Eq. 5): drkd's
+            default True, 2 (half-pixel correction, 2×2 samples per bin); the authors' code uses
+            torchvision's defaults, False and adaptive sampling (0 here).
     """
 
     pr: bool = True
@@ -64,6 +67,8 @@ class DRKDParams(MethodParams):
     pixel_module: str = "glore"
     teacher_embed_trainable: bool = False
     reduction: str = "mean"
+    roi_aligned: bool = True
+    roi_sampling_ratio: int = 2
 
     def validate(self, where: str) -> None:
         for name in ("lambda_pr", "lambda_ir", "lambda_ins"):
@@ -74,6 +79,8 @@ class DRKDParams(MethodParams):
             raise ConfigError(
                 f"{where}.instance_size = {self.instance_size!r}: must be one of {', '.join(map(str, INSTANCE_SIZES))}"
             )
+        if self.roi_sampling_ratio < 0:
+            raise ConfigError(f"{where}.roi_sampling_ratio = {self.roi_sampling_ratio}: must be >= 0 (0: adaptive)")
         if self.reduction not in REDUCTIONS:
             raise ConfigError(f"{where}.reduction = {self.reduction!r}: must be one of {', '.join(REDUCTIONS)}")
         if self.pixel_module not in PIXEL_MODULES:
@@ -112,6 +119,8 @@ class DRKDParams(MethodParams):
             pixel_module=self.pixel_module,
             teacher_embed_trainable=self.teacher_embed_trainable,
             reduction=self.reduction,
+            roi_aligned=self.roi_aligned,
+            roi_sampling_ratio=self.roi_sampling_ratio,
         )
 
 
