@@ -153,5 +153,7 @@ def test_reduction_is_a_config_field_and_the_coco_configs_use_the_authors(tmp_pa
         config_from_dict({"teacher": {}, "distill": {"drkd": {"reduction": "sum"}}})
     repo = Path(__file__).resolve().parents[1]
     for name in ("coco_retinanet.yaml", "coco_faster_rcnn.yaml"):
-        assert load_config(repo / "configs" / name).distill.drkd.reduction == "authors"
+        drkd = load_config(repo / "configs" / name).distill.drkd
+        assert drkd.reduction == "authors"
+        assert (drkd.glore_nodes, drkd.glore_normalize, drkd.glore_zero_init) == ([64, 64, 256, 256, 256], False, False)
     assert load_config(repo / "configs" / "tiny_drkd.yaml").distill.drkd.reduction == "mean"

@@ -50,6 +50,9 @@ class DRKDDistiller(Distiller):
             terms (:mod:`drkd.distill.drkd.reduction`).
         roi_aligned, roi_sampling_ratio: the ROI Align of IR and INS (default True, 2: drkd's;
             False, 0: the authors' code, torchvision's defaults with adaptive sampling).
+        glore_nodes, glore_normalize, glore_zero_init: the GloRe units of L_PR (per-level node
+            counts, normalisation by H·W, zero-initialised γ); see
+            :class:`~drkd.distill.drkd.pixel_relation.PixelRelationLoss`.
 
     Returns (from ``forward``): the unweighted ``loss_pr``, ``loss_ir``, ``loss_ins`` of the enabled
     terms, each a scalar; ``loss_weights`` holds λ1, λ2, λ3 for them.
@@ -76,6 +79,9 @@ class DRKDDistiller(Distiller):
         reduction: str = "mean",
         roi_aligned: bool = True,
         roi_sampling_ratio: int = 2,
+        glore_nodes: Sequence[int] | None = None,
+        glore_normalize: bool = True,
+        glore_zero_init: bool = True,
     ) -> None:
         super().__init__(teacher_channels, student_channels, num_levels)
         for name, value in (("lambda_pr", lambda_pr), ("lambda_ir", lambda_ir), ("lambda_ins", lambda_ins)):
@@ -97,6 +103,9 @@ class DRKDDistiller(Distiller):
                 relation_module=pixel_module,
                 distance=distance,
                 reduction=reduction,
+                glore_nodes=glore_nodes,
+                glore_normalize=glore_normalize,
+                glore_zero_init=glore_zero_init,
             )
             self.loss_weights["loss_pr"] = float(lambda_pr)
         if use_ir:

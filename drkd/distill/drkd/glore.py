@@ -58,6 +58,8 @@ class GloRe(nn.Module):
         num_node: C2, the number of graph nodes, i.e. rows of the projection B = ``projection``(X)
             (a 1×1 conv); default ``max(1, C // 4)`` (node = mid in the reference).
         normalize: divide V by H·W (default True; see the module docstring).
+        zero_init: zero-initialise the output BatchNorm's γ so the unit starts as the identity
+            (default True, the reference's networks; the authors' DRKD code keeps γ = 1).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class GloRe(nn.Module):
         num_state: int | None = None,
         num_node: int | None = None,
         normalize: bool = True,
+        zero_init: bool = True,
     ) -> None:
         super().__init__()
         if channels < 1:
@@ -80,7 +83,8 @@ class GloRe(nn.Module):
         self.gcn = GraphConvolution(self.num_state, self.num_node)
         self.extend = nn.Conv2d(self.num_state, channels, kernel_size=1, bias=False)
         self.blocker = nn.BatchNorm2d(channels, eps=1e-4)
-        nn.init.zeros_(self.blocker.weight)
+        if zero_init:
+            nn.init.zeros_(self.blocker.weight)
 
     def node_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 2: V = X̄Bᵀ (divided by H·W when ``normalize``), (B, C1, C2); and B, (B, C2, H·W)."""

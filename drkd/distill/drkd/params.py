@@ -53,6 +53,12 @@ class DRKDParams(MethodParams):
         roi_aligned, roi_sampling_ratio: the ROI Align of the instance features (Eq. 5): drkd's
             default True, 2 (half-pixel correction, 2×2 samples per bin); the authors' code uses
             torchvision's defaults, False and adaptive sampling (0 here).
+        glore_nodes: GloRe graph nodes per FPN level (5 entries; states = 2 × nodes); ``None``
+            (default): a quarter of the FPN channels (states: half) on every level. The authors'
+            COCO units: [64, 64, 256, 256, 256].
+        glore_normalize, glore_zero_init: divide GloRe's node features by H·W, and start its
+            output BatchNorm at γ = 0 (defaults True, True, as the reference GloRe; the authors'
+            DRKD code: False, False).
     """
 
     pr: bool = True
@@ -69,6 +75,9 @@ class DRKDParams(MethodParams):
     reduction: str = "mean"
     roi_aligned: bool = True
     roi_sampling_ratio: int = 2
+    glore_nodes: list[int] | None = None
+    glore_normalize: bool = True
+    glore_zero_init: bool = True
 
     def validate(self, where: str) -> None:
         for name in ("lambda_pr", "lambda_ir", "lambda_ins"):
@@ -78,6 +87,10 @@ class DRKDParams(MethodParams):
         if self.instance_size not in INSTANCE_SIZES:
             raise ConfigError(
                 f"{where}.instance_size = {self.instance_size!r}: must be one of {', '.join(map(str, INSTANCE_SIZES))}"
+            )
+        if self.glore_nodes is not None and (len(self.glore_nodes) != MAX_FPN_LEVEL + 1 or min(self.glore_nodes) < 1):
+            raise ConfigError(
+                f"{where}.glore_nodes = {self.glore_nodes}: must be {MAX_FPN_LEVEL + 1} positive integers, one per FPN level"
             )
         if self.roi_sampling_ratio < 0:
             raise ConfigError(f"{where}.roi_sampling_ratio = {self.roi_sampling_ratio}: must be >= 0 (0: adaptive)")
@@ -121,6 +134,9 @@ class DRKDParams(MethodParams):
             reduction=self.reduction,
             roi_aligned=self.roi_aligned,
             roi_sampling_ratio=self.roi_sampling_ratio,
+            glore_nodes=None if self.glore_nodes is None else tuple(self.glore_nodes),
+            glore_normalize=self.glore_normalize,
+            glore_zero_init=self.glore_zero_init,
         )
 
 

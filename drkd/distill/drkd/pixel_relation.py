@@ -38,7 +38,7 @@ PIXEL_RELATION_MODULES: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def build_relation_module(name: str, channels: int) -> nn.Module:
+def build_relation_module(name: str, channels: int, **options: object) -> nn.Module:
     """A pixel relation module φ for ``channels`` channels, by name (see PIXEL_RELATION_MODULES).
 
     Args:
@@ -46,6 +46,7 @@ def build_relation_module(name: str, channels: int) -> nn.Module:
             ``"non_local"`` (an embedded-Gaussian :class:`~drkd.distill.non_local.NonLocalBlock` with
             keys max-pooled 2×, Table 2); anything else raises ValueError.
         channels: C of the features it runs on.
+        options: keyword arguments of the module's constructor (e.g. GloRe's ``num_node``).
 
     Returns:
         A fresh module mapping (B, C, H, W) -> (B, C, H, W) that starts as the identity.
@@ -54,7 +55,21 @@ def build_relation_module(name: str, channels: int) -> nn.Module:
         factory = PIXEL_RELATION_MODULES[name]
     except KeyError:
         raise ValueError(f"relation_module must be one of {sorted(PIXEL_RELATION_MODULES)}, got {name!r}") from None
-    return factory(channels)
+    return factory(channels, **options)
+
+
+def _module_options(
+    relation_module: str, num_levels: int, glore_nodes: Sequence[int] | None, normalize: bool, zero_init: bool
+) -> list[dict[str, object]]:
+    """Per level, the constructor options of φ: GloRe's sizes and switches, none for other modules."""
+    if relation_module != "glore":
+        return [{} for _ in range(num_levels)]
+    if glore_nodes is not None and (len(glore_nodes) != num_levels or min(glore_nodes) < 1):
+        raise ValueError(f"glore_nodes must be {num_levels} positive integers (one per level), got {glore_nodes!r}")
+    switches = {"normalize": normalize, "zero_init": zero_init}
+    if glore_nodes is None:
+        return [dict(switches) for _ in range(num_levels)]
+    return [{**switches, "num_node": n, "num_state": 2 * n} for n in glore_nodes]
 
 
 class PixelRelationLoss(nn.Module):
@@ -75,6 +90,11 @@ class PixelRelationLoss(nn.Module):
         reduction: ``"mean"`` (default: per image, averaged over images and levels) or
             ``"authors"`` (one distance over the batch per level, summed over levels; see
             :mod:`drkd.distill.drkd.reduction`).
+        glore_nodes: GloRe only: graph nodes C2 per level (k entries; states C1 = 2·C2, as the
+            reference's ``GloRe_Unit(C, mid)``); ``None`` (default): C2 = C/4, C1 = C/2 on every level.
+            The authors' COCO setting is (64, 64, 256, 256, 256) on 256-channel FPNs.
+        glore_normalize, glore_zero_init: GloRe's ``normalize`` and ``zero_init`` (default True,
+            True; the authors' DRKD code: False, False).
 
     ``forward(teacher_feats, student_feats)`` takes k levels on each side, (B, C_t, H_l, W_l) and
     (B, C_s, H_l, W_l) with equal B, H_l, W_l (ValueError otherwise), and returns a float32 scalar.
@@ -88,17 +108,21 @@ class PixelRelationLoss(nn.Module):
         relation_module: str = "glore",
         distance: str = DEFAULT_DISTANCE,
         reduction: str = "mean",
+        glore_nodes: Sequence[int] | None = None,
+        glore_normalize: bool = True,
+        glore_zero_init: bool = True,
     ) -> None:
         super().__init__()
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
         self.distance = check_distance(distance)
         self.reduction = check_reduction(reduction)
+        options = _module_options(relation_module, num_levels, glore_nodes, glore_normalize, glore_zero_init)
         self.teacher_relation = nn.ModuleList(
-            build_relation_module(relation_module, teacher_channels) for _ in range(num_levels)
+            build_relation_module(relation_module, teacher_channels, **options[level]) for level in range(num_levels)
         )
         self.student_relation = nn.ModuleList(
-            build_relation_module(relation_module, student_channels) for _ in range(num_levels)
+            build_relation_module(relation_module, student_channels, **options[level]) for level in range(num_levels)
         )
         self.adapters = LevelAdapters(student_channels, teacher_channels, num_levels)
 
