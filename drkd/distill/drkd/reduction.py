@@ -13,7 +13,7 @@ image, over images (or instances for L_INS) and over levels, so a loss does not 
 size, the number of levels or of instances. At the paper's setting (2 images per GPU, 5 levels,
 instances on 2 levels, about 7 instances per image) the authors' value is about 5·√2 ≈ 7.1× the
 mean for L_PR, 2·2 = 4× for L_IR and 2·2·√7 ≈ 10.6× for L_INS, for the same per-image error: the
-paper's λ in ``"mean"`` mode are that much weaker (bench/paper_parity.py is to print the factors).
+paper's λ in ``"mean"`` mode are that much weaker (``python bench/paper_parity.py`` measures the factors).
 """
 
 from __future__ import annotations
