@@ -24,7 +24,7 @@ Settings:
 * cpu: the embedded default (`drkd.config.presets.tiny_student_config`: RetinaNet, ResNet-18 student
   with a 64-channel FPN, ResNet-18 teacher with a 128-channel FPN, GroupNorm heads), a batch of 8
   160-px images of the synthetic dataset, generated into a temporary directory; fp32.
-* gpu (when CUDA is available): RetinaNet, ResNet-50 student and ResNeXt-101 32x8d teacher,
+* gpu (when CUDA is available): RetinaNet, ResNet-50 student and ResNeXt-101 64x4d teacher,
   256-channel FPNs, batch 2 of 1333×800 random images with 8 random boxes each (80 classes),
   AMP (autocast + GradScaler) and channels_last. Weights are random (nothing is downloaded);
   the backbones use frozen BatchNorm, as a run from ImageNet weights does.
@@ -102,7 +102,7 @@ def random_batch(
 
 
 def paper_gpu_setting(device: torch.device, height: int = 800, width: int = 1333, batch_size: int = 2) -> Setting:
-    """The paper's RetinaNet pair (R50 student, X101-32x8d teacher, FPN 256) at COCO resolution."""
+    """The paper's RetinaNet pair (R50 student, X101-64x4d teacher, FPN 256) at COCO resolution."""
 
     def detector(backbone: str) -> DetectorConfig:
         return DetectorConfig(arch="retinanet", backbone=backbone, fpn_channels=256, norm="frozen_bn")
@@ -117,14 +117,14 @@ def paper_gpu_setting(device: torch.device, height: int = 800, width: int = 1333
                 batch_size=batch_size,
             ),
             student=detector("resnet50"),
-            teacher=detector("resnext101_32x8d"),
+            teacher=detector("resnext101_64x4d"),
             distill=DistillConfig(method="drkd"),
             train=TrainSettings(amp=True, channels_last=True, device=str(device)),
         )
     )
     num_classes = 81  # COCO's 80 categories + background, as drkd's CocoDetection numbers them
     batch = random_batch(batch_size, height, width, boxes_per_image=8, num_classes=num_classes)
-    name = f"paper R50/FPN-256 ← X101-32x8d/FPN-256, {width}×{height}, batch {batch_size}, AMP"
+    name = f"paper R50/FPN-256 ← X101-64x4d/FPN-256, {width}×{height}, batch {batch_size}, AMP"
     return Setting(name, cfg, num_classes, batch, device)
 
 

@@ -29,6 +29,7 @@ def _batch() -> tuple[list[torch.Tensor], list[dict]]:
         ("fcos", "resnet34", 5),
         ("retinanet", "mobilenet_v3_large", 5),
         ("fasterrcnn", "mobilenet_v3_large", 5),
+        ("retinanet", "resnext101_64x4d", 5),  # the paper's teacher backbone
     ],
 )
 def test_build_train_and_tap(arch: str, backbone: str, levels: int) -> None:

@@ -19,7 +19,15 @@ from drkd.config.methods import DEFAULT_METHOD, NO_DISTILLATION, MethodParams, m
 
 ARCHS = ("retinanet", "fasterrcnn", "fcos")
 TWO_STAGE_ARCHS = ("fasterrcnn",)
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "mobilenet_v3_large")
+BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnext101_32x8d",
+    "resnext101_64x4d",  # the paper's teachers (mmdetection RX101 64x4d)
+    "mobilenet_v3_large",
+)
 HEAD_NORMS = ("none", "gn")
 NORMS = ("bn", "frozen_bn")
 SCHEDULES = {"1x": 1, "2x": 2}
