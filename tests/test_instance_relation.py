@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from drkd.distill.drkd.instance_relation import InstanceRelationLoss, check_instance_size
+from drkd.distill.drkd.instance_loss import check_instance_size
+from drkd.distill.drkd.instance_relation import InstanceRelationLoss
 
 IMAGE = (8, 8)
 # Two boxes well inside the top-left and bottom-right quadrants of an 8×8 stride-1 map: ROI Align

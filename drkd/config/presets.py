@@ -49,6 +49,19 @@ def tiny_data(root: str | Path = DEFAULT_DATA_ROOT) -> DataConfig:
     return DataConfig(root=str(root), min_size=160, max_size=160, batch_size=8)
 
 
+def tiny_train(schedule: str, epochs_1x: int, seed: int, output_dir: str) -> TrainSettings:
+    """The embedded default's optimisation: lr ``TINY_LR``, 100 warm-up iterations, a log line every 10."""
+    return TrainSettings(
+        schedule=schedule,
+        epochs_1x=epochs_1x,
+        lr=TINY_LR,
+        warmup_iters=100,
+        seed=seed,
+        log_every=10,
+        output_dir=output_dir,
+    )
+
+
 def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT_DATA_ROOT, seed: int = 0) -> Config:
     """Training the embedded default's teacher: a plain (method none) run of the big detector.
 
@@ -69,15 +82,7 @@ def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT
             data=tiny_data(root),
             student=tiny_detector(framework, "teacher"),
             distill=DistillConfig(method=NO_DISTILLATION),
-            train=TrainSettings(
-                schedule="2x",
-                epochs_1x=TEACHER_EPOCHS_1X,
-                lr=TINY_LR,
-                warmup_iters=100,
-                seed=seed,
-                log_every=10,
-                output_dir=f"runs/tiny_{framework}_teacher",
-            ),
+            train=tiny_train("2x", TEACHER_EPOCHS_1X, seed, f"runs/tiny_{framework}_teacher"),
         )
     )
 
@@ -137,14 +142,6 @@ def tiny_student_config(
             student=tiny_detector(framework, "student"),
             teacher=teacher,
             distill=distill,
-            train=TrainSettings(
-                schedule="1x",
-                epochs_1x=STUDENT_EPOCHS_1X,
-                lr=TINY_LR,
-                warmup_iters=100,
-                seed=seed,
-                log_every=10,
-                output_dir=f"runs/tiny_{framework}_{method}",
-            ),
+            train=tiny_train("1x", STUDENT_EPOCHS_1X, seed, f"runs/tiny_{framework}_{method}"),
         )
     )

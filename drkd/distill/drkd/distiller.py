@@ -9,7 +9,8 @@ import torch
 
 from drkd.distill.base import Distiller
 from drkd.distill.drkd.instance_distill import InstanceDistillLoss
-from drkd.distill.drkd.instance_relation import InstanceRelationLoss, check_instance_size, check_levels
+from drkd.distill.drkd.instance_loss import check_instance_size, check_levels
+from drkd.distill.drkd.instance_relation import InstanceRelationLoss
 from drkd.distill.drkd.params import ONE_STAGE_LAMBDAS, PIXEL_MODULES
 from drkd.distill.drkd.pixel_relation import PixelRelationLoss
 from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance

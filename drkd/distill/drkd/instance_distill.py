@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from drkd.distill.adaptation import Adapter
-from drkd.distill.drkd.instance_relation import check_instance_size, check_levels
-from drkd.distill.drkd.reduction import batch_distance, check_reduction, over_levels
-from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance
-from drkd.distill.instance_features import extract_instances, instance_counts
+from drkd.distill.drkd.instance_loss import InstanceLoss
+from drkd.distill.drkd.reduction import batch_distance, over_levels
+from drkd.distill.feature_distance import DEFAULT_DISTANCE
+from drkd.distill.instance_features import instance_counts
 
 
-class InstanceDistillLoss(nn.Module):
+class InstanceDistillLoss(InstanceLoss):
     """L_INS = 1/n Σ_i ||t_i − f(s_i)||_2 (Eq. 8), averaged over the batch's n instances and over levels.
 
     Per configured level, the GT boxes are ROI-aligned on both sides to (n, D, K, K) (Eq. 5), the
@@ -62,12 +62,14 @@ class InstanceDistillLoss(nn.Module):
         roi_aligned: bool = True,
         roi_sampling_ratio: int = 2,
     ) -> None:
-        super().__init__()
-        self.roi = {"aligned": roi_aligned, "sampling_ratio": roi_sampling_ratio}
-        self.instance_size = check_instance_size(instance_size)
-        self.levels = check_levels(levels)
-        self.distance = check_distance(distance)
-        self.reduction = check_reduction(reduction)
+        super().__init__(
+            instance_size=instance_size,
+            levels=levels,
+            distance=distance,
+            reduction=reduction,
+            roi_aligned=roi_aligned,
+            roi_sampling_ratio=roi_sampling_ratio,
+        )
         self.adapters = nn.ModuleList(Adapter(student_channels, teacher_channels) for _ in self.levels)
 
     def forward(
@@ -77,11 +79,11 @@ class InstanceDistillLoss(nn.Module):
         boxes: Sequence[torch.Tensor],
         image_shape: tuple[int, int],
     ) -> torch.Tensor:
-        check_levels(self.levels, min(len(teacher_feats), len(student_feats)))
+        self.check_inputs(teacher_feats, student_feats)
         level_terms = []
         for adapter, level in zip(self.adapters, self.levels):
-            t = extract_instances(teacher_feats[level].detach(), boxes, image_shape, self.instance_size, **self.roi)
-            s = adapter(extract_instances(student_feats[level], boxes, image_shape, self.instance_size, **self.roi))
+            t = self.instances(teacher_feats[level].detach(), boxes, image_shape)
+            s = adapter(self.instances(student_feats[level], boxes, image_shape))
             if self.reduction == "authors":  # one distance per image over all its instances, summed
                 counts = instance_counts(boxes)
                 per_image = [

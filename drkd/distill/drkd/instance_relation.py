@@ -40,32 +40,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from drkd.distill.drkd.params import INSTANCE_SIZES
-from drkd.distill.drkd.reduction import check_reduction, over_levels
+from drkd.distill.drkd.instance_loss import InstanceLoss
+from drkd.distill.drkd.reduction import over_levels
 from drkd.distill.drkd.relation_filter import RelationFilter
-from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
-from drkd.distill.instance_features import extract_instances, instance_counts
-
-
-def check_instance_size(instance_size: int) -> int:
-    """Return K if the paper evaluates it (1, 3 or 5), else raise ValueError naming it."""
-    if isinstance(instance_size, bool) or instance_size not in INSTANCE_SIZES:
-        raise ValueError(f"instance_size must be one of {INSTANCE_SIZES}, got {instance_size!r}")
-    return int(instance_size)
-
-
-def check_levels(levels: Sequence[int], num_levels: int | None = None) -> tuple[int, ...]:
-    """Validate the FPN level indices instances are taken from; returns them as a tuple."""
-    levels = tuple(levels)
-    if (
-        not levels
-        or len(set(levels)) != len(levels)
-        or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in levels)
-    ):
-        raise ValueError(f"instance_levels must be distinct non-negative ints, got {levels!r}")
-    if num_levels is not None and max(levels) >= num_levels:
-        raise ValueError(f"instance_levels {levels!r} out of range for {num_levels} levels")
-    return levels
+from drkd.distill.feature_distance import DEFAULT_DISTANCE, feature_distance
+from drkd.distill.instance_features import instance_counts
 
 
 class InstanceRelationModule(nn.Module):
@@ -109,7 +88,7 @@ class RelationAdapter(nn.Module):
         return relation * self.weight + self.bias
 
 
-class InstanceRelationLoss(nn.Module):
+class InstanceRelationLoss(InstanceLoss):
     """L_IR = Σ_(i,j) ||ψ(t_i, t_j) − f(ψ(s_i, s_j))||_2 (Eq. 7), averaged over images with instances and over levels.
 
     Per configured level and image, the GT boxes are ROI-aligned on both sides (Eq. 5), each side's
@@ -158,12 +137,14 @@ class InstanceRelationLoss(nn.Module):
         roi_aligned: bool = True,
         roi_sampling_ratio: int = 2,
     ) -> None:
-        super().__init__()
-        self.roi = {"aligned": roi_aligned, "sampling_ratio": roi_sampling_ratio}
-        self.instance_size = check_instance_size(instance_size)
-        self.levels = check_levels(levels)
-        self.distance = check_distance(distance)
-        self.reduction = check_reduction(reduction)
+        super().__init__(
+            instance_size=instance_size,
+            levels=levels,
+            distance=distance,
+            reduction=reduction,
+            roi_aligned=roi_aligned,
+            roi_sampling_ratio=roi_sampling_ratio,
+        )
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
         area = self.instance_size**2
@@ -192,13 +173,13 @@ class InstanceRelationLoss(nn.Module):
         boxes: Sequence[torch.Tensor],
         image_shape: tuple[int, int],
     ) -> torch.Tensor:
-        check_levels(self.levels, min(len(teacher_feats), len(student_feats)))
+        self.check_inputs(teacher_feats, student_feats)
         counts = instance_counts(boxes)
         images_with_instances = max(1, sum(1 for n in counts if n > 0))
         level_terms = []
         for index, level in enumerate(self.levels):
-            t = extract_instances(teacher_feats[level].detach(), boxes, image_shape, self.instance_size, **self.roi)
-            s = extract_instances(student_feats[level], boxes, image_shape, self.instance_size, **self.roi)
+            t = self.instances(teacher_feats[level].detach(), boxes, image_shape)
+            s = self.instances(student_feats[level], boxes, image_shape)
             total = None
             # Images without instances run on empty tensors and add an exact, graph-connected 0.
             for t_img, s_img in zip(t.split(counts), s.split(counts)):
