@@ -5,8 +5,9 @@ normalisation; γ = 1) on COCO-sized FPN features (2 images of 800×1333 per GPU
 P3-P7, instances on P3 and P4, 7 GT boxes per image), copies it into a second one that differs
 only in `reduction`, and prints each term in both modes, the factor between them beside the one
 the reductions predict (PR: levels·√images; IR: levels·images; INS: levels·images·√boxes), and
-the authors' code's formula computed from the same modules (PR and INS; their IR distils another
-target). Features are random: the factors depend on the reductions, not on what the features hold.
+the authors' reduction recomputed with torch.dist from the same modules (PR and INS; their IR
+distils another target, and their code pools every image's boxes from image 0, which neither side
+copies). Features are random: the factors depend on the reductions, not on what the features hold.
 
     python bench/paper_parity.py [--images 2] [--height 800] [--width 1333] [--boxes 7] [--seed 0]
 """
@@ -102,7 +103,7 @@ def main() -> None:
         f"{images} images of {args.height}x{args.width}, {args.channels} channels, P3-P7, {args.boxes} boxes "
         f"per image on P3-P4, seed {args.seed}; modules in train mode"
     )
-    print(f"{'term':9} {'mean':>12} {'authors':>12} {'authors/mean':>13} {'predicted':>10} {'authors code':>13}")
+    print(f"{'term':9} {'mean':>12} {'authors':>12} {'authors/mean':>13} {'predicted':>10} {'authors red.':>13}")
     for key in ("loss_pr", "loss_ir", "loss_ins"):
         mean, authors = values["mean"][key], values["authors"][key]
         ref = f"{reference[key]:13.6g}" if key in reference else f"{'(other IR)':>13}"

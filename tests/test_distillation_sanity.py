@@ -41,3 +41,17 @@ def test_distilling_from_an_untrained_teacher_is_an_error_unless_allowed(tiny_co
         build_models(cfg, 7)
     cfg.distill.allow_untrained_teacher = True
     assert build_models(cfg, 7).teacher is not None
+
+
+def test_a_sweep_with_an_untrained_teacher_fails_before_any_trial(tiny_config, tmp_path: Path) -> None:
+    from drkd.config.sweep_settings import SweepSettings
+    from drkd.sweeps.tuner import SweepPlan, run_sweep
+
+    base = tiny_config("drkd")  # no teacher checkpoint
+    settings = SweepSettings(name="untrained", storage_path=str(tmp_path / "results"))
+    grid = [{"cell": "one", "distill.method": "drkd"}]
+    with pytest.raises(ConfigError, match=r"cells cell one: teacher: neither checkpoint"):
+        run_sweep(SweepPlan("cells", base, settings, grid=grid))
+    with pytest.raises(ConfigError, match=r"search base config: teacher: neither checkpoint"):
+        run_sweep(SweepPlan("search", base, settings, space=lambda trial: {}))
+    assert not (tmp_path / "results").exists()  # nothing started, nothing written

@@ -62,3 +62,21 @@ def test_roi_options_are_config_fields_and_reach_the_losses() -> None:
     assert d.ir.roi == d.ins.roi == {"aligned": False, "sampling_ratio": 0}
     with pytest.raises(ConfigError, match=r"distill\.drkd\.roi_sampling_ratio = -1: must be >= 0"):
         config_from_dict({"teacher": {}, "distill": {"drkd": {"roi_sampling_ratio": -1}}})
+
+
+@pytest.mark.parametrize("aligned, sampling_ratio", [(True, 2), (False, 0)])
+def test_the_losses_pool_with_their_roi_options(aligned: bool, sampling_ratio: int) -> None:
+    from torchvision.ops import roi_align
+
+    from drkd.distill.drkd.instance_distill import InstanceDistillLoss
+    from drkd.distill.drkd.instance_relation import InstanceRelationLoss
+
+    torch.manual_seed(0)
+    feat = torch.randn(2, 3, 16, 16)
+    boxes = [torch.tensor([[3.3, 4.1, 30.2, 25.7]]), torch.tensor([[10.0, 2.5, 50.0, 40.0], [0.0, 0.0, 64.0, 64.0]])]
+    expected = roi_align(feat, boxes, 3, spatial_scale=16 / 64, sampling_ratio=sampling_ratio, aligned=aligned)
+    for loss in (
+        InstanceDistillLoss(3, 3, roi_aligned=aligned, roi_sampling_ratio=sampling_ratio),
+        InstanceRelationLoss(3, 3, roi_aligned=aligned, roi_sampling_ratio=sampling_ratio),
+    ):
+        torch.testing.assert_close(loss.instances(feat, boxes, (64, 64)), expected, rtol=0, atol=0)

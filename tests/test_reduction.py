@@ -156,4 +156,5 @@ def test_reduction_is_a_config_field_and_the_coco_configs_use_the_authors(tmp_pa
         drkd = load_config(repo / "configs" / name).distill.drkd
         assert drkd.reduction == "authors"
         assert (drkd.glore_nodes, drkd.glore_normalize, drkd.glore_zero_init) == ([64, 64, 256, 256, 256], False, False)
+        assert (drkd.roi_aligned, drkd.roi_sampling_ratio) == (False, 0)
     assert load_config(repo / "configs" / "tiny_drkd.yaml").distill.drkd.reduction == "mean"

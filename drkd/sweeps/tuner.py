@@ -25,6 +25,7 @@ from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings
 from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.sweeps.trial import run_trial, trial_overrides
+from drkd.train.job import check_teacher
 
 log = logging.getLogger("drkd.sweeps")
 METRIC, MODE = "mAP", "max"  # every sweep maximises COCO mAP
@@ -237,7 +238,10 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str | None = None)
     if not plan.is_search and not plan.grid:
         raise ConfigError(f"{plan.kind}: nothing to run (no search space and an empty grid)")
     for trial in plan.grid:  # fail before any trial starts, naming the bad cell
-        apply_overrides(plan.base, trial_overrides(trial), f"{plan.kind} cell {trial.get('cell', trial)}")
+        where = f"{plan.kind} cell {trial.get('cell', trial)}"
+        check_teacher(apply_overrides(plan.base, trial_overrides(trial), where), where)
+    if plan.is_search:
+        check_teacher(plan.base, f"{plan.kind} base config")
     init_ray(plan.settings)
     if not resume:
         _write_experiment_file(plan, command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))

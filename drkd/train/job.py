@@ -120,18 +120,28 @@ def validation_loader(data: Datasets, cfg: Config, rank: int = 0, world_size: in
     return loader, [data.val.image_ids[i] for i in range(len(val_ds))]
 
 
+def check_teacher(cfg: Config, source: str = "config") -> None:
+    """A distillation run needs a trained teacher: ``teacher.checkpoint`` or ``teacher.backbone_weights``.
+
+    The usual cause of "distillation gives no gain" is a teacher that was never loaded, so this is
+    an error (naming ``source``) unless ``distill.allow_untrained_teacher`` (speed benchmarks).
+    """
+    if cfg.distill.method == NO_DISTILLATION or cfg.teacher is None:
+        return
+    if not (cfg.teacher.checkpoint or cfg.teacher.backbone_weights or cfg.distill.allow_untrained_teacher):
+        raise ConfigError(
+            f"{source}: teacher: neither checkpoint nor backbone_weights: distilling from an untrained teacher; "
+            "set teacher.checkpoint (or distill.allow_untrained_teacher: true for benchmarks)"
+        )
+
+
 def build_models(cfg: Config, num_classes: int) -> DistillationModel:
     """Student (seeded), frozen teacher and the configured distiller, as one trainable module."""
     student = build_detector(cfg.student, num_classes, cfg.data)
     if cfg.distill.method == NO_DISTILLATION:
         return DistillationModel(student)
     assert cfg.teacher is not None  # validated
-    if not (cfg.teacher.checkpoint or cfg.teacher.backbone_weights or cfg.distill.allow_untrained_teacher):
-        # the usual cause of "distillation gives no gain": a teacher that was never loaded
-        raise ConfigError(
-            "teacher: neither checkpoint nor backbone_weights: distilling from an untrained teacher; set "
-            "teacher.checkpoint (or distill.allow_untrained_teacher: true for benchmarks)"
-        )
+    check_teacher(cfg)
     teacher = build_detector(cfg.teacher, num_classes, cfg.data)
     # the FPN's own levels plus its extra ones: P6, P7 (one-stage) or the max-pooled P6 (Faster R-CNN)
     num_levels = len(student.backbone.fpn.layer_blocks) + (1 if cfg.student.two_stage else 2)

@@ -26,7 +26,7 @@ from torch import nn
 from drkd.distill.adaptation import LevelAdapters
 from drkd.distill.drkd.glore import GloRe
 from drkd.distill.drkd.reduction import batch_distance, check_reduction, over_levels
-from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance
+from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
 from drkd.distill.non_local import NonLocalBlock
 
 # name -> constructor taking the channel count; add new pixel relation modules here.
@@ -140,5 +140,14 @@ class PixelRelationLoss(nn.Module):
                 )
             phi_t = self.teacher_relation[level](t.detach())  # never train the teacher detector
             phi_s = self.adapters.adapters[level](self.student_relation[level](s))
-            terms.append(batch_distance(phi_t, phi_s, self.distance, self.reduction))
-        return over_levels(terms, self.reduction)
+            if self.reduction == "authors":
+                terms.append(batch_distance(phi_t, phi_s, self.distance, self.reduction))
+            else:
+                terms.append(feature_distance(phi_t, phi_s, self.distance).mean())
+        if self.reduction == "authors":
+            return over_levels(terms, self.reduction)
+        # mean: summed level by level, then / k, the arithmetic L_PR always had (bit-for-bit results)
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total / len(terms)
