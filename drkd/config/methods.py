@@ -51,12 +51,15 @@ class MethodParams:
         (:meth:`with_defaults`).
         """
         del two_stage
+        return self.field_values()
+
+    def field_values(self) -> dict[str, Any]:
+        """Every field by name, as set."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     def with_defaults(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
         """Every field, the ``None`` ones replaced by ``defaults[field]`` where it has one."""
-        fields = MethodParams.distiller_kwargs(self, two_stage=False)
-        return {k: defaults[k] if v is None and k in defaults else v for k, v in fields.items()}
+        return {k: defaults[k] if v is None and k in defaults else v for k, v in self.field_values().items()}
 
 
 SearchSpaceFn = Callable[["optuna.trial.Trial", bool], "dict[str, Any] | None"]

@@ -95,6 +95,15 @@ class DRKDDistiller(Distiller):
         check_instance_size(instance_size)
         levels = check_levels(instance_levels, num_levels)
 
+        # what IR and INS share (drkd.distill.drkd.instance_loss.InstanceLoss)
+        instance_options = dict(
+            instance_size=instance_size,
+            levels=levels,
+            distance=distance,
+            reduction=reduction,
+            roi_aligned=roi_aligned,
+            roi_sampling_ratio=roi_sampling_ratio,
+        )
         self.pr = self.ir = self.ins = None
         if use_pr:
             self.pr = PixelRelationLoss(
@@ -113,27 +122,13 @@ class DRKDDistiller(Distiller):
             self.ir = InstanceRelationLoss(
                 teacher_channels,
                 student_channels,
-                instance_size=instance_size,
-                levels=levels,
                 relation_filter=relation_filter,
                 teacher_embed_trainable=teacher_embed_trainable,
-                distance=distance,
-                reduction=reduction,
-                roi_aligned=roi_aligned,
-                roi_sampling_ratio=roi_sampling_ratio,
+                **instance_options,
             )
             self.loss_weights["loss_ir"] = float(lambda_ir)
         if use_ins:
-            self.ins = InstanceDistillLoss(
-                teacher_channels,
-                student_channels,
-                instance_size=instance_size,
-                levels=levels,
-                distance=distance,
-                reduction=reduction,
-                roi_aligned=roi_aligned,
-                roi_sampling_ratio=roi_sampling_ratio,
-            )
+            self.ins = InstanceDistillLoss(teacher_channels, student_channels, **instance_options)
             self.loss_weights["loss_ins"] = float(lambda_ins)
 
     def losses(

@@ -80,12 +80,12 @@ class InstanceDistillLoss(InstanceLoss):
         image_shape: tuple[int, int],
     ) -> torch.Tensor:
         self.check_inputs(teacher_feats, student_feats)
+        counts = instance_counts(boxes)
         level_terms = []
         for adapter, level in zip(self.adapters, self.levels):
             t = self.instances(teacher_feats[level].detach(), boxes, image_shape)
             s = adapter(self.instances(student_feats[level], boxes, image_shape))
             if self.reduction == "authors":  # one distance per image over all its instances, summed
-                counts = instance_counts(boxes)
                 per_image = [
                     batch_distance(ti, si, self.distance, self.reduction)
                     for ti, si in zip(t.split(counts), s.split(counts))
