@@ -5,9 +5,10 @@ normalisation; γ = 1) on COCO-sized FPN features (2 images of 800×1333 per GPU
 P3-P7, instances on P3 and P4, 7 GT boxes per image), copies it into a second one that differs
 only in `reduction`, and prints each term in both modes, the factor between them beside the one
 the reductions predict (PR: levels·√images; IR: levels·images; INS: levels·images·√boxes), and
-the authors' reduction recomputed with torch.dist from the same modules (PR and INS; their IR
-distils another target, and their code pools every image's boxes from image 0, which neither side
-copies). Features are random: the factors depend on the reductions, not on what the features hold.
+the authors' reduction recomputed with torch.dist from the same modules (PR and INS; their code
+pools every image's boxes from image 0, which neither side copies). The row ``loss_ir[z]`` is L_IR
+with ``ir_target: features`` (the authors' target: their non-local block's output, their random
+mask seeded alike on both sides), beside the same recomputation. Features are random: the factors depend on the reductions, not on what the features hold.
 
     python bench/paper_parity.py [--images 2] [--height 800] [--width 1333] [--boxes 7] [--seed 0]
 """
@@ -21,6 +22,7 @@ import time
 import torch
 
 from drkd.distill.drkd.distiller import DRKDDistiller
+from drkd.distill.drkd.instance_relation import InstanceRelationLoss
 from drkd.distill.instance_features import extract_instances
 
 STRIDES = (8, 16, 32, 64, 128)  # one-stage P3-P7
@@ -59,6 +61,19 @@ def authors_reference(d: DRKDDistiller, t: list[torch.Tensor], s: list[torch.Ten
     return {"loss_pr": float(pr), "loss_ins": float(ins)}
 
 
+def authors_ir_reference(ir: InstanceRelationLoss, t: list[torch.Tensor], s: list[torch.Tensor], boxes, shape) -> float:
+    """Σ over levels and images of torch.dist(conv1×1(z_s), z_t), the authors' order of mask draws."""
+    total = 0.0
+    for index, level in enumerate(ir.levels):
+        for b, image_boxes in enumerate(boxes):
+            s_roi = extract_instances(s[level][b : b + 1], [image_boxes], shape, ir.instance_size, **ir.roi)
+            t_roi = extract_instances(t[level][b : b + 1], [image_boxes], shape, ir.instance_size, **ir.roi)
+            z_s, _ = ir.student_relation[index](s_roi)
+            z_t, _ = ir.teacher_relation[index](t_roi)
+            total = total + torch.dist(ir.adapters[index](z_s), z_t, p=2)
+    return float(total)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2, help="images per GPU (the paper: 2)")
@@ -92,21 +107,35 @@ def main() -> None:
     with torch.no_grad():
         values = {r: {k: float(v) for k, v in d(t, s, boxes, shape).items()} for r, d in built.items()}
     reference = authors_reference(built["authors"], t, s, boxes, shape)
+    ir_z = {}
+    for reduction in ("mean", "authors"):
+        ir_z[reduction] = InstanceRelationLoss(
+            args.channels, args.channels, levels=INSTANCE_LEVELS, target="features", reduction=reduction
+        )
+        if reduction == "authors":
+            ir_z["authors"].load_state_dict(ir_z["mean"].state_dict())
+    with torch.no_grad():
+        for reduction, loss in ir_z.items():
+            torch.manual_seed(args.seed + 1)  # the same random masks in every computation
+            values[reduction]["loss_ir[z]"] = float(loss(t, s, boxes, shape))
+        torch.manual_seed(args.seed + 1)
+        reference["loss_ir[z]"] = authors_ir_reference(ir_z["authors"], t, s, boxes, shape)
 
     levels, images = len(STRIDES), args.images
     predicted = {
         "loss_pr": levels * math.sqrt(images),
         "loss_ir": len(INSTANCE_LEVELS) * images,
         "loss_ins": len(INSTANCE_LEVELS) * images * math.sqrt(args.boxes),
+        "loss_ir[z]": len(INSTANCE_LEVELS) * images,
     }
     print(
         f"{images} images of {args.height}x{args.width}, {args.channels} channels, P3-P7, {args.boxes} boxes "
         f"per image on P3-P4, seed {args.seed}; modules in train mode"
     )
     print(f"{'term':9} {'mean':>12} {'authors':>12} {'authors/mean':>13} {'predicted':>10} {'authors red.':>13}")
-    for key in ("loss_pr", "loss_ir", "loss_ins"):
+    for key in ("loss_pr", "loss_ir", "loss_ins", "loss_ir[z]"):
         mean, authors = values["mean"][key], values["authors"][key]
-        ref = f"{reference[key]:13.6g}" if key in reference else f"{'(other IR)':>13}"
+        ref = f"{reference[key]:13.6g}" if key in reference else f"{'(ψ: theirs is z)':>13}"
         print(f"{key:9} {mean:12.6g} {authors:12.6g} {authors / mean:13.3f} {predicted[key]:10.3f} {ref}")
     print("Under `reduction: mean` the paper's λ1, λ2, λ3 act 1/(authors/mean) as strongly as in the authors' code.")
     print(f"({time.perf_counter() - start:.1f} s)")

@@ -146,3 +146,82 @@ def test_adapters_only_where_needed():
 def test_invalid_params(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AttentionGuidedLoss(4, 4, 1, **kwargs)
+
+
+def _perturb(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("mask_source", ["sum", "teacher"])
+def test_attention_from_raw_masks_ignore_the_adaptation_conv(mask_source):
+    torch.manual_seed(0)
+    t, s = torch.randn(2, 4, 6, 5), torch.randn(2, 4, 6, 5)
+    raw = AttentionGuidedLoss(4, 4, 1, temperature=0.5, mask_source=mask_source)
+    adapted = AttentionGuidedLoss(4, 4, 1, temperature=0.5, mask_source=mask_source, attention_from="adapted")
+    assert raw.attention_from == "raw"  # the default (the authors' code)
+    adapted.load_state_dict(raw.state_dict())
+    before = {name: m.attention_masks(0, t, s) for name, m in (("raw", raw), ("adapted", adapted))}
+    for m in (raw, adapted):
+        _perturb(m.feature_adapters, seed=1)
+    after = {name: m.attention_masks(0, t, s) for name, m in (("raw", raw), ("adapted", adapted))}
+    # the raw masks are the student's own attention plus the teacher's, whatever the conv
+    expected_s = spatial_mask(spatial_attention(t) + (mask_source == "sum") * spatial_attention(s), 0.5)
+    expected_c = channel_mask(channel_attention(t) + (mask_source == "sum") * channel_attention(s), 0.5)
+    for m_s, m_c in (before["raw"], after["raw"]):
+        torch.testing.assert_close(m_s, expected_s.unsqueeze(1))
+        torch.testing.assert_close(m_c, expected_c[:, :, None, None])
+    for got, ref in zip(after["adapted"], before["adapted"]):
+        if mask_source == "sum":  # the adapted student's attention moved with the conv
+            assert (got - ref).abs().max() > 1e-2
+        else:  # teacher-only masks never see the student
+            torch.testing.assert_close(got, ref)
+
+
+def test_attention_from_by_hand():
+    # teacher = 0, student = A, adaptation f(x) = 2x. L_AM compares f(A) with 0 either way:
+    # raw:     masks from G(A), the values of test_am_loss_by_hand -> L_AM = 2·√total;
+    # adapted: masks from G(2A) = 2·G(A).
+    zero, boxes = torch.zeros_like(A), [torch.zeros(0, 4)]
+    losses = {}
+    for source in ("raw", "adapted"):
+        loss_fn = AttentionGuidedLoss(2, 2, 1, temperature=1.0, use_at=False, attention_from=source)
+        loss_fn.set_identity()
+        with torch.no_grad():
+            loss_fn.feature_adapters.adapters[0].conv.weight.mul_(2.0)
+        losses[source] = loss_fn([zero], [A], boxes, (2, 2))["loss_am"]
+    mc0, mc1 = 2 * math.sqrt(E) / (math.sqrt(E) + 1), 2 / (math.sqrt(E) + 1)
+    total = mc0 * (1 + 4 + 9 * E) * 4 / (3 + E) + mc1 * (1 + E + 4) * 4 / (3 + E)
+    assert math.isclose(losses["raw"].item(), 2 * math.sqrt(total), rel_tol=1e-6)
+    m_s = spatial_mask(spatial_attention(2 * A), 1.0).unsqueeze(1)
+    m_c = channel_mask(channel_attention(2 * A), 1.0)[:, :, None, None]
+    expected = ((2 * A) ** 2 * m_s * m_c).sum().sqrt()
+    torch.testing.assert_close(losses["adapted"], expected)
+    assert not math.isclose(losses["adapted"].item(), losses["raw"].item(), rel_tol=1e-3)
+
+
+def test_attention_from_raw_with_different_channels():
+    # C_s = 3 != C_t = 5: the raw spatial attention still enters M^s; the channel attention must be
+    # C_t wide, so M^c takes the adapted student's (documented), and only M^c follows the conv.
+    torch.manual_seed(0)
+    t, s = torch.randn(2, 5, 4, 4), torch.randn(2, 3, 4, 4)
+    loss_fn = AttentionGuidedLoss(5, 3, 1, temperature=0.5)
+    m_s, m_c = loss_fn.attention_masks(0, t, s)
+    torch.testing.assert_close(m_s, spatial_mask(spatial_attention(t) + spatial_attention(s), 0.5).unsqueeze(1))
+    with torch.no_grad():
+        s_adapted = loss_fn.feature_adapters.adapters[0](s)
+    expected_c = channel_mask(channel_attention(t) + channel_attention(s_adapted), 0.5)
+    torch.testing.assert_close(m_c, expected_c[:, :, None, None])
+    _perturb(loss_fn.feature_adapters, seed=2)
+    m_s2, m_c2 = loss_fn.attention_masks(0, t, s)
+    torch.testing.assert_close(m_s2, m_s)
+    assert (m_c2 - m_c).abs().max() > 1e-2
+    losses = loss_fn([t], [s.requires_grad_(True)], [torch.zeros(0, 4)] * 2, (16, 16))
+    assert torch.isfinite(losses["loss_am"]) and torch.isfinite(losses["loss_at"])
+
+
+def test_attention_from_validation():
+    with pytest.raises(ValueError, match=r"attention_from.*'features'"):
+        AttentionGuidedLoss(4, 4, 1, temperature=1.0, attention_from="features")

@@ -84,7 +84,7 @@ def test_images_without_instances_do_not_count():
 def test_filter_weights_enter_before_softmax():
     torch.manual_seed(0)
     loss = InstanceRelationLoss(2, 2, instance_size=1, levels=(0,), embed_dim=3)
-    module = loss.teacher_relation[0]
+    module = loss.student_relation[0]
     with torch.no_grad():
         module.filter.out.weight.normal_()
     x = torch.randn(4, 2, 1, 1)
@@ -111,11 +111,22 @@ def _random_case(batch_counts, channels_t=4, channels_s=3, seed=0, requires_grad
     return t, s, boxes, (32, 32)
 
 
-def _active_filters(loss):
-    with torch.no_grad():
-        for side in (loss.teacher_relation, loss.student_relation):
-            for module in side:
-                module.filter.out.weight.normal_()
+def _active_filters(loss, steps=15):
+    """Train the loss's modules for a few Adam steps on another batch: the filters then differ from 1,
+    as they do in training (no weights written in by hand)."""
+    params = [p for p in loss.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=0.05)
+    area = loss.instance_size**2
+    channels = [side[0].g1.in_features // area for side in (loss.teacher_relation, loss.student_relation)]
+    t, s, boxes, shape = _random_case([5, 4], *channels, seed=99)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss(t, s, boxes, shape).backward()
+        opt.step()
+    for module in loss.student_relation:
+        if module.filter is not None:
+            w = module.filter(torch.randn(4, module.g1.out_features), torch.randn(4, module.g1.out_features))
+            assert not torch.allclose(w, torch.ones_like(w), atol=1e-3)
 
 
 def test_variable_n_is_mean_over_images_with_instances():
@@ -152,11 +163,14 @@ def test_permutation_invariant():
 
 
 @pytest.mark.parametrize("distance", ["euclidean", "squared"])
-def test_zero_when_student_equals_teacher(distance):
+@pytest.mark.parametrize("teacher_filter", ["shared", "random"])
+def test_zero_when_student_equals_teacher(distance, teacher_filter):
     torch.manual_seed(4)
-    loss = InstanceRelationLoss(4, 4, distance=distance)
+    loss = InstanceRelationLoss(4, 4, distance=distance, teacher_filter=teacher_filter)
     _active_filters(loss)
-    loss.student_relation.load_state_dict(loss.teacher_relation.state_dict())
+    # the student's g1, g2 (and, with a filter of the teacher's own, the filter) become the teacher's
+    loss.student_relation.load_state_dict(loss.teacher_relation.state_dict(), strict=teacher_filter == "random")
+    loss.adapters.load_state_dict(InstanceRelationLoss(4, 4).adapters.state_dict())  # f back to the identity
     t, _, boxes, shape = _random_case([5, 2], channels_t=4, channels_s=4)
     s = [x.clone().requires_grad_(True) for x in t]
     out = loss(t, s, boxes, shape)
@@ -191,7 +205,7 @@ def test_teacher_embeddings_frozen_by_default_but_saved():
     assert not any(p.requires_grad for p in loss.teacher_relation.parameters())
     assert all(p.requires_grad for p in loss.student_relation.parameters())
     assert "teacher_relation.0.g1.weight" in loss.state_dict()
-    trainable = InstanceRelationLoss(4, 3, teacher_embed_trainable=True)
+    trainable = InstanceRelationLoss(4, 3, teacher_embed_trainable=True, teacher_filter="random")
     _active_filters(trainable)
     t, s, boxes, shape = _random_case([4, 3])
     trainable(t, s, boxes, shape).backward()
@@ -263,3 +277,66 @@ def test_bad_args():
     t, s, boxes, shape = _random_case([2])
     with pytest.raises(ValueError, match="out of range"):
         loss(t, s, boxes, shape)
+
+
+def _teacher_psi(loss, t, boxes, shape, shared=None):
+    inst = loss.instances(t[0], boxes, shape)[: boxes[0].shape[0]]
+    return loss.teacher_relation[0](inst, shared), inst.flatten(1)
+
+
+def test_teacher_filter_identity_after_training_leaves_psi_t_unfiltered_and_fixed():
+    torch.manual_seed(6)
+    loss = InstanceRelationLoss(4, 3)  # teacher_filter "identity" is the default
+    t, _, boxes, shape = _random_case([5, 2])
+    before, _ = _teacher_psi(loss, t, boxes, shape)
+    _active_filters(loss)  # the student's filter trains away from 1
+    after, x = _teacher_psi(loss, t, boxes, shape)
+    teacher = loss.teacher_relation[0]
+    assert teacher.filter is None
+    torch.testing.assert_close(after, before)
+    torch.testing.assert_close(after, torch.softmax(teacher.g1(x) @ teacher.g2(x).t(), dim=0))
+
+
+def test_teacher_filter_shared_uses_the_trained_student_filter_without_gradient():
+    torch.manual_seed(7)
+    loss = InstanceRelationLoss(4, 3, teacher_filter="shared")
+    _active_filters(loss)
+    t, s, boxes, shape = _random_case([5, 2])
+    student_filter = loss.student_relation[0].filter
+    psi_t, x = _teacher_psi(loss, t, boxes, shape, shared=student_filter)
+    teacher = loss.teacher_relation[0]
+    q, k = teacher.g1(x), teacher.g2(x)
+    unfiltered = torch.softmax(q @ k.t(), dim=0)
+    torch.testing.assert_close(psi_t, torch.softmax(student_filter(q, k) * (q @ k.t()), dim=0))
+    assert (psi_t - unfiltered).abs().max() > 1e-3  # the trained filter changes the teacher side
+    # no gradient to the filter through the teacher side (even with a graph through the instances)
+    inst = loss.instances(t[0], boxes, shape)[:5].requires_grad_(True)
+    grads = torch.autograd.grad(
+        teacher(inst, student_filter).sum(), [inst, *student_filter.parameters()], allow_unused=True
+    )
+    assert grads[0] is not None and all(g is None for g in grads[1:])
+    # the loss uses it: the same value as the module computed by hand
+    psi_t_loss, _ = loss.relations(0, loss.instances(t[0], boxes, shape)[:5], loss.instances(s[0], boxes, shape)[:5])
+    torch.testing.assert_close(psi_t_loss, psi_t)
+
+
+def test_teacher_filter_random_is_fixed_not_one_and_saved():
+    torch.manual_seed(8)
+    loss = InstanceRelationLoss(4, 3, teacher_filter="random")
+    teacher_filter = loss.teacher_relation[0].filter
+    q, k = torch.randn(6, 128), torch.randn(6, 128)
+    w = teacher_filter(q, k)
+    assert not torch.allclose(w, torch.ones_like(w))
+    saved = {key: v.clone() for key, v in loss.state_dict().items() if key.startswith("teacher_relation")}
+    assert "teacher_relation.0.filter.out.weight" in saved
+    _active_filters(loss)
+    for key, value in loss.state_dict().items():
+        if key.startswith("teacher_relation"):
+            torch.testing.assert_close(value, saved[key])
+
+
+def test_bad_target_and_teacher_filter():
+    with pytest.raises(ValueError, match="target must be one of"):
+        InstanceRelationLoss(4, 3, target="z")
+    with pytest.raises(ValueError, match="teacher_filter must be one of"):
+        InstanceRelationLoss(4, 3, teacher_filter="learned")

@@ -4,9 +4,10 @@ import optuna
 import pytest
 import torch
 
+from drkd.config.errors import ConfigError
 from drkd.distill.nld.distiller import NLDDistiller
-from drkd.distill.nld.params import nld_defaults, search_space
-from drkd.distill.non_local import NON_LOCAL_MODES
+from drkd.distill.nld.params import NON_LOCAL_POOL_MODES, NLDParams, nld_defaults, search_space
+from drkd.distill.non_local import NON_LOCAL_MODES, POOL_MODES
 
 IMAGE = (32, 32)
 
@@ -55,6 +56,8 @@ def test_keys_and_switches():
         ({"non_local_mode": "cosine"}, r"non_local_mode.*cosine"),
         ({"non_local_sub_sample": 0}, "non_local_sub_sample"),
         ({"bg_weight": -0.5}, "bg_weight"),
+        ({"attention_from": "teacher"}, r"attention_from.*'teacher'"),
+        ({"non_local_pool_mode": "round"}, r"non_local_pool_mode.*'round'"),
     ],
 )
 def test_invalid_params(kwargs, match):
@@ -143,3 +146,91 @@ def test_search_space(two_stage):
     # the sampled values are constructor arguments
     d = NLDDistiller(8, 4, 2, two_stage=two_stage, **{k.rsplit(".", 1)[1]: v for k, v in params.items()})
     assert math.isclose(d.loss_weights["loss_am"], params["distill.nld.beta"])
+
+
+def _uneven_feats(c, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(2, c, 15, 23, generator=g),
+        torch.randn(2, c, 8, 12, generator=g),
+        torch.randn(2, c, 1, 1, generator=g),
+    ]
+
+
+def _activate(d):
+    """Random, shared non-local weights and a non-zero W, so the relation (not the residual) matters."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in d.non_local.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    d.eval()  # W's BatchNorm uses its running statistics
+
+
+def test_defaults_follow_the_authors_code():
+    d = NLDDistiller(8, 4, 3)
+    assert d.attention.attention_from == "raw"
+    assert all(b.pool_mode == "floor" for b in [*d.non_local.student_blocks, *d.non_local.teacher_blocks])
+    assert [b.sub_sample for b in d.non_local.student_blocks] == [8, 4, 2]
+    assert NON_LOCAL_POOL_MODES == POOL_MODES  # params.py is torch-free and mirrors the block's modes
+
+
+def test_non_local_pool_modes_on_uneven_and_1x1_maps():
+    # levels 15×23 (k = 8: floor keys 1×2, ceil 2×3), 8×12 (k = 4 divides it), 1×1 (not pooled)
+    t, s = _uneven_feats(8, seed=1), _uneven_feats(4, seed=2)
+    built = {}
+    for pool in ("floor", "ceil"):
+        d = NLDDistiller(8, 4, 3, use_at=False, use_am=False, non_local_pool_mode=pool)
+        _activate(d)
+        with torch.no_grad():
+            built[pool] = (d, d(t, s, BOXES, IMAGE)["loss_nld"])
+        assert torch.isfinite(built[pool][1])
+    (floor, floor_total), (ceil, ceil_total) = built["floor"], built["ceil"]
+    with torch.no_grad():
+        for level in range(3):
+            diff = max(
+                (f[level](x[level]) - c[level](x[level])).abs().max().item()
+                for f, c, x in (
+                    (floor.non_local.teacher_blocks, ceil.non_local.teacher_blocks, t),
+                    (floor.non_local.student_blocks, ceil.non_local.student_blocks, s),
+                )
+            )
+            if level == 0:
+                assert diff > 1e-2  # the border rows/columns change the keys
+            else:
+                assert diff == 0.0  # k divides 8×12; a 1×1 map is not pooled in either mode
+    assert abs(floor_total.item() - ceil_total.item()) > 1e-3
+
+
+def test_non_local_floor_trains_on_a_1x1_level():
+    d = NLDDistiller(8, 4, 3, use_at=False, use_am=False)
+    student = [f.requires_grad_(True) for f in _uneven_feats(4, seed=3)]
+    loss = d(_uneven_feats(8, seed=4), student, BOXES, IMAGE)["loss_nld"]
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0 for f in student)
+
+
+def test_attention_from_reaches_the_masks():
+    t, s = _feats(4, seed=5), _feats(4, seed=6)
+    masks = {}
+    for source in ("raw", "adapted"):
+        d = NLDDistiller(4, 4, 2, use_nld=False, attention_from=source)
+        before = [d.attention.attention_masks(i, t[i], s[i]) for i in range(2)]
+        with torch.no_grad():
+            for p in d.attention.feature_adapters.parameters():
+                p.mul_(-3.0).add_(0.5)
+        after = [d.attention.attention_masks(i, t[i], s[i]) for i in range(2)]
+        masks[source] = max((a - b).abs().max().item() for x, y in zip(before, after) for a, b in zip(x, y))
+    assert masks["raw"] == 0.0 and masks["adapted"] > 1e-2
+
+
+def test_params_fields_validation_and_kwargs():
+    params = NLDParams()
+    assert params.attention_from == "raw" and params.non_local_pool_mode == "floor"
+    kwargs = params.distiller_kwargs(two_stage=False)
+    assert kwargs["attention_from"] == "raw" and kwargs["non_local_pool_mode"] == "floor"
+    d = NLDDistiller(8, 8, 2, **NLDParams(attention_from="adapted", non_local_pool_mode="ceil").distiller_kwargs(True))
+    assert d.attention.attention_from == "adapted" and d.non_local.student_blocks[0].pool_mode == "ceil"
+    for field, value in (("attention_from", "student"), ("non_local_pool_mode", "nearest")):
+        with pytest.raises(ConfigError, match=rf"distill\.nld\.{field} = '{value}'"):
+            NLDParams(**{field: value}).validate("distill.nld")
+    NLDParams(attention_from="adapted", non_local_pool_mode="ceil").validate("distill.nld")

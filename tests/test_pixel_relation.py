@@ -113,3 +113,35 @@ def test_factory_is_extensible(monkeypatch):
     loss.adapters.set_identity()
     t = [torch.ones(1, 2, 2, 2)]
     assert loss(t, [torch.zeros(1, 2, 2, 2)]).item() == pytest.approx(8**0.5)
+
+
+def _train_pr(loss, t, s, steps=20):
+    opt = torch.optim.Adam([s] + [p for p in loss.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss([t], [s]).backward()
+        opt.step()
+
+
+def test_frozen_teacher_module_keeps_its_target_and_is_not_the_identity():
+    torch.manual_seed(11)
+    t = torch.randn(2, 8, 6, 6)
+    s = torch.randn(2, 8, 6, 6, requires_grad=True)
+    frozen = PixelRelationLoss(8, 8, 1, teacher_module="frozen")
+    trainable = PixelRelationLoss(8, 8, 1)
+    assert not any(p.requires_grad for p in frozen.teacher_relation.parameters())
+    assert all(p.requires_grad for p in trainable.teacher_relation.parameters())
+    with torch.no_grad():
+        target_frozen, target_trainable = frozen.teacher_relation[0](t), trainable.teacher_relation[0](t)
+    assert (target_frozen - t).abs().max() > 0.1  # γ = 1: a fixed random relation unit, not φ_t = identity
+    torch.testing.assert_close(target_trainable, t)  # γ = 0 at init: the identity
+    _train_pr(frozen, t, s.detach().clone().requires_grad_(True))
+    _train_pr(trainable, t, s.detach().clone().requires_grad_(True))
+    with torch.no_grad():
+        torch.testing.assert_close(frozen.teacher_relation[0](t), target_frozen)
+        assert (trainable.teacher_relation[0](t) - target_trainable).abs().max() > 1e-3  # the target moved
+
+
+def test_bad_teacher_module():
+    with pytest.raises(ValueError, match="teacher_module must be one of"):
+        PixelRelationLoss(8, 8, 1, teacher_module="ema")

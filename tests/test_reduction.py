@@ -157,4 +157,21 @@ def test_reduction_is_a_config_field_and_the_coco_configs_use_the_authors(tmp_pa
         assert drkd.reduction == "authors"
         assert (drkd.glore_nodes, drkd.glore_normalize, drkd.glore_zero_init) == ([64, 64, 256, 256, 256], False, False)
         assert (drkd.roi_aligned, drkd.roi_sampling_ratio) == (False, 0)
+        assert (drkd.ir_target, drkd.teacher_embed_trainable, drkd.pr_teacher) == ("features", True, "trainable")
     assert load_config(repo / "configs" / "tiny_drkd.yaml").distill.drkd.reduction == "mean"
+    for field, bad in (("ir_target", "z"), ("teacher_filter", "learned"), ("pr_teacher", "ema")):
+        with pytest.raises(ConfigError, match=rf"distill\.drkd\.{field} = '{bad}': must be one of"):
+            config_from_dict({"teacher": {}, "distill": {"drkd": {field: bad}}})
+    built = build_distiller(
+        config_from_dict(
+            {
+                "teacher": {},
+                "distill": {"drkd": {"ir_target": "features", "teacher_filter": "shared", "pr_teacher": "frozen"}},
+            }
+        ),
+        8,
+        8,
+        5,
+    )
+    assert (built.ir.target, built.ir.teacher_filter) == ("features", "identity")  # no ψ filter on z
+    assert not any(p.requires_grad for p in built.pr.teacher_relation.parameters())

@@ -11,6 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 NON_LOCAL_MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
+# How the key max-pooling treats the last H mod k rows and W mod k columns: "floor" drops them, as
+# the reference blocks' nn.MaxPool2d(kernel_size=k) does (Wang et al.'s block as ported to PyTorch,
+# NLD's authors' code, mmrazor's FBKD); "ceil" keeps them as partial windows (ceil_mode=True).
+POOL_MODES = ("floor", "ceil")
 
 
 class NonLocalBlock(nn.Module):
@@ -23,15 +27,19 @@ class NonLocalBlock(nn.Module):
       * ``concatenation``:     ReLU(w_fᵀ [θ(x_i), φ(x_j)]) / N
     with N the number of (sub-sampled) key positions. ``sub_sample`` > 1 max-pools the keys (φ and g)
     by that factor, as Wang et al. do to bound the N_q × N_k affinity matrix on high-resolution
-    maps. W ends in a BatchNorm (or is a plain conv when ``use_bn`` is False) initialised to zero,
-    so the block starts as the identity.
+    maps (``pool_mode`` says what happens to a remainder). W ends in a BatchNorm (or is a plain conv
+    when ``use_bn`` is False) initialised to zero, so the block starts as the identity.
 
     Args:
         channels: C, channels of the input and of the output (>= 1).
         inter_channels: C_i, width of θ, φ and g; default ``max(C // 2, 1)``.
         mode: the pairwise function f, one of ``NON_LOCAL_MODES`` (above); default ``"embedded_gaussian"``.
-        sub_sample: key max-pooling window and stride, a positive integer; default 1 (no pooling). On a
-            map smaller than the window it shrinks to the map's smaller side.
+        sub_sample: key max-pooling window and stride k, a positive integer; default 1 (no pooling). On a
+            map with a side shorter than k the window shrinks to that side (the reference
+            nn.MaxPool2d raises there), so a 1×1 map is not pooled and no mode leaves an empty key set.
+        pool_mode: ``"floor"`` drops the last H mod k rows and W mod k columns from the keys, as the
+            reference blocks do; ``"ceil"`` (default, what DRKD's ``pixel_module: non_local`` has
+            always used) pools them as partial windows. The two agree when k divides H and W.
         use_bn: end W (a 1×1 conv C_i -> C) in a zero-initialised BatchNorm (default True); False:
             zero-initialise the conv itself.
     """
@@ -43,6 +51,7 @@ class NonLocalBlock(nn.Module):
         mode: str = "embedded_gaussian",
         sub_sample: int = 1,
         use_bn: bool = True,
+        pool_mode: str = "ceil",
     ) -> None:
         super().__init__()
         if channels < 1:
@@ -55,10 +64,13 @@ class NonLocalBlock(nn.Module):
             raise ValueError(f"mode must be one of {NON_LOCAL_MODES}, got {mode!r}")
         if int(sub_sample) != sub_sample or sub_sample < 1:
             raise ValueError(f"sub_sample must be a positive integer, got {sub_sample!r}")
+        if pool_mode not in POOL_MODES:
+            raise ValueError(f"pool_mode must be one of {POOL_MODES}, got {pool_mode!r}")
         self.channels = channels
         self.inter_channels = inter_channels
         self.mode = mode
         self.sub_sample = int(sub_sample)
+        self.pool_mode = pool_mode
 
         self.g = nn.Conv2d(channels, inter_channels, kernel_size=1)
         if mode != "gaussian":
@@ -79,11 +91,12 @@ class NonLocalBlock(nn.Module):
             self.W = out_conv
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        if self.sub_sample == 1:
-            return x
-        # Small maps (coarse FPN levels, tests) would pool to nothing; shrink the window instead.
+        # Maps with a side shorter than k (coarse FPN levels such as a 1×1 P7, tests) would pool to
+        # nothing under floor; shrink the window to that side instead (a 1×1 map is not pooled).
         k = min(self.sub_sample, x.shape[-2], x.shape[-1])
-        return F.max_pool2d(x, kernel_size=k, stride=k, ceil_mode=True)
+        if k == 1:
+            return x
+        return F.max_pool2d(x, kernel_size=k, stride=k, ceil_mode=self.pool_mode == "ceil")
 
     def relation(self, x: torch.Tensor) -> torch.Tensor:
         """The non-local response y (B, inter_channels, H, W), before W and the residual."""

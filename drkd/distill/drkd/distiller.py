@@ -42,8 +42,11 @@ class DRKDDistiller(Distiller):
             each < ``num_levels``. Default (0, 1).
         relation_filter: weight the instance relations with the learned filter w_ij of Eq. 6 (Table 4).
         pixel_module: φ of L_PR, ``"glore"`` (the paper's) or ``"non_local"`` (Table 2).
-        teacher_embed_trainable: train the teacher-side IR embeddings (default False: trained,
+        teacher_embed_trainable: train the teacher-side IR modules (default False: trained,
             they collapse ψ_t to one-hot hubs; see bench/ir_collapse.py).
+        ir_target, teacher_filter: what L_IR distils (``"relation"``: ψ, or ``"features"``: the
+            authors' z) and the teacher side of its filter (``"identity"``, ``"shared"``,
+            ``"random"``); see :class:`~drkd.distill.drkd.instance_relation.InstanceRelationLoss`.
         distance: ``"euclidean"`` (the authors' literal ||·||_2, default) or ``"squared"``; shared
             by all three terms.
         reduction: ``"mean"`` (default, batch-size invariant) or ``"authors"`` (the authors' code's
@@ -51,6 +54,7 @@ class DRKDDistiller(Distiller):
             terms (:mod:`drkd.distill.drkd.reduction`).
         roi_aligned, roi_sampling_ratio: the ROI Align of IR and INS (default True, 2: drkd's;
             False, 0: the authors' code, torchvision's defaults with adaptive sampling).
+        pr_teacher: the teacher-side φ of L_PR, ``"trainable"`` (default) or ``"frozen"``.
         glore_nodes, glore_normalize, glore_zero_init: the GloRe units of L_PR (per-level node
             counts, normalisation by H·W, zero-initialised γ); see
             :class:`~drkd.distill.drkd.pixel_relation.PixelRelationLoss`.
@@ -76,10 +80,13 @@ class DRKDDistiller(Distiller):
         relation_filter: bool = True,
         pixel_module: str = "glore",
         teacher_embed_trainable: bool = False,
+        ir_target: str = "relation",
+        teacher_filter: str = "identity",
         distance: str = DEFAULT_DISTANCE,
         reduction: str = "mean",
         roi_aligned: bool = True,
         roi_sampling_ratio: int = 2,
+        pr_teacher: str = "trainable",
         glore_nodes: Sequence[int] | None = None,
         glore_normalize: bool = True,
         glore_zero_init: bool = True,
@@ -116,6 +123,7 @@ class DRKDDistiller(Distiller):
                 glore_nodes=glore_nodes,
                 glore_normalize=glore_normalize,
                 glore_zero_init=glore_zero_init,
+                teacher_module=pr_teacher,
             )
             self.loss_weights["loss_pr"] = float(lambda_pr)
         if use_ir:
@@ -124,6 +132,8 @@ class DRKDDistiller(Distiller):
                 student_channels,
                 relation_filter=relation_filter,
                 teacher_embed_trainable=teacher_embed_trainable,
+                target=ir_target,
+                teacher_filter=teacher_filter,
                 **instance_options,
             )
             self.loss_weights["loss_ir"] = float(lambda_ir)

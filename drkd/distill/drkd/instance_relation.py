@@ -19,18 +19,32 @@ Reduction: the distance over all N² entries per image, averaged over the images
 least one instance, then over levels. With no instance in the batch the loss is an exact 0 that
 is still connected to the graph (all modules run on empty inputs), so backward and DDP work.
 
-The authors' code (nizhenliang/Dual-Relation-Knowledge-Distillation, ``two_stage.py``) differs:
-it distills the non-local *output features* W(ψ·g(x)) + x rather than ψ, uses a 1152-d embedding
-(D·K·K/2), normalises over j, draws a fresh random filter per call, and sums ``torch.dist`` over
-images and levels.
+Two targets (``target``): ``"relation"`` (default) distils ψ as Eq. 7 writes it. ``"features"``
+distils what the authors' code distils (nizhenliang/Dual-Relation-Knowledge-Distillation,
+``two_stage.py``): the non-local block's output z = W(ψ·g(x)) + x of each side, the student's
+through a 1×1 conv, with their random relation mask, a D·K·K/2 embedding and the softmax over j
+(:mod:`drkd.distill.drkd.object_relation`). Eq. 7 read literally sums a norm per pair, i.e. an L1
+over the scalars ψ_ij; both targets take one Euclidean norm per image over all entries, which is
+the authors' ``torch.dist`` (and so what the paper's λ were tuned against).
+
+The teacher side of the relation filter (``teacher_filter``, ``"relation"`` target): its own
+filter, frozen with the teacher's g1, g2, would be the constant 1 (the filter's last layer starts
+at zero). ``"identity"`` (default) says so: ψ_t is unfiltered, and the filter (Table 4) is a
+learned reweighting of the student's relations only. ``"shared"`` filters ψ_t with the student's
+filter (its parameters get no gradient through the teacher side), so the switch changes both
+sides; ``"random"`` gives the teacher a fixed random filter of its own (as the authors' code
+effectively has). ``python bench/ir_collapse.py`` measured the choice: ``"shared"`` drifts ψ_t
+towards uniform (column entropy 0.77 → 0.85 · log N in 600 steps, 0.87 in 2400, still rising),
+because the student-side gradient learns a filter that flattens both sides; ``"random"`` changes
+ψ_t by 2% (its weights are 1 + tanh of small values: about a constant); ``"identity"`` stays put.
 
 Trivial solutions: trained on this loss alone, the teacher side is free to move ψ_t towards a
 pattern the student matches without learning from the teacher (uniform, or one-hot columns).
 bench/ir_collapse.py measures it: with trainable teacher embeddings ψ_t sharpens from a column
 entropy of 0.77·log N to 0.07–0.22·log N and piles onto "hub" instances, while the loss drops
 below what a frozen teacher allows. ``teacher_embed_trainable=False`` (the default) therefore
-freezes the teacher's g1, g2 and filter as fixed random projections (kept in the state dict).
-The filter must be frozen with them: w_ij → 0 alone would make ψ_t uniform.
+freezes the teacher's modules as fixed random projections (kept in the state dict). The authors
+train theirs (set it True to reproduce them).
 """
 
 from __future__ import annotations
@@ -41,6 +55,8 @@ import torch
 from torch import nn
 
 from drkd.distill.drkd.instance_loss import InstanceLoss
+from drkd.distill.drkd.object_relation import ObjectRelationBlock
+from drkd.distill.drkd.params import IR_TARGETS, TEACHER_FILTERS
 from drkd.distill.drkd.reduction import over_levels
 from drkd.distill.drkd.relation_filter import RelationFilter
 from drkd.distill.feature_distance import DEFAULT_DISTANCE, feature_distance
@@ -56,22 +72,30 @@ class InstanceRelationModule(nn.Module):
     Args:
         in_features: D·K·K, the size of one flattened instance feature (input width of g1, g2).
         embed_dim: E, the output width of the fully connected layers g1, g2.
-        relation_filter: weight the similarities with a learned
-            :class:`~drkd.distill.drkd.relation_filter.RelationFilter` (default True, Table 4);
-            False: w_ij = 1.
+        relation_filter: weight the similarities with a
+            :class:`~drkd.distill.drkd.relation_filter.RelationFilter` of its own (default True, Table 4);
+            False: w_ij = 1 unless ``forward`` is handed a filter.
+        filter_init: the own filter's init, ``"zero"`` (default, W ≡ 1 until trained) or ``"random"``.
     """
 
-    def __init__(self, in_features: int, embed_dim: int, relation_filter: bool = True) -> None:
+    def __init__(
+        self, in_features: int, embed_dim: int, relation_filter: bool = True, filter_init: str = "zero"
+    ) -> None:
         super().__init__()
         self.g1 = nn.Linear(in_features, embed_dim)
         self.g2 = nn.Linear(in_features, embed_dim)
-        self.filter = RelationFilter(embed_dim) if relation_filter else None
+        self.filter = RelationFilter(embed_dim, init=filter_init) if relation_filter else None
 
-    def forward(self, instances: torch.Tensor) -> torch.Tensor:
+    def forward(self, instances: torch.Tensor, relation_filter: RelationFilter | None = None) -> torch.Tensor:
+        """ψ (N, N) of ``instances`` (N, D, K, K); ``relation_filter``, if given, is used in place of the
+        module's own filter, with its parameters detached (it gets no gradient from this side)."""
         x = instances.flatten(1)
         q, k = self.g1(x), self.g2(x)
         logits = q @ k.t()
-        if self.filter is not None:
+        if relation_filter is not None:
+            detached = {name: p.detach() for name, p in relation_filter.named_parameters()}
+            logits = torch.func.functional_call(relation_filter, detached, (q, k)) * logits
+        elif self.filter is not None:
             logits = self.filter(q, k) * logits
         return torch.softmax(logits, dim=0)
 
@@ -95,7 +119,8 @@ class InstanceRelationLoss(InstanceLoss):
     :class:`InstanceRelationModule` gives ψ_t and ψ_s (N_i × N_i), f is a learned scale and bias
     (identity at init), and one distance is taken over all N_i² entries of ψ_t − f(ψ_s); the sum
     over images is divided by the number of images with at least one instance (the module docstring
-    has the details and the authors' variant).
+    has the details and the authors' variant). With ``target="features"`` the distance is between
+    the authors' block outputs z_t and conv1×1(z_s) (N_i, D_t, K, K) instead.
 
     Args:
         teacher_channels: D_t, channels of the teacher FPN levels (g1, g2 of ψ_t read D_t·K·K).
@@ -103,11 +128,16 @@ class InstanceRelationLoss(InstanceLoss):
         instance_size: K of the K×K ROI Align, 1, 3 or 5 (Table 3); default 3.
         levels: FPN level indices (0 = highest resolution) to pool instances from, distinct and
             non-negative; default (0, 1). Checked against the number of levels handed to ``forward``.
-        embed_dim: E, width of g1, g2 (default 128; the authors use D·K·K/2 = 1152, which only
-            costs parameters: what is distilled is the N×N matrix).
-        relation_filter: use the learned relation filter of Eq. 6 in ψ (default True, Table 4).
-        teacher_embed_trainable: train the teacher side's g1, g2 and filter (default False: frozen
-            random projections, which keeps ψ_t from collapsing; see the module docstring).
+        embed_dim: E, width of g1, g2 of the ``"relation"`` target (default 128; the authors use
+            D·K·K/2 = 1152, which only costs parameters: what is distilled is the N×N matrix). The
+            ``"features"`` target always uses D·K·K/2, as the authors.
+        relation_filter: use the relation filter of Eq. 6 in ψ (default True, Table 4).
+        teacher_embed_trainable: train the teacher side's modules (default False: frozen random
+            projections, which keeps ψ_t from collapsing; see the module docstring).
+        target: ``"relation"`` (default: ψ, Eq. 7) or ``"features"`` (the authors' z).
+        teacher_filter: the teacher side's filter for the ``"relation"`` target: ``"identity"``
+            (default: none), ``"shared"`` (the student's, no gradient through the teacher side) or
+            ``"random"`` (its own, random init, frozen unless ``teacher_embed_trainable``).
         distance: ``"euclidean"`` (default) or ``"squared"``
             (:func:`~drkd.distill.feature_distance.feature_distance`).
         reduction: ``"mean"`` (default: averaged over the images with instances, then over levels)
@@ -132,6 +162,8 @@ class InstanceRelationLoss(InstanceLoss):
         embed_dim: int = 128,
         relation_filter: bool = True,
         teacher_embed_trainable: bool = False,
+        target: str = "relation",
+        teacher_filter: str = "identity",
         distance: str = DEFAULT_DISTANCE,
         reduction: str = "mean",
         roi_aligned: bool = True,
@@ -147,24 +179,48 @@ class InstanceRelationLoss(InstanceLoss):
         )
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
+        if target not in IR_TARGETS:
+            raise ValueError(f"target must be one of {IR_TARGETS}, got {target!r}")
+        if teacher_filter not in TEACHER_FILTERS:
+            raise ValueError(f"teacher_filter must be one of {TEACHER_FILTERS}, got {teacher_filter!r}")
+        self.target = target
+        self.teacher_filter = teacher_filter if relation_filter and target == "relation" else "identity"
         area = self.instance_size**2
-        self.teacher_relation = nn.ModuleList(
-            InstanceRelationModule(teacher_channels * area, embed_dim, relation_filter) for _ in self.levels
-        )
-        self.student_relation = nn.ModuleList(
-            InstanceRelationModule(student_channels * area, embed_dim, relation_filter) for _ in self.levels
-        )
-        self.adapters = nn.ModuleList(RelationAdapter() for _ in self.levels)
+        if target == "features":
+            self.teacher_relation = nn.ModuleList(
+                ObjectRelationBlock(teacher_channels * area, relation_filter=relation_filter) for _ in self.levels
+            )
+            self.student_relation = nn.ModuleList(
+                ObjectRelationBlock(student_channels * area, relation_filter=relation_filter) for _ in self.levels
+            )
+            self.adapters = nn.ModuleList(nn.Conv2d(student_channels, teacher_channels, 1) for _ in self.levels)
+        else:
+            own_teacher_filter = self.teacher_filter == "random"
+            self.teacher_relation = nn.ModuleList(
+                InstanceRelationModule(teacher_channels * area, embed_dim, own_teacher_filter, filter_init="random")
+                for _ in self.levels
+            )
+            self.student_relation = nn.ModuleList(
+                InstanceRelationModule(student_channels * area, embed_dim, relation_filter) for _ in self.levels
+            )
+            self.adapters = nn.ModuleList(RelationAdapter() for _ in self.levels)
         self.teacher_embed_trainable = teacher_embed_trainable
         self.teacher_relation.requires_grad_(teacher_embed_trainable)
 
     def relations(
         self, level_index: int, teacher_instances: torch.Tensor, student_instances: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ψ_t, f(ψ_s)) for one image's instances at the ``level_index``-th configured level."""
-        psi_t = self.teacher_relation[level_index](teacher_instances)
-        psi_s = self.adapters[level_index](self.student_relation[level_index](student_instances))
-        return psi_t, psi_s
+        """The two sides of Eq. 7 for one image's instances at the ``level_index``-th configured level:
+        (ψ_t, f(ψ_s)), or (z_t, conv1×1(z_s)) for the ``"features"`` target."""
+        student = self.student_relation[level_index]
+        if self.target == "features":
+            # student first: each block draws its random mask, in the authors' order
+            z_s, _ = student(student_instances)
+            z_t, _ = self.teacher_relation[level_index](teacher_instances)
+            return z_t, self.adapters[level_index](z_s)
+        shared = student.filter if self.teacher_filter == "shared" else None
+        psi_t = self.teacher_relation[level_index](teacher_instances, shared)
+        return psi_t, self.adapters[level_index](student(student_instances))
 
     def forward(
         self,
@@ -183,8 +239,8 @@ class InstanceRelationLoss(InstanceLoss):
             total = None
             # Images without instances run on empty tensors and add an exact, graph-connected 0.
             for t_img, s_img in zip(t.split(counts), s.split(counts)):
-                psi_t, psi_s = self.relations(index, t_img, s_img)
-                term = feature_distance(psi_t[None], psi_s[None], self.distance)[0]
+                target_t, target_s = self.relations(index, t_img, s_img)
+                term = feature_distance(target_t.reshape(1, -1), target_s.reshape(1, -1), self.distance)[0]
                 total = term if total is None else total + term
             level_terms.append(total if self.reduction == "authors" else total / images_with_instances)
         return over_levels(level_terms, self.reduction)

@@ -22,6 +22,12 @@ PIXEL_MODULES: tuple[str, ...] = ("glore", "non_local")  # the pixel relation mo
 # How each term is reduced over images, instances and levels (drkd.distill.drkd.reduction):
 # "mean" is batch-size invariant; "authors" sums as the authors' code does, which the paper's λ assume.
 REDUCTIONS: tuple[str, ...] = ("mean", "authors")
+# What L_IR distils: ψ (Eq. 7) or the authors' non-local block output z = W(ψ·g(x)) + x.
+IR_TARGETS: tuple[str, ...] = ("relation", "features")
+# The teacher-side pixel relation module: trained by L_PR (the authors') or frozen (its target cannot erode).
+PR_TEACHER_MODULES: tuple[str, ...] = ("trainable", "frozen")
+# The teacher side of the relation filter (drkd.distill.drkd.instance_relation).
+TEACHER_FILTERS: tuple[str, ...] = ("identity", "shared", "random")
 MAX_FPN_LEVEL = 4  # instance_levels index the 5 FPN levels, 0 = highest resolution (P3; P2 for Faster R-CNN)
 
 
@@ -45,8 +51,13 @@ class DRKDParams(MethodParams):
         relation_filter: the learned relation filter w_ij of Eq. 6 (Table 4). Default on.
         instance_levels: FPN level indices (0 = highest resolution) instances are pooled from. Default [0, 1].
         pixel_module: the pixel relation module φ (Table 2): ``glore`` (default) or ``non_local``.
-        teacher_embed_trainable: train the teacher-side IR embeddings (default off: trained, they
-            collapse ψ_t to one-hot hubs, see bench/ir_collapse.py).
+        teacher_embed_trainable: train the teacher-side IR modules (default off: trained, they
+            collapse ψ_t to one-hot hubs, see bench/ir_collapse.py; the authors train theirs).
+        ir_target: what L_IR distils: ``relation`` (default: ψ, Eq. 7) or ``features`` (the
+            authors' code: their non-local block's output z = W(ψ·g(x)) + x, through a 1×1 conv).
+        teacher_filter: the teacher side of the relation filter (``relation`` target):
+            ``identity`` (default: ψ_t unfiltered), ``shared`` (the student's filter, no gradient
+            from the teacher side) or ``random`` (a fixed random filter); bench/ir_collapse.py.
         reduction: ``mean`` (default: per image, averaged over images, instances and levels) or
             ``authors`` (the authors' code's sums, which the paper's λ were tuned against; the COCO
             configs use it). See :mod:`drkd.distill.drkd.reduction` for the factor between them.
@@ -56,6 +67,9 @@ class DRKDParams(MethodParams):
         glore_nodes: GloRe graph nodes per FPN level (5 entries; states = 2 × nodes); ``None``
             (default): a quarter of the FPN channels (states: half) on every level. The authors'
             COCO units: [64, 64, 256, 256, 256].
+        pr_teacher: the teacher-side φ of L_PR: ``trainable`` (default, the authors': trained by
+            L_PR alone, so it can erode its own target) or ``frozen`` (fixed at a random init, its
+            output BatchNorm at γ = 1); ``python bench/pr_erosion.py`` measures both.
         glore_normalize, glore_zero_init: divide GloRe's node features by H·W, and start its
             output BatchNorm at γ = 0 (defaults True, True, as the reference GloRe; the authors'
             DRKD code: False, False).
@@ -72,9 +86,12 @@ class DRKDParams(MethodParams):
     instance_levels: list[int] = field(default_factory=lambda: [0, 1])
     pixel_module: str = "glore"
     teacher_embed_trainable: bool = False
+    ir_target: str = "relation"
+    teacher_filter: str = "identity"
     reduction: str = "mean"
     roi_aligned: bool = True
     roi_sampling_ratio: int = 2
+    pr_teacher: str = "trainable"
     glore_nodes: list[int] | None = None
     glore_normalize: bool = True
     glore_zero_init: bool = True
@@ -94,6 +111,13 @@ class DRKDParams(MethodParams):
             )
         if self.roi_sampling_ratio < 0:
             raise ConfigError(f"{where}.roi_sampling_ratio = {self.roi_sampling_ratio}: must be >= 0 (0: adaptive)")
+        for name, allowed in (
+            ("ir_target", IR_TARGETS),
+            ("teacher_filter", TEACHER_FILTERS),
+            ("pr_teacher", PR_TEACHER_MODULES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{where}.{name} = {getattr(self, name)!r}: must be one of {', '.join(allowed)}")
         if self.reduction not in REDUCTIONS:
             raise ConfigError(f"{where}.reduction = {self.reduction!r}: must be one of {', '.join(REDUCTIONS)}")
         if self.pixel_module not in PIXEL_MODULES:
@@ -131,9 +155,12 @@ class DRKDParams(MethodParams):
             relation_filter=self.relation_filter,
             pixel_module=self.pixel_module,
             teacher_embed_trainable=self.teacher_embed_trainable,
+            ir_target=self.ir_target,
+            teacher_filter=self.teacher_filter,
             reduction=self.reduction,
             roi_aligned=self.roi_aligned,
             roi_sampling_ratio=self.roi_sampling_ratio,
+            pr_teacher=self.pr_teacher,
             glore_nodes=None if self.glore_nodes is None else tuple(self.glore_nodes),
             glore_normalize=self.glore_normalize,
             glore_zero_init=self.glore_zero_init,

@@ -13,6 +13,12 @@ level, summed over the levels, about sqrt(B)·k times the mean for the same per-
 
 Teacher features are detached here as well, so no gradient can reach the teacher detector even
 if its features were computed with grad enabled.
+
+The teacher-side φ_t is trained by L_PR alone (as in the authors' code), so it can erode its own
+target: nothing stops it from shrinking or smoothing φ_t(t) towards what the student already
+produces. ``teacher_module="frozen"`` guards against that: φ_t keeps its random init, with its
+output BatchNorm at γ = 1 whatever ``glore_zero_init`` says (a frozen γ = 0 unit would be the
+identity, and L_PR plain feature imitation). ``python bench/pr_erosion.py`` measures both.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import nn
 
 from drkd.distill.adaptation import LevelAdapters
 from drkd.distill.drkd.glore import GloRe
+from drkd.distill.drkd.params import PR_TEACHER_MODULES
 from drkd.distill.drkd.reduction import batch_distance, check_reduction, over_levels
 from drkd.distill.feature_distance import DEFAULT_DISTANCE, check_distance, feature_distance
 from drkd.distill.non_local import NonLocalBlock
@@ -95,6 +102,8 @@ class PixelRelationLoss(nn.Module):
             The authors' COCO setting is (64, 64, 256, 256, 256) on 256-channel FPNs.
         glore_normalize, glore_zero_init: GloRe's ``normalize`` and ``zero_init`` (default True,
             True; the authors' DRKD code: False, False).
+        teacher_module: ``"trainable"`` (default, the authors': φ_t trained by L_PR) or ``"frozen"``
+            (φ_t fixed at a random init with γ = 1: its target cannot erode; module docstring).
 
     ``forward(teacher_feats, student_feats)`` takes k levels on each side, (B, C_t, H_l, W_l) and
     (B, C_s, H_l, W_l) with equal B, H_l, W_l (ValueError otherwise), and returns a float32 scalar.
@@ -111,16 +120,25 @@ class PixelRelationLoss(nn.Module):
         glore_nodes: Sequence[int] | None = None,
         glore_normalize: bool = True,
         glore_zero_init: bool = True,
+        teacher_module: str = "trainable",
     ) -> None:
         super().__init__()
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+        if teacher_module not in PR_TEACHER_MODULES:
+            raise ValueError(f"teacher_module must be one of {PR_TEACHER_MODULES}, got {teacher_module!r}")
         self.distance = check_distance(distance)
         self.reduction = check_reduction(reduction)
         options = _module_options(relation_module, num_levels, glore_nodes, glore_normalize, glore_zero_init)
-        self.teacher_relation = nn.ModuleList(
-            build_relation_module(relation_module, teacher_channels, **options[level]) for level in range(num_levels)
+        frozen = teacher_module == "frozen"
+        teacher_options = _module_options(
+            relation_module, num_levels, glore_nodes, glore_normalize, not frozen and glore_zero_init
         )
+        self.teacher_relation = nn.ModuleList(
+            build_relation_module(relation_module, teacher_channels, **teacher_options[level])
+            for level in range(num_levels)
+        )
+        self.teacher_relation.requires_grad_(not frozen)
         self.student_relation = nn.ModuleList(
             build_relation_module(relation_module, student_channels, **options[level]) for level in range(num_levels)
         )

@@ -10,8 +10,12 @@ small pairwise MLP, shared by all pairs, so it is trained, checkpointed and defi
 
     w_ij = 1 + tanh(h([q̂_i, k̂_j, q̂_i ⊙ k̂_j])),   q̂ = q/||q||, k̂ = k/||k||
 
-with q = g1(x), k = g2(x). The last layer of h is zero-initialised, so w ≡ 1 at init (the
-filter starts switched off), and w stays in (0, 2). Embeddings are L2-normalised first so the
+with q = g1(x), k = g2(x). The student's filter starts with the last layer of h zero-initialised,
+so w ≡ 1 at init (the filter starts switched off) and training moves it; w stays in (0, 2).
+``init="random"`` gives h's last layer PyTorch's default Linear init instead: a fixed random
+filter when it is frozen (one of the teacher-side choices of
+:class:`~drkd.distill.drkd.instance_relation.InstanceRelationLoss`). A zero-initialised filter
+that is frozen is the constant 1: that is no filter at all. Embeddings are L2-normalised first so the
 MLP's input scale does not depend on the detector's feature scale. Applying the same h to every
 pair makes W permutation-equivariant: permuting the instances permutes W's rows and columns.
 """
@@ -32,16 +36,23 @@ class RelationFilter(nn.Module):
     Args:
         embed_dim: E, the width of q = g1(x) and k = g2(x) (>= 1).
         hidden_dim: width of h's hidden layer (>= 1); default 64.
+        init: ``"zero"`` (default: h's last layer zero, W ≡ 1 until trained) or ``"random"``
+            (PyTorch's default Linear init: a random W from the start).
     """
 
-    def __init__(self, embed_dim: int, hidden_dim: int = 64) -> None:
+    INITS = ("zero", "random")
+
+    def __init__(self, embed_dim: int, hidden_dim: int = 64, init: str = "zero") -> None:
         super().__init__()
         if embed_dim < 1 or hidden_dim < 1:
             raise ValueError(f"embed_dim and hidden_dim must be >= 1, got {embed_dim}, {hidden_dim}")
+        if init not in self.INITS:
+            raise ValueError(f"init must be one of {self.INITS}, got {init!r}")
         self.hidden = nn.Linear(3 * embed_dim, hidden_dim)
         self.out = nn.Linear(hidden_dim, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        if init == "zero":
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
         """W (N, N) with W[i, j] = w_ij for query instance i and key instance j.

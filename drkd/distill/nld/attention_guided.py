@@ -16,7 +16,7 @@ from torch import nn
 from drkd.distill.adaptation import LevelAdapters
 from drkd.distill.base import check_feature_levels, check_structure
 from drkd.distill.foreground_mask import foreground_mask
-from drkd.distill.nld.params import MASK_SOURCES
+from drkd.distill.nld.params import ATTENTION_FROM, MASK_SOURCES
 
 
 def spatial_attention(feat: torch.Tensor) -> torch.Tensor:
@@ -51,8 +51,8 @@ class AttentionGuidedLoss(nn.Module):
     L_AT = ‖G^s(A^S) − G^s(A^T)‖₂ + ‖G^c(A^S) − G^c(A^T)‖₂ and
     L_AM = (Σ_kij (A^T − A^S)² · M^s_ij · M^c_k)^½ (module docstring), each level's per-image value
     averaged over the batch. Computed in float32; teacher features are detached. The masks M^s, M^c
-    are built under no_grad from the attention of the (adapted) student and the teacher (see
-    ``mask_source``): they only weight the imitation.
+    are built under no_grad from the attention of the student and the teacher (see ``mask_source``
+    and ``attention_from``): they only weight the imitation.
 
     Adaptation (Appendix B): a 1×1 conv on the student features for L_AM, a 3×3 conv on the student
     spatial attention and a fully connected layer on the student channel attention for L_AT. With
@@ -74,6 +74,12 @@ class AttentionGuidedLoss(nn.Module):
         always_adapt: build every adaptation layer even when the channels match (default True).
         mask_source: whose attention builds the L_AM masks: ``"sum"`` (default, student + teacher,
             the paper) or ``"teacher"`` (the authors' code).
+        attention_from: which student features the masks' student attention is taken from:
+            ``"raw"`` (default; the student's own features, as the authors' code and mmrazor's port
+            do) or ``"adapted"`` (after the 1×1 adaptation conv, the features L_AM compares). With
+            ``"raw"`` the masks do not depend on the adaptation conv. When C_s != C_t the raw
+            channel attention has C_s entries and cannot be added to the teacher's C_t, so the
+            channel mask then takes the adapted student's (the spatial mask stays raw).
 
     ``forward(teacher_feats, student_feats, boxes, image_shape)``: L levels on each side,
     (B, C_t, H_l, W_l) and (B, C_s, H_l, W_l) with equal B, H_l, W_l; per image its GT boxes
@@ -97,11 +103,14 @@ class AttentionGuidedLoss(nn.Module):
         bg_weight: float = 1.0,
         always_adapt: bool = True,
         mask_source: str = "sum",
+        attention_from: str = "raw",
     ) -> None:
         super().__init__()
         check_structure(teacher_channels, student_channels, num_levels)
         if mask_source not in MASK_SOURCES:
             raise ValueError(f"mask_source must be one of {', '.join(MASK_SOURCES)}, got {mask_source!r}")
+        if attention_from not in ATTENTION_FROM:
+            raise ValueError(f"attention_from must be one of {', '.join(ATTENTION_FROM)}, got {attention_from!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         for name, value in (("fg_weight", fg_weight), ("bg_weight", bg_weight)):
@@ -120,6 +129,7 @@ class AttentionGuidedLoss(nn.Module):
         self.spatial, self.channel = spatial, channel
         self.fg_weight, self.bg_weight = float(fg_weight), float(bg_weight)
         self.mask_source = mask_source
+        self.attention_from = attention_from
         differ = teacher_channels != student_channels
 
         self.feature_adapters = (
@@ -167,6 +177,37 @@ class AttentionGuidedLoss(nn.Module):
             loss = loss + per_image_l2(s_att - channel_attention(t))
         return loss.mean()
 
+    def _adapt(self, level: int, s: torch.Tensor) -> torch.Tensor:
+        return self.feature_adapters.adapters[level](s) if self.feature_adapters is not None else s
+
+    @torch.no_grad()
+    def _masks(
+        self, t: torch.Tensor, s_raw: torch.Tensor, s_adapted: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ones = torch.ones_like(t[:, :1, :1, :1])
+        m_s = m_c = ones
+        if self.mask_source == "teacher":
+            spatial_src = channel_src = (t,)
+        elif self.attention_from == "raw":
+            spatial_src = (s_raw, t)
+            channel_src = (s_raw if s_raw.shape[1] == t.shape[1] else s_adapted, t)
+        else:
+            spatial_src = channel_src = (s_adapted, t)
+        if self.spatial:
+            m_s = spatial_mask(sum(spatial_attention(a) for a in spatial_src), self.temperature).unsqueeze(1)
+        if self.channel:
+            m_c = channel_mask(sum(channel_attention(a) for a in channel_src), self.temperature)[:, :, None, None]
+        return m_s, m_c
+
+    def attention_masks(self, level: int, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_AM's masks at ``level`` for teacher ``t`` and raw student ``s`` features, without grad.
+
+        Returns M^s (B, 1, H, W) and M^c (B, C_t, 1, 1), each all ones when its kind is switched
+        off (GT-box reweighting, if any, is not included).
+        """
+        t, s = t.detach().float(), s.detach().float()
+        return self._masks(t, s, self._adapt(level, s))
+
     def _am_level(
         self,
         level: int,
@@ -175,25 +216,19 @@ class AttentionGuidedLoss(nn.Module):
         boxes: Sequence[torch.Tensor],
         image_shape: tuple[int, int],
     ) -> torch.Tensor:
-        s = self.feature_adapters.adapters[level](s) if self.feature_adapters is not None else s
+        s_adapted = self._adapt(level, s)
         # The masks only weight the imitation (as in the authors' code); the student should not
         # lower L_AM by reshaping its own attention.
+        m_s, m_c = self._masks(t, s, s_adapted)
         with torch.no_grad():
-            weight = torch.ones_like(t[:, :1])
-            source = (t,) if self.mask_source == "teacher" else (s, t)
-            if self.spatial:
-                weight = weight * spatial_mask(sum(spatial_attention(a) for a in source), self.temperature).unsqueeze(1)
-            if self.channel:
-                weight = (
-                    weight * channel_mask(sum(channel_attention(a) for a in source), self.temperature)[:, :, None, None]
-                )
+            weight = m_s * m_c
             if self.fg_weight != self.bg_weight:
                 fg = foreground_mask(boxes, t, image_shape)
                 weight = weight * (self.bg_weight + (self.fg_weight - self.bg_weight) * fg)
             elif self.fg_weight != 1.0:
                 weight = weight * self.fg_weight
         # Σ d²·M = ‖d·√M‖², written as a norm so the gradient stays finite when d = 0.
-        return per_image_l2((t - s) * weight.sqrt()).mean()
+        return per_image_l2((t - s_adapted) * weight.sqrt()).mean()
 
     def forward(
         self,

@@ -14,7 +14,7 @@ from torch import nn
 from drkd.distill.adaptation import LevelAdapters
 from drkd.distill.base import Distiller, check_feature_levels
 from drkd.distill.nld.attention_guided import AttentionGuidedLoss, per_image_l2
-from drkd.distill.nld.params import DEFAULT_SUB_SAMPLE, nld_defaults
+from drkd.distill.nld.params import DEFAULT_SUB_SAMPLE, NON_LOCAL_POOL_MODES, nld_defaults
 from drkd.distill.non_local import NON_LOCAL_MODES, NonLocalBlock
 
 
@@ -35,6 +35,9 @@ class NonLocalDistillation(nn.Module):
         sub_sample: key sub-sampling per level, highest resolution first: an int for every level or a
             sequence whose last entry repeats for the remaining levels (extra entries are ignored);
             positive integers. Default ``DEFAULT_SUB_SAMPLE`` = (8, 4, 2), the authors' code.
+        pool_mode: the blocks' key pooling on maps whose sides are not multiples of the sub-sampling:
+            ``"floor"`` (default, the reference nn.MaxPool2d of the authors' code: the remainder
+            rows/columns are dropped from the keys) or ``"ceil"`` (kept as partial windows).
         always_adapt: build f even when the channels match (default True); otherwise f exists only
             when C_s != C_t.
 
@@ -51,17 +54,24 @@ class NonLocalDistillation(nn.Module):
         mode: str = "embedded_gaussian",
         sub_sample: int | Sequence[int] = DEFAULT_SUB_SAMPLE,
         always_adapt: bool = True,
+        pool_mode: str = "floor",
     ) -> None:
         super().__init__()
         if mode not in NON_LOCAL_MODES:
             raise ValueError(f"non_local_mode must be one of {NON_LOCAL_MODES}, got {mode!r}")
+        if pool_mode not in NON_LOCAL_POOL_MODES:
+            raise ValueError(f"non_local_pool_mode must be one of {NON_LOCAL_POOL_MODES}, got {pool_mode!r}")
         schedule = [sub_sample] if isinstance(sub_sample, int) else list(sub_sample)
         if not schedule or any(int(k) != k or k < 1 for k in schedule):
             raise ValueError(f"non_local_sub_sample must be positive integers, got {sub_sample!r}")
         schedule = (schedule + [schedule[-1]] * num_levels)[:num_levels]
         self.num_levels = num_levels
-        self.student_blocks = nn.ModuleList(NonLocalBlock(student_channels, mode=mode, sub_sample=k) for k in schedule)
-        self.teacher_blocks = nn.ModuleList(NonLocalBlock(teacher_channels, mode=mode, sub_sample=k) for k in schedule)
+        self.student_blocks = nn.ModuleList(
+            NonLocalBlock(student_channels, mode=mode, sub_sample=k, pool_mode=pool_mode) for k in schedule
+        )
+        self.teacher_blocks = nn.ModuleList(
+            NonLocalBlock(teacher_channels, mode=mode, sub_sample=k, pool_mode=pool_mode) for k in schedule
+        )
         self.adapters = (
             LevelAdapters(student_channels, teacher_channels, num_levels)
             if always_adapt or teacher_channels != student_channels
@@ -97,6 +107,10 @@ class NLDDistiller(Distiller):
         fg_weight, bg_weight: optional GT-box reweighting of L_AM (not in the paper; 1, 1 = paper).
         mask_source: ``"sum"`` (the paper's student + teacher attention) or ``"teacher"`` (the
             authors' code) as the source of L_AM's masks.
+        attention_from: ``"raw"`` (default, the authors' code) or ``"adapted"``: the student features
+            (before / after L_AM's 1×1 adaptation conv) whose attention enters L_AM's masks.
+        non_local_pool_mode: ``"floor"`` (default, the reference block) or ``"ceil"``: the non-local
+            blocks' key pooling on maps whose size is not a multiple of the sub-sampling.
     Each term is summed over FPN levels; each level's term is a per-image L2 norm (as in Eq. 2)
     averaged over the batch.
     """
@@ -123,6 +137,8 @@ class NLDDistiller(Distiller):
         fg_weight: float = 1.0,
         bg_weight: float = 1.0,
         mask_source: str = "sum",
+        attention_from: str = "raw",
+        non_local_pool_mode: str = "floor",
     ) -> None:
         super().__init__(teacher_channels, student_channels, num_levels)
         defaults = nld_defaults(two_stage)
@@ -151,6 +167,7 @@ class NLDDistiller(Distiller):
                 bg_weight=bg_weight,
                 always_adapt=always_adapt,
                 mask_source=mask_source,
+                attention_from=attention_from,
             )
             if use_at or use_am
             else None
@@ -163,6 +180,7 @@ class NLDDistiller(Distiller):
                 mode=non_local_mode,
                 sub_sample=non_local_sub_sample,
                 always_adapt=always_adapt,
+                pool_mode=non_local_pool_mode,
             )
             if use_nld
             else None

@@ -21,6 +21,14 @@ DEFAULT_SUB_SAMPLE = (8, 4, 2)
 # Whose attention builds the L_AM masks: "sum" = student + teacher (the paper, Sec. 3.1); "teacher" =
 # the teacher's alone (the authors' code multiplies the student's by 0).
 MASK_SOURCES = ("sum", "teacher")
+# Which student features give the student attention in the L_AM masks: "raw" = the student's own
+# features (the authors' code and mmrazor's FBKD port); "adapted" = after L_AM's 1×1 adaptation conv.
+# The paper's Sec. 3.1 writes A^S for both, which does not settle it.
+ATTENTION_FROM = ("raw", "adapted")
+# Key max-pooling of the non-local blocks on maps whose sides are not multiples of the sub-sampling
+# k: "floor" drops the remainder rows/columns (the reference nn.MaxPool2d, the authors' code);
+# "ceil" keeps them as partial windows. Mirrors drkd.distill.non_local.POOL_MODES (this module is torch-free).
+NON_LOCAL_POOL_MODES = ("floor", "ceil")
 
 
 def nld_defaults(two_stage: bool) -> dict[str, float]:
@@ -45,6 +53,10 @@ class NLDParams(MethodParams):
         always_adapt: build all adaptation layers of Appendix B even when channels match.
         fg_weight, bg_weight: GT-box reweighting of L_AM (not in the paper; 1, 1 = paper).
         mask_source: ``sum`` (the paper) or ``teacher`` (the authors' code), see MASK_SOURCES.
+        attention_from: ``raw`` (default, the authors' code) or ``adapted``: the student features the
+            L_AM masks' student attention comes from, see ATTENTION_FROM.
+        non_local_pool_mode: ``floor`` (default, the reference block) or ``ceil``: key pooling on maps
+            whose size is not a multiple of the sub-sampling, see NON_LOCAL_POOL_MODES.
     """
 
     # On the embedded default NLD's paper weights make its loss 16x the detection loss and diverge;
@@ -66,6 +78,8 @@ class NLDParams(MethodParams):
     fg_weight: float = 1.0
     bg_weight: float = 1.0
     mask_source: str = "sum"
+    attention_from: str = "raw"
+    non_local_pool_mode: str = "floor"
 
     def validate(self, where: str) -> None:
         for name in ("alpha", "beta", "gamma", "temperature"):
@@ -74,6 +88,15 @@ class NLDParams(MethodParams):
                 raise ConfigError(f"{where}.{name} = {value!r}: must be > 0")
         if self.mask_source not in MASK_SOURCES:
             raise ConfigError(f"{where}.mask_source = {self.mask_source!r}: must be one of {', '.join(MASK_SOURCES)}")
+        if self.attention_from not in ATTENTION_FROM:
+            raise ConfigError(
+                f"{where}.attention_from = {self.attention_from!r}: must be one of {', '.join(ATTENTION_FROM)}"
+            )
+        if self.non_local_pool_mode not in NON_LOCAL_POOL_MODES:
+            raise ConfigError(
+                f"{where}.non_local_pool_mode = {self.non_local_pool_mode!r}: "
+                f"must be one of {', '.join(NON_LOCAL_POOL_MODES)}"
+            )
 
     def check_active(self, where: str) -> None:
         if not (self.use_at or self.use_am or self.use_nld):
