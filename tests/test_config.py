@@ -89,7 +89,92 @@ def test_shipped_configs_load(path: Path) -> None:
         from drkd.config.sweep_settings import load_sweep_config
 
         cfg, settings = load_sweep_config(path)
-        assert cfg.teacher is not None and cfg.teacher.checkpoint and settings.gpus_per_worker > 0
+        assert cfg.teacher is not None and (cfg.teacher.checkpoint or cfg.teacher.weights)
+        assert settings.gpus_per_worker > 0
+
+
+def test_torchvision_teacher_configs_are_shipped_for_every_arch() -> None:
+    """configs/coco_*_tv_*.yaml: a torchvision COCO teacher for each arch, nothing to train first."""
+    shipped = {p.name: load_config(p) for p in sorted((REPO / "configs").glob("coco_*_tv_*.yaml"))}
+    assert {cfg.teacher.arch for cfg in shipped.values()} == {"retinanet", "fasterrcnn", "fcos"}
+    for name, cfg in shipped.items():
+        t = cfg.teacher
+        assert t.weights and not t.checkpoint and t.arch == cfg.student.arch, name
+        assert cfg.student.weights is None and cfg.distill.method == "drkd", name
+        assert cfg.distill.drkd.reduction == "authors", name  # the DRKD settings of the paper's COCO configs
+
+
+TV_RETINANET = {
+    "arch": "retinanet",
+    "backbone": "resnet50",
+    "fpn_channels": 256,
+    "head_norm": "gn",
+    "weights": "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1",
+}
+
+
+@pytest.mark.parametrize(
+    "teacher, match",
+    [
+        (
+            {"weights": "RetinaNet_ResNet50_FPN_V2_Weights.DEFAULT"},
+            r"teacher\.weights = 'RetinaNet_ResNet50_FPN_V2_Weights\.DEFAULT': must be one of .*FCOS_ResNet50_FPN_Weights\.COCO_V1",
+        ),
+        (
+            {"weights": "IMAGENET1K_V1"},
+            r"teacher\.weights = 'IMAGENET1K_V1': must be one of RetinaNet_ResNet50_FPN_Weights\.COCO_V1, ",
+        ),
+        (
+            {"arch": "fcos"},
+            r"teacher\.arch = 'fcos': teacher\.weights = 'RetinaNet_ResNet50_FPN_V2_Weights\.COCO_V1' \(torchvision's retinanet_resnet50_fpn_v2\) fixes it to 'retinanet'",
+        ),
+        ({"backbone": "resnext101_64x4d"}, r"teacher\.backbone = 'resnext101_64x4d': .* fixes it to 'resnet50'"),
+        ({"fpn_channels": 128}, r"teacher\.fpn_channels = 128: .* fixes it to 256"),
+        ({"head_norm": "none"}, r"teacher\.head_norm = 'none': .*retinanet_resnet50_fpn_v2\) fixes it to 'gn'"),
+        ({"anchor_scale": 8.0}, r"teacher\.anchor_scale = 8\.0: .* fixes it to 4\.0"),
+        (
+            {"checkpoint": "t.pt"},
+            r"teacher\.checkpoint = 't\.pt': give teacher\.weights or teacher\.checkpoint, not both",
+        ),
+        (
+            {"backbone_weights": "IMAGENET1K_V1"},
+            r"teacher\.backbone_weights = 'IMAGENET1K_V1': .* holds the whole detector",
+        ),
+        ({"norm": "frozen_bn"}, r"teacher\.norm = 'frozen_bn': .* picks its own norm layers"),
+    ],
+)
+def test_bad_torchvision_teachers_are_named(tmp_path: Path, teacher: dict, match: str) -> None:
+    path = write(tmp_path, {"teacher": {**TV_RETINANET, **teacher}})
+    with pytest.raises(ConfigError, match=rf"c\.yaml: {match}"):
+        load_config(path)
+
+
+def test_torchvision_teacher_sections_describe_their_model() -> None:
+    from drkd.config.schema import TORCHVISION_DETECTORS
+
+    ok = config_from_dict({"teacher": TV_RETINANET})
+    assert ok.teacher.weights == TV_RETINANET["weights"] and config_from_dict(ok.to_dict()) == ok
+    v1 = {**TV_RETINANET, "head_norm": "none", "weights": "RetinaNet_ResNet50_FPN_Weights.COCO_V1"}
+    assert config_from_dict({"teacher": v1}).teacher.head_norm == "none"
+    frcnn = {"arch": "fasterrcnn", "backbone": "resnet50", "fpn_channels": 256, "anchor_scale": 8.0}
+    frcnn_v1 = {**frcnn, "weights": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"}
+    config_from_dict({"student": {"arch": "fasterrcnn"}, "teacher": frcnn_v1})
+    with pytest.raises(
+        ConfigError, match=r"teacher\.anchor_scale = 4\.0: .*fasterrcnn_resnet50_fpn\) fixes it to 8\.0"
+    ):
+        config_from_dict({"teacher": {**frcnn_v1, "anchor_scale": 4.0}})
+    # FCOS: drkd ignores head_norm and anchor_scale for it, so they are not checked
+    fcos = {"arch": "fcos", "backbone": "resnet50", "fpn_channels": 256, "weights": "FCOS_ResNet50_FPN_Weights.COCO_V1"}
+    assert config_from_dict({"teacher": {**fcos, "head_norm": "gn", "anchor_scale": 2.0}}).teacher.arch == "fcos"
+    # every listed model fits its own fixed fields
+    for name, model in TORCHVISION_DETECTORS.items():
+        config_from_dict({"teacher": {**model.fixed(), "weights": name}})
+    # the teacher's: a student is initialised from backbone_weights or a checkpoint
+    with pytest.raises(ConfigError, match=r"student\.weights = .*are for the teacher"):
+        config_from_dict({"student": TV_RETINANET, "distill": {"method": "none"}})
+    # a dotted override can switch an existing teacher to torchvision's weights
+    switched = apply_overrides(config_from_dict({"teacher": {}}), {f"teacher.{k}": v for k, v in TV_RETINANET.items()})
+    assert switched.teacher.weights == TV_RETINANET["weights"]
 
 
 def test_tiny_configs_are_the_presets() -> None:

@@ -97,3 +97,20 @@ def test_export_loads_into_plain_torchvision() -> None:
     with torch.no_grad():
         a, b = ours(x)[0], plain(x)[0]
     assert torch.allclose(a["scores"], b["scores"], atol=1e-5) and torch.allclose(a["boxes"], b["boxes"], atol=1e-3)
+
+
+def test_checkpoint_key_mismatch_names_every_missing_and_unexpected_key(tmp_path) -> None:
+    from drkd.config import ConfigError
+
+    state = build_detector(DetectorConfig(fpn_channels=16), 3, DATA).state_dict()
+    state["head.extra.weight"] = torch.zeros(1)
+    dropped = [k for k in state if k.startswith("head.regression_head.bbox_reg")]
+    for k in dropped:
+        del state[k]
+    path = tmp_path / "partial.pt"
+    torch.save(state, path)
+    with pytest.raises(ConfigError) as err:
+        build_detector(DetectorConfig(fpn_channels=16, checkpoint=str(path)), 3, DATA)
+    message = str(err.value)
+    assert f"missing {len(dropped)} keys: {', '.join(dropped)}" in message
+    assert "unexpected 1 key: head.extra.weight" in message

@@ -24,6 +24,7 @@ def test_baseline_run_reports_every_epoch(tiny_config) -> None:
     history = ctx.history()
     assert [h["epoch"] for h in history] == [1, 2] and history[-1] == json.loads(json.dumps(last))
     assert set(METRIC_KEYS) <= set(last) and {"loss_total", "loss_det", "lr", "epoch_time_s"} <= set(last)
+    assert not any(k.startswith("teacher_") for k in last)  # no teacher, no teacher metrics
     state = load_checkpoint(ctx.checkpoint_path)
     assert {"student", "distiller", "optimizer", "scheduler", "scaler", "epoch", "config", "num_classes"} <= set(state)
     assert state["epoch"] == 1
@@ -143,3 +144,44 @@ def test_two_stage_drkd_with_non_local_pixel_module(tiny_config, two_stage_teach
     cfg.train.epochs = 1
     last = run_training(cfg, LocalContext(cfg.train.output_dir))
     assert {"loss_pr", "loss_ir", "loss_ins", "loss_classifier", "loss_objectness"} <= set(last)
+
+
+def test_teacher_is_evaluated_once_cached_and_reported(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
+    import json
+    import os
+    import shutil
+
+    from drkd.data.coco_eval import METRIC_KEYS, coco_metrics
+    from drkd.train.engine import predict
+    from drkd.train.job import build_datasets, validation_loader
+    from drkd.train.teacher_eval import cache_file
+
+    ckpt = tmp_path / "teacher" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(teacher_ckpt, ckpt)
+    cfg = tiny_config("drkd", teacher_ckpt=str(ckpt), out="first")
+    assert not list(ckpt.parent.glob("*.eval-*.json"))
+    run_training(cfg)
+    history = LocalContext(cfg.train.output_dir).history()
+    # the teacher's metrics, the same in every epoch, equal an evaluation of the teacher by hand
+    model = build_models(cfg, 7)
+    data = build_datasets(cfg)
+    loader, ids = validation_loader(data, cfg)
+    by_hand = coco_metrics(
+        data.val.coco, predict(model.teacher, loader, torch.device("cpu"), data.val.label_to_cat_id), ids
+    )
+    for row in history:
+        for k in METRIC_KEYS:
+            assert row[f"teacher_{k}"] == pytest.approx(by_hand[k], abs=1e-9), k
+    cached = cache_file(cfg)
+    assert (
+        cached is not None and cached.parent == ckpt.parent and json.loads(cached.read_text())["mAP"] == by_hand["mAP"]
+    )
+    # a second run reads the cache instead of evaluating (a marked value comes back) ...
+    cached.write_text(json.dumps({**{k: 12.5 for k in METRIC_KEYS}}))
+    again = tiny_config("drkd", teacher_ckpt=str(ckpt), out="second")
+    assert run_training(again)["teacher_mAP"] == 12.5
+    # ... and a changed checkpoint file is evaluated anew
+    os.utime(ckpt, ns=(0, 0))
+    third = tiny_config("drkd", teacher_ckpt=str(ckpt), out="third")
+    assert run_training(third)["teacher_mAP"] == pytest.approx(by_hand["mAP"], abs=1e-9)

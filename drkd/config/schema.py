@@ -34,6 +34,54 @@ SCHEDULES = {"1x": 1, "2x": 2}
 MAX_TRAINABLE_BACKBONE_LAYERS = 5
 
 
+@dataclass(frozen=True)
+class TorchvisionDetector:
+    """A torchvision COCO detector that ``teacher.weights`` may name.
+
+    Its builder (``torchvision.models.detection.<builder>``) fixes the architecture, so the detector
+    section must describe it: ``fixed()`` maps each section field to the value that does. ``None``
+    marks a field drkd ignores for that arch (FCOS: ``head_norm``, ``anchor_scale``).
+    """
+
+    builder: str
+    arch: str
+    head_norm: str | None
+    anchor_scale: float | None
+    backbone: str = "resnet50"
+    fpn_channels: int = 256
+
+    def fixed(self) -> dict[str, Any]:
+        """Section field -> the value the builder fixes (fields drkd ignores for the arch left out)."""
+        values = {
+            "arch": self.arch,
+            "backbone": self.backbone,
+            "fpn_channels": self.fpn_channels,
+            "head_norm": self.head_norm,
+            "anchor_scale": self.anchor_scale,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+# `*.weights` names (torchvision weights enum values, as `torchvision.models.get_weight` reads them).
+# head_norm: v1 heads are torchvision's plain ones ("none"); the v2 heads normalise ("gn": RetinaNet v2
+# uses GroupNorm; Faster R-CNN v2 has the 2-conv RPN and 4-conv box head of drkd's "gn", with BatchNorm).
+# anchor_scale: RetinaNet's anchors are 4 x the stride (torchvision truncates the octave sizes to
+# integers: 32, 40, 50 at P3), Faster R-CNN's 8 x (32 at P2); FCOS's are the stride itself.
+TORCHVISION_DETECTORS: dict[str, TorchvisionDetector] = {
+    "RetinaNet_ResNet50_FPN_Weights.COCO_V1": TorchvisionDetector("retinanet_resnet50_fpn", "retinanet", "none", 4.0),
+    "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1": TorchvisionDetector(
+        "retinanet_resnet50_fpn_v2", "retinanet", "gn", 4.0
+    ),
+    "FasterRCNN_ResNet50_FPN_Weights.COCO_V1": TorchvisionDetector(
+        "fasterrcnn_resnet50_fpn", "fasterrcnn", "none", 8.0
+    ),
+    "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1": TorchvisionDetector(
+        "fasterrcnn_resnet50_fpn_v2", "fasterrcnn", "gn", 8.0
+    ),
+    "FCOS_ResNet50_FPN_Weights.COCO_V1": TorchvisionDetector("fcos_resnet50_fpn", "fcos", None, None),
+}
+
+
 def check_choice(where: str, value: Any, choices: tuple | Mapping) -> None:
     """``value`` is one of ``choices``, else a ConfigError naming ``where`` and the choices."""
     if value not in choices:
@@ -98,6 +146,10 @@ class DetectorConfig:
     fpn_channels: int = 64
     backbone_weights: str | None = None  # torchvision weights name, e.g. "IMAGENET1K_V1" (downloads!)
     checkpoint: str | None = None  # local drkd or state-dict checkpoint to initialise from
+    # teacher only: a torchvision COCO detector's weights (TORCHVISION_DETECTORS), e.g.
+    # "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1": built by torchvision's builder, weights from the
+    # torch hub cache (downloaded on first use); the section must describe that model
+    weights: str | None = None
     anchor_scale: float = 4.0  # anchor size = anchor_scale × level stride (torchvision: 4)
     trainable_backbone_layers: int = 5
     head_norm: str = "none"  # "gn": GroupNorm in the heads (trains from scratch); "none": torchvision's v1 heads
@@ -131,6 +183,29 @@ class DetectorConfig:
             raise ConfigError(f"{where}.fpn_channels = {self.fpn_channels}: head_norm gn needs a multiple of 8")
         if self.norm is not None:
             check_choice(f"{where}.norm", self.norm, NORMS)
+        if self.weights is not None:
+            self._check_weights(where)
+
+    def _check_weights(self, where: str) -> None:
+        """``weights`` is a known torchvision COCO detector and the section describes that model."""
+        check_choice(f"{where}.weights", self.weights, tuple(TORCHVISION_DETECTORS))
+        model = TORCHVISION_DETECTORS[self.weights]
+        named = f"{where}.weights = {self.weights!r} (torchvision's {model.builder})"
+        for name, expected in model.fixed().items():
+            value = getattr(self, name)
+            if value != expected:
+                raise ConfigError(f"{where}.{name} = {value!r}: {named} fixes it to {expected!r}")
+        if self.checkpoint is not None:
+            raise ConfigError(
+                f"{where}.checkpoint = {self.checkpoint!r}: give {where}.weights or {where}.checkpoint, not both"
+            )
+        if self.backbone_weights is not None:
+            raise ConfigError(
+                f"{where}.backbone_weights = {self.backbone_weights!r}: {named} holds the whole detector, "
+                "backbone included; leave it unset"
+            )
+        if self.norm is not None:
+            raise ConfigError(f"{where}.norm = {self.norm!r}: {named} picks its own norm layers; leave it unset")
 
 
 def _default_method_params() -> dict[str, MethodParams]:
@@ -149,7 +224,7 @@ class DistillConfig:
     method: str = DEFAULT_METHOD
     # method -> factor on all of that method's loss weights (defaults or explicit); missing = 1
     weight_scale: dict[str, float] = field(default_factory=dict)
-    # a teacher with neither checkpoint nor backbone_weights is an error unless this is set (benchmarks)
+    # a teacher with neither checkpoint, backbone_weights nor weights is an error unless this is set (benchmarks)
     allow_untrained_teacher: bool = False
     params: dict[str, MethodParams] = field(default_factory=_default_method_params)
 
@@ -277,6 +352,11 @@ class Config:
     def validate(self) -> Config:
         """Range and consistency checks that types alone do not catch; returns self."""
         self.student.validate("student")
+        if self.student.weights is not None:
+            raise ConfigError(
+                f"student.weights = {self.student.weights!r}: torchvision COCO detector weights are for the "
+                "teacher; initialise a student with student.backbone_weights or student.checkpoint"
+            )
         if self.teacher is not None:
             self.teacher.validate("teacher")
         self.data.validate("data")

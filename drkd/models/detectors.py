@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 from collections import OrderedDict
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -20,6 +24,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from drkd.config import TWO_STAGE_ARCHS, ConfigError, DataConfig, DetectorConfig
+from drkd.config.schema import TORCHVISION_DETECTORS
 
 log = logging.getLogger("drkd.models.detectors")
 
@@ -109,7 +114,9 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
-def build_detector(cfg: DetectorConfig, num_classes: int, data: DataConfig) -> nn.Module:
+def build_detector(
+    cfg: DetectorConfig, num_classes: int, data: DataConfig, category_names: Sequence[str] | None = None
+) -> nn.Module:
     """A torchvision RetinaNet, FCOS or Faster R-CNN for ``num_classes`` classes at the data's image size.
 
     Backbone and FPN from :func:`build_backbone`. Anchors are ``cfg.anchor_scale`` × the level
@@ -125,14 +132,29 @@ def build_detector(cfg: DetectorConfig, num_classes: int, data: DataConfig) -> n
             (``"gn"`` | ``"none"``), ``detections_per_img``, the Faster R-CNN sampling sizes
             ``rpn_pre_nms_top_n_train``, ``rpn_post_nms_top_n_train``, ``roi_batch_size_per_image``,
             and ``checkpoint``: a drkd checkpoint or state dict loaded afterwards, which must fit
-            exactly (:func:`load_detector_weights`; ``ConfigError`` otherwise).
+            exactly (:func:`load_detector_weights`; ``ConfigError`` otherwise). With ``weights`` (a
+            torchvision COCO detector, see :func:`build_torchvision_detector`) the model is torchvision's
+            own, built by its builder and loaded from the torch hub cache.
         num_classes: number of classes including the background (``CocoDetection.num_classes``).
+            With ``cfg.weights`` it is only checked against ``category_names``: without them the
+            model keeps its 91 COCO outputs.
         data: the data section; its ``min_size`` / ``max_size`` configure the detector's resize transform.
+        category_names: only with ``cfg.weights``: the dataset's category names in label order
+            (``CocoDetection.category_names``); the class outputs are then cut down to the background
+            plus these categories, matched by name, so that label i means what the dataset's label i
+            means (:func:`coco_class_indices`). ``None`` (default): the full COCO head.
 
     Returns:
         The detector (an ``nn.Module``): in train mode ``model(images, targets)`` returns its loss dict,
         in eval mode ``model(images)`` its detections, as torchvision's detectors do.
     """
+    if cfg.weights:
+        model = build_torchvision_detector(cfg, data)
+        if category_names is not None:
+            if num_classes != len(category_names) + 1:
+                raise ValueError(f"num_classes = {num_classes}: {len(category_names)} category names + background")
+            restrict_classes(model, coco_class_indices(cfg.weights, category_names))
+        return model
     backbone = build_backbone(cfg)
     c = cfg.fpn_channels
     gn = group_norm if cfg.head_norm == "gn" else None
@@ -168,6 +190,124 @@ def build_detector(cfg: DetectorConfig, num_classes: int, data: DataConfig) -> n
     return model
 
 
+def hub_cache_path(weights: str) -> Path:
+    """Where the torch hub cache keeps the file of torchvision weights ``weights`` (e.g.
+    ``"FCOS_ResNet50_FPN_Weights.COCO_V1"``): ``<torch.hub.get_dir()>/checkpoints/<file name of its url>``,
+    i.e. ``$TORCH_HOME/hub/checkpoints/...`` (default ``~/.cache/torch``). A file there is used as is
+    (torch hub checks the hash only when it downloads)."""
+    url = torchvision.models.get_weight(weights).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def build_torchvision_detector(cfg: DetectorConfig, data: DataConfig) -> nn.Module:
+    """torchvision's COCO detector ``cfg.weights`` (one of ``drkd.config.schema.TORCHVISION_DETECTORS``).
+
+    Built by torchvision's own builder (``retinanet_resnet50_fpn_v2(weights=...)`` etc.), so the
+    architecture is exactly the one the weights were trained with (v2 heads, P6 from C5, BatchNorm
+    FPN, FrozenBatchNorm eps 0 of the v1 models ...), and loaded strictly by it from the torch hub
+    cache (:func:`hub_cache_path`), which downloads the file only when it is not cached. The config
+    validation has checked that the section describes that model (arch, resnet50, 256 channels,
+    head_norm, anchor_scale). From the section the builder takes ``trainable_backbone_layers``,
+    ``detections_per_img`` and the Faster R-CNN sampling sizes; from ``data`` ``min_size`` /
+    ``max_size``. The model predicts torchvision's 91 COCO classes: label = COCO category id
+    (:func:`restrict_classes` cuts that down to a dataset's categories).
+
+    Raises:
+        ConfigError: the file is not cached and cannot be downloaded, or the cached file does not load.
+    """
+    name = cfg.weights
+    assert name is not None  # callers check
+    spec = TORCHVISION_DETECTORS[name]
+    weights = torchvision.models.get_weight(name)
+    cached = hub_cache_path(name)
+    was_cached = cached.is_file()
+    if not was_cached:
+        log.info("weights = %s: downloading %s to %s", name, weights.url, cached)
+    kwargs: dict = dict(min_size=data.min_size, max_size=data.max_size)
+    if cfg.two_stage:
+        kwargs.update(
+            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+            box_detections_per_img=cfg.detections_per_img,
+            box_batch_size_per_image=cfg.roi_batch_size_per_image,
+        )
+    else:
+        kwargs["detections_per_img"] = cfg.detections_per_img
+    builder = torchvision.models.get_model_builder(spec.builder)
+    try:
+        return builder(
+            weights=weights,
+            weights_backbone=None,
+            progress=True,
+            trainable_backbone_layers=cfg.trainable_backbone_layers,
+            **kwargs,
+        )
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if was_cached:
+            raise ConfigError(
+                f"weights = {name!r}: the cached file {cached} does not load ({reason}); delete it to download it again"
+            ) from None
+        raise ConfigError(
+            f"weights = {name!r}: {cached} is not in the torch hub cache and downloading {weights.url} "
+            f"failed ({reason}); fetch that file where there is network and copy it to {cached} "
+            "(TORCH_HOME sets the cache's root)"
+        ) from None
+
+
+def coco_class_indices(weights: str, category_names: Sequence[str]) -> list[int]:
+    """Indices into the class outputs of torchvision COCO detector ``weights`` for the background and
+    then each of ``category_names`` (matched by name against ``weights.meta["categories"]``).
+
+    Raises:
+        ConfigError: a name is not one of the weights' categories (the model cannot predict it).
+    """
+    names = torchvision.models.get_weight(weights).meta["categories"]
+    index = {n: i for i, n in enumerate(names) if i > 0 and n != "N/A"}
+    missing = [n for n in category_names if n not in index]
+    if missing:
+        raise ConfigError(
+            f"weights = {weights!r}: the dataset's category {missing[0]!r} is not one of its "
+            f"{len(index)} COCO categories ({', '.join(list(index)[:5])}, ...), so its class outputs "
+            "cannot be lined up with the dataset's labels"
+        )
+    return [0, *(index[n] for n in category_names)]
+
+
+def restrict_classes(model: nn.Module, keep: Sequence[int]) -> nn.Module:
+    """Cut a torchvision RetinaNet's, FCOS's or Faster R-CNN's class outputs down to ``keep`` (indices
+    into its current classes, background first): output class i is the old class ``keep[i]``, with the
+    same logits (and, for Faster R-CNN, the same class-specific box regression). In place; returns ``model``.
+    """
+    keep = list(keep)
+    if isinstance(model, (RetinaNet, FCOS)):
+        head = model.head.classification_head
+        old, k = head.cls_logits, head.num_classes
+        rows = [a * k + c for a in range(head.num_anchors) for c in keep]
+        new = nn.Conv2d(old.in_channels, len(rows), old.kernel_size, old.stride, old.padding)
+        _copy_rows(new, old, rows)
+        head.cls_logits, head.num_classes = new, len(keep)
+    elif isinstance(model, FasterRCNN):
+        predictor = model.roi_heads.box_predictor
+        cls_score, bbox_pred = predictor.cls_score, predictor.bbox_pred
+        new_cls = nn.Linear(cls_score.in_features, len(keep))
+        new_box = nn.Linear(bbox_pred.in_features, 4 * len(keep))
+        _copy_rows(new_cls, cls_score, keep)
+        _copy_rows(new_box, bbox_pred, [4 * c + j for c in keep for j in range(4)])
+        predictor.cls_score, predictor.bbox_pred = new_cls, new_box
+    else:
+        raise TypeError(f"{type(model).__name__}: not a torchvision RetinaNet, FCOS or Faster R-CNN")
+    return model
+
+
+def _copy_rows(new: nn.Module, old: nn.Module, rows: list[int]) -> None:
+    """new.weight/bias = old's output rows ``rows`` (same dtype, device and requires_grad)."""
+    index = torch.tensor(rows, device=old.weight.device)
+    with torch.no_grad():
+        new.weight = nn.Parameter(old.weight.index_select(0, index).clone(), old.weight.requires_grad)
+        new.bias = nn.Parameter(old.bias.index_select(0, index).clone(), old.bias.requires_grad)
+
+
 def load_detector_weights(model: nn.Module, path: str | Path) -> None:
     """Initialise from a drkd checkpoint (its `student` entry) or a plain detector state dict."""
     path = Path(path)
@@ -186,9 +326,17 @@ def load_detector_weights(model: nn.Module, path: str | Path) -> None:
         ) from None
     if missing or unexpected:
         raise ConfigError(
-            f"checkpoint = {str(path)!r}: does not fit this detector "
-            f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
+            f"checkpoint = {str(path)!r}: does not fit this detector: "
+            f"{_key_list('missing', missing)}; {_key_list('unexpected', unexpected)}"
         )
+
+
+def _key_list(what: str, keys: list[str], shown: int = 20) -> str:
+    """'missing 2 keys: a, b' (the first ``shown`` named, then how many more)."""
+    more = f", ... and {len(keys) - shown} more" if len(keys) > shown else ""
+    return f"{what} {len(keys)} key{'s' if len(keys) != 1 else ''}" + (
+        f": {', '.join(keys[:shown])}{more}" if keys else ""
+    )
 
 
 def _adapt_norm_keys(state: dict, model: nn.Module) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from drkd.models.feature_taps import fpn_channels
 from drkd.train.engine import predict, train_one_epoch
 from drkd.train.lr_schedule import build_scheduler, scaled_lr
 from drkd.train.run_context import LocalContext, RunContext
+from drkd.train.teacher_eval import teacher_metrics
 
 log = logging.getLogger("drkd.train")
 
@@ -121,32 +123,57 @@ def validation_loader(data: Datasets, cfg: Config, rank: int = 0, world_size: in
 
 
 def check_teacher(cfg: Config, source: str = "config") -> None:
-    """A distillation run needs a trained teacher: ``teacher.checkpoint`` or ``teacher.backbone_weights``.
+    """A distillation run needs a trained teacher: ``teacher.checkpoint``, ``teacher.weights`` (a
+    torchvision COCO detector) or at least ``teacher.backbone_weights``.
 
     The usual cause of "distillation gives no gain" is a teacher that was never loaded, so this is
     an error (naming ``source``) unless ``distill.allow_untrained_teacher`` (speed benchmarks).
     """
     if cfg.distill.method == NO_DISTILLATION or cfg.teacher is None:
         return
-    if not (cfg.teacher.checkpoint or cfg.teacher.backbone_weights or cfg.distill.allow_untrained_teacher):
+    t = cfg.teacher
+    if not (t.checkpoint or t.weights or t.backbone_weights or cfg.distill.allow_untrained_teacher):
         raise ConfigError(
-            f"{source}: teacher: neither checkpoint nor backbone_weights: distilling from an untrained teacher; "
-            "set teacher.checkpoint (or distill.allow_untrained_teacher: true for benchmarks)"
+            f"{source}: teacher: neither checkpoint nor backbone_weights nor weights: distilling from an untrained "
+            "teacher; set teacher.checkpoint or teacher.weights (a torchvision COCO detector, e.g. "
+            "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1), or distill.allow_untrained_teacher: true for benchmarks"
         )
 
 
-def build_models(cfg: Config, num_classes: int) -> DistillationModel:
-    """Student (seeded), frozen teacher and the configured distiller, as one trainable module."""
+def build_models(cfg: Config, num_classes: int, category_names: Sequence[str] | None = None) -> DistillationModel:
+    """Student (seeded), frozen teacher and the configured distiller, as one trainable module.
+
+    Distillers see only the teacher's backbone + FPN features (the
+    :class:`~drkd.distill.base.Distiller` interface; :class:`~drkd.models.distillation_model.DistillationModel`
+    never runs the teacher's heads), so a torchvision COCO teacher (``teacher.weights``) needs no
+    class mapping for any method (drkd, fitnet, nld, mkd): by default it keeps its 91
+    COCO class outputs (label = COCO category id). ``category_names`` (the dataset's, in label order)
+    cuts them down to the dataset's categories, matched by name (``ConfigError`` when one is not a
+    COCO category), for whoever wants the teacher's predictions in the student's labels.
+    """
     student = build_detector(cfg.student, num_classes, cfg.data)
     if cfg.distill.method == NO_DISTILLATION:
         return DistillationModel(student)
     assert cfg.teacher is not None  # validated
     check_teacher(cfg)
-    teacher = build_detector(cfg.teacher, num_classes, cfg.data)
+    teacher = build_detector(cfg.teacher, num_classes, cfg.data, category_names=category_names)
     # the FPN's own levels plus its extra ones: P6, P7 (one-stage) or the max-pooled P6 (Faster R-CNN)
     num_levels = len(student.backbone.fpn.layer_blocks) + (1 if cfg.student.two_stage else 2)
     distiller = build_distiller(cfg, fpn_channels(teacher), fpn_channels(student), num_levels)
     return DistillationModel(student, distiller, teacher)
+
+
+def _models_for_training(cfg: Config, data: Datasets, ctx: RunContext) -> tuple[DistillationModel, bool]:
+    """The models, and whether the teacher can be scored on this validation set: a torchvision COCO
+    teacher (``teacher.weights``) predicts COCO's categories, so its classes are cut to the dataset's
+    by name; where the dataset's names are not COCO's it still teaches (features only) but is not scored."""
+    if cfg.teacher is None or not cfg.teacher.weights or cfg.distill.method == NO_DISTILLATION:
+        return build_models(cfg, data.num_classes), True
+    try:
+        return build_models(cfg, data.num_classes, data.val.category_names), True
+    except ConfigError as err:
+        ctx.log(f"the teacher is not evaluated on this dataset: {err}")
+        return build_models(cfg, data.num_classes), False
 
 
 def training_state(
@@ -196,8 +223,9 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
 
     Returns:
         The last epoch's metrics: ``epoch`` (1-based), the COCO AP keys of
-        :data:`~drkd.data.coco_eval.METRIC_KEYS` (in percent), the epoch's mean loss terms and ``lr``
-        (:func:`~drkd.train.engine.train_one_epoch`) and ``epoch_time_s``. ``{}`` when the restored
+        :data:`~drkd.data.coco_eval.METRIC_KEYS` (in percent), for a distillation run the teacher's as
+        ``teacher_<key>`` (evaluated once, cached: :mod:`drkd.train.teacher_eval`), the epoch's mean
+        loss terms and ``lr`` (:func:`~drkd.train.engine.train_one_epoch`) and ``epoch_time_s``. ``{}`` when the restored
         checkpoint had already finished every epoch.
 
     Raises:
@@ -228,7 +256,8 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
             f"data.batch_size = {cfg.data.batch_size}: larger than the {len(train_ds) // ctx.world_size} training images per worker"
         )
 
-    model = build_models(cfg, data.num_classes).to(ctx.device)
+    model, teacher_evaluable = _models_for_training(cfg, data, ctx)
+    model = model.to(ctx.device)
     cuda = ctx.device.type == "cuda"
     channels_last = t.channels_last and cuda
     if channels_last:
@@ -253,6 +282,11 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         start_epoch = int(state["epoch"]) + 1
     wrapped = ctx.wrap(model)
 
+    teacher_scores: dict[str, float] = {}
+    if model.teacher is not None and teacher_evaluable:
+        teacher_scores = teacher_metrics(
+            cfg, model.teacher, val_loader, val_ids, data.val.coco, data.val.label_to_cat_id, ctx, channels_last
+        )
     metrics: dict[str, Any] = {}
     ctx.log(
         f"training {cfg.student.arch}/{cfg.student.backbone} with distill.method={cfg.distill.method} "
@@ -279,6 +313,12 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         detections = ctx.gather(predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last))
         scores = coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None
         scores = ctx.broadcast(scores)
-        metrics = {"epoch": epoch + 1, **scores, **losses, "epoch_time_s": time.perf_counter() - start}
+        metrics = {
+            "epoch": epoch + 1,
+            **scores,
+            **teacher_scores,
+            **losses,
+            "epoch_time_s": time.perf_counter() - start,
+        }
         ctx.report(metrics, training_state(model, optimizer, scheduler, scaler, epoch, cfg, data.num_classes))
     return metrics

@@ -1,0 +1,127 @@
+"""The teacher's COCO metrics: evaluated once per teacher and validation set, cached, reported beside the student's.
+
+"No gain after distillation" usually means the teacher was not what the user thought. A
+distillation run therefore evaluates its teacher on the validation set before the first epoch and
+adds its metrics to every epoch's report as ``teacher_<metric>``, so every trial records which
+teacher it learned from and how good that teacher was, and the paper tables' teacher rows come from
+the teacher the students actually used.
+
+The result is cached in a JSON file keyed by a fingerprint of the teacher (checkpoint path, size and
+modification time, or the torchvision weights name, and the detector section) and of the validation
+set (annotation file, images, limit, input sizes): beside a local checkpoint
+(``<checkpoint>.eval-<fingerprint>.json``), else under the results directory's ``cache/``. A sweep's
+trials then evaluate the same teacher once; a changed checkpoint file is evaluated again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from drkd.config.schema import Config
+from drkd.config.storage import default_results_dir, is_uri
+from drkd.data.coco_eval import METRIC_KEYS, coco_metrics
+from drkd.train.engine import predict
+from drkd.train.run_context import RunContext
+
+TEACHER_PREFIX = "teacher_"
+
+
+def fingerprint(cfg: Config) -> str:
+    """A hex digest of what decides the teacher's metrics: its weights and detector section, and the validation set."""
+    assert cfg.teacher is not None
+    parts: dict[str, Any] = {"teacher": asdict(cfg.teacher)}
+    checkpoint = cfg.teacher.checkpoint
+    if checkpoint and not is_uri(checkpoint) and Path(checkpoint).is_file():
+        stat = Path(checkpoint).stat()
+        parts["checkpoint_file"] = [str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns]
+    d = cfg.data
+    parts["val"] = [
+        str(Path(d.root).resolve()),
+        d.val_annotations,
+        d.val_images,
+        d.val_limit,
+        d.min_size,
+        d.max_size,
+    ]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cache_file(cfg: Config) -> Path | None:
+    """Where the teacher's metrics are cached, or ``None`` where nothing local can hold them."""
+    assert cfg.teacher is not None
+    key = fingerprint(cfg)
+    checkpoint = cfg.teacher.checkpoint
+    if checkpoint and not is_uri(checkpoint):
+        return Path(checkpoint).with_name(f"{Path(checkpoint).name}.eval-{key}.json")
+    if is_uri(os.environ.get("DRKD_RESULTS", "")):
+        return None
+    return default_results_dir() / "cache" / "teacher_eval" / f"{key}.json"
+
+
+def _read(path: Path | None) -> dict[str, float] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        scores = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # a damaged cache is evaluated again
+    return scores if isinstance(scores, dict) and all(k in scores for k in METRIC_KEYS) else None
+
+
+def _write(path: Path, scores: dict[str, float]) -> None:
+    """Atomically (a temporary file, then rename), so concurrent trials never read half a file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(scores, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only checkpoint folder: the metrics are still reported, just not cached
+
+
+def teacher_metrics(
+    cfg: Config,
+    teacher: nn.Module,
+    val_loader: Any,
+    val_ids: list[int],
+    coco: Any,
+    label_to_cat_id: dict[int, int],
+    ctx: RunContext,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """The teacher's COCO metrics as ``teacher_<metric>`` (percent), from the cache or evaluated now.
+
+    Every rank calls it; rank 0 reads and writes the cache and decides, the ranks evaluate their
+    share of the validation set together when there is no cached result.
+
+    Args:
+        cfg: the run's Config (with a ``teacher`` section).
+        teacher: the frozen teacher detector.
+        val_loader, val_ids: this rank's validation loader and every validation image id
+            (:func:`~drkd.train.job.validation_loader`).
+        coco: the validation set's pycocotools ``COCO`` object.
+        label_to_cat_id: the teacher's label -> COCO category id.
+        ctx: the run context (rank, gather, broadcast).
+        channels_last: as in training.
+    """
+    path = cache_file(cfg)
+    cached = ctx.broadcast(_read(path) if ctx.rank == 0 else None)
+    if cached is None:
+        detections = ctx.gather(predict(teacher, val_loader, ctx.device, label_to_cat_id, channels_last))
+        scores = coco_metrics(coco, detections, val_ids) if ctx.rank == 0 else None
+        if ctx.rank == 0 and path is not None:
+            _write(path, scores)
+        cached = ctx.broadcast(scores)
+        ctx.log(f"teacher evaluated: mAP {cached['mAP']:.2f}" + (f" (cached in {path})" if path else ""))
+    else:
+        ctx.log(f"teacher mAP {cached['mAP']:.2f} (cached evaluation {path})")
+    return {f"{TEACHER_PREFIX}{k}": float(cached[k]) for k in METRIC_KEYS}
