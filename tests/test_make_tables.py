@@ -21,7 +21,7 @@ import pytest
 
 from drkd.analysis.experiment_store import load_experiments
 from drkd.analysis.paper_numbers import load_paper_numbers
-from drkd.analysis.paper_tables import build_all
+from drkd.analysis.paper_tables import build_all, trial_results
 from drkd.analysis.report import make_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +34,13 @@ METRICS = ("mAP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
 FRAMEWORK = {"retinanet": "One-stage (RetinaNet)", "fasterrcnn": "Two-stage (Faster R-CNN)"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PEER_GAIN = {"fitnet": 0.5, "nld": 1.0, "mkd": 1.2}
+# The teachers the distillation runs learn from, and the mAP each one's (single) evaluation gives:
+# every RetinaNet student shares one checkpoint (the λ search's trials name none: their base config
+# holds it); the Faster R-CNN students of Table 1 and Table 6 learn from two different teachers.
+RETINA_CKPT, FRCNN_CKPT = "/teachers/retinanet.pt", "/teachers/fasterrcnn.pt"
+FRCNN_WEIGHTS = "FasterRCNN_ResNet50_FPN_Weights.COCO_V1"
+TEACHER_MAP = {RETINA_CKPT: 27.25, FRCNN_CKPT: 30.5, FRCNN_WEIGHTS: 37.0}
+DEFAULT_TEACHER = {"retinanet": RETINA_CKPT, "fasterrcnn": FRCNN_CKPT}
 
 
 # --- the tiny sweep ------------------------------------------------------------------------------
@@ -64,20 +71,42 @@ def fake_report(config: dict[str, Any], epoch: int) -> dict[str, float]:
         if (pr, ir, ins)[k] and config["distill.method"] == "drkd" and config["role"] == "student"
     }
     loss_det = 2.0 / epoch
+    teacher = (
+        {}
+        if config["role"] == "teacher" or config["distill.method"] == "none"
+        else {f"teacher_{k}": v for k, v in teacher_metrics(teacher_of(config)).items()}
+    )
     return {
         "epoch": epoch,
-        "mAP": m,
-        "AP50": m + 18.3,
-        "AP75": m + 1.2,
-        "AP_S": m - 15 + 0.5 * ir,
-        "AP_M": m + 3.1,
-        "AP_L": m + 11.7 - 0.2 * pr,
+        **coco_metrics(m, 0.5 * ir, -0.2 * pr),
+        **teacher,
         "loss_det": loss_det,
         "loss_total": loss_det + 0.004 * sum(terms.values()),
         **terms,
         "lr": 0.02 if epoch < epochs else 0.002,
         "epoch_time_s": 1.0,
     }
+
+
+def coco_metrics(m: float, small: float = 0.0, large: float = 0.0) -> dict[str, float]:
+    return {
+        "mAP": m,
+        "AP50": m + 18.3,
+        "AP75": m + 1.2,
+        "AP_S": m - 15 + small,
+        "AP_M": m + 3.1,
+        "AP_L": m + 11.7 + large,
+    }
+
+
+def teacher_of(config: dict[str, Any]) -> str:
+    """The teacher a distillation run learns from: its config's, else its sweep's base config's."""
+    return config.get("teacher.checkpoint") or config.get("teacher.weights") or DEFAULT_TEACHER[config["student.arch"]]
+
+
+def teacher_metrics(teacher: str) -> dict[str, float]:
+    """The teacher's evaluation, which every run distilling from it reports as teacher_<metric>."""
+    return coco_metrics(TEACHER_MAP[teacher], 0.3, -0.4)
 
 
 def tiny_trainable(config: dict[str, Any]) -> None:
@@ -101,6 +130,8 @@ def student(arch: str, pr: bool, ir: bool, ins: bool, seed: int, size: int = 3, 
         "distill.drkd.ir": ir,
         "distill.drkd.ins": ins,
         "distill.drkd.instance_size": size,
+        "teacher.arch": arch,
+        "teacher.checkpoint": DEFAULT_TEACHER[arch],
         **extra,
     }
 
@@ -137,12 +168,18 @@ TABLE5 = (
     + [student("retinanet", True, True, True, seed=0, **{"distill.drkd.lambda_ins": v}) for v in (0.006, 0.008)]
 )
 # Table 6: each method on both frameworks at 2x; RetinaNet over two seeds, Faster R-CNN over one.
+# Its Faster R-CNN students distil from torchvision's COCO Faster R-CNN, not Table 1's teacher.
+TABLE6_TEACHER = {
+    "retinanet": {"teacher.arch": "retinanet", "teacher.checkpoint": RETINA_CKPT},
+    "fasterrcnn": {"teacher.arch": "fasterrcnn", "teacher.checkpoint": None, "teacher.weights": FRCNN_WEIGHTS},
+}
 TABLE6 = [
     {
         **(student(arch, True, True, True, seed=s) if m == "drkd" else baseline(arch, s)),
         "cell": m,
         "distill.method": m,
         "train.schedule": "2x",
+        **({} if m == "none" else TABLE6_TEACHER[arch]),
     }
     for arch, seeds in (("retinanet", (0, 1)), ("fasterrcnn", (0,)))
     for m in ("none", "fitnet", "nld", "mkd", "drkd")
@@ -361,6 +398,8 @@ def test_table1_rows_columns_and_values(tiny_sweeps: SweepRun, report: Path) -> 
     expected = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)
     assert len(expected) == 8  # teacher, 5 one-stage students, 2 two-stage students
     for key, metrics in expected.items():
+        if key[2] == "Teacher":
+            continue  # the teacher row shows the recorded teacher, not this run (test_teacher_rows_*)
         row = row_of(frame, **dict(zip(T1_COLS, key)))
         for metric in METRICS:
             assert_cell(row, metric, metrics[metric])
@@ -421,13 +460,14 @@ def test_table3_pools_baseline_and_marks_missing(tiny_sweeps: SweepRun, report: 
 
 def test_other_tables_and_search_summary(tiny_sweeps: SweepRun, report: Path) -> None:
     tables = report.parent / "tables"
-    for name in ("table4", "table5", "table6"):
+    for name in ("table4", "table5"):
         assert f"`python sweeps/ablations.py {name}`" in (tables / f"{name}.md").read_text()
+    # every Table 6 cell has runs (its teacher rows: the teachers its students recorded), so no '—' footnote
+    assert "`python sweeps/ablations.py table6`" not in (tables / "table6.md").read_text()
     assert not (tables / "table2.md").exists()  # only when its sweep exists
     t4 = pd.read_csv(tables / "table4.csv", keep_default_na=False, na_values=[""])
     assert t4["Distillation"].tolist() == ["Teacher", "Student", "IR", "IR", "PR+IR+INS", "PR+IR+INS"]
-    teacher = [t for t in tiny_sweeps.experiments["ablation_table1"] if t.config["role"] == "teacher"][0]
-    assert t4.loc[0, "mAP"] == pytest.approx(teacher.history["mAP"].iloc[-1], abs=1e-3)
+    assert t4.loc[0, "mAP"] == pytest.approx(TEACHER_MAP[RETINA_CKPT], abs=1e-3)  # the recorded teacher
     t5 = pd.read_csv(tables / "table5.csv")
     assert t5["lambda_pr"].tolist() == [0.001, 0.002, 0.004, 0.006]
     assert t5["lambda_ir_mAP_paper"].tolist() == [36.7, 36.8, 36.9, 36.8]
@@ -487,6 +527,93 @@ def test_table6_measured_beside_paper(tiny_sweeps: SweepRun, report: Path) -> No
         rf"\+{PEER_GAIN['nld']:.2f} \|",
         md,
     )
+
+
+def teacher_cell(*teachers: str) -> dict[str, tuple]:
+    """metric -> (mean, std or None, n) over distinct teachers' evaluations."""
+    values = [teacher_metrics(t) for t in teachers]
+    return {
+        m: (
+            statistics.mean(v[m] for v in values),
+            statistics.stdev(v[m] for v in values) if len(values) > 1 else None,
+            len(values),
+        )
+        for m in METRICS
+    }
+
+
+def test_teacher_rows_use_the_recorded_teachers(tiny_sweeps: SweepRun, report: Path) -> None:
+    tables = report.parent / "tables"
+    t1, t4 = read_csv(tables / "table1.csv"), read_csv(tables / "table4.csv")
+    t6 = pd.read_csv(tables / "table6.csv", keep_default_na=False, na_values=[""])
+    one_teacher, two_teachers = teacher_cell(RETINA_CKPT), teacher_cell(FRCNN_CKPT, FRCNN_WEIGHTS)
+    # RetinaNet: 33 runs of 5 experiments (the λ search's included) distilled from one teacher: n = 1,
+    # and it wins over Table 1's teacher run (mAP 26.0)
+    rows = [
+        (row_of(t1, Schedule="1x", Framework=FRAMEWORK["retinanet"], Model="Teacher"), one_teacher),
+        (row_of(t4, Distillation="Teacher"), {"mAP": one_teacher["mAP"]}),
+        (row_of(t6, Framework=FRAMEWORK["retinanet"], Method="Teacher"), one_teacher),
+        # Faster R-CNN: Table 1's students used a checkpoint, Table 6's torchvision's weights: n = 2
+        (row_of(t1, Schedule="1x", Framework=FRAMEWORK["fasterrcnn"], Model="Teacher"), two_teachers),
+        (row_of(t6, Framework=FRAMEWORK["fasterrcnn"], Method="Teacher"), two_teachers),
+    ]
+    for row, expected in rows:
+        for metric, cell in expected.items():
+            assert_cell(row, metric, cell)
+    base = expected_cells(tiny_sweeps.experiments["ablation_table1"], table1_label)[
+        ("1x", FRAMEWORK["retinanet"], "Student", "×", "×", "×")
+    ]["mAP"][0]
+    assert rows[0][0]["mAP_delta"] == pytest.approx(one_teacher["mAP"][0] - base, abs=1e-3)
+    t1_md = (tables / "table1.md").read_text()
+    assert "| 1x | Two-stage (Faster R-CNN) | Teacher | - | - | - | 33.75 ± 4.60 (n=2) | 42.1 |" in t1_md
+    assert (
+        "Teacher rows: the teacher the students distilled from, evaluated once per teacher (checkpoint or "
+        "torchvision weights) and recorded by the distillation runs of any sweep, λ searches and unfinished runs "
+        "included (n = distinct teachers)."
+    ) in t1_md
+    assert "Students distilled from several teachers (Faster R-CNN: 2); the teacher row is their mean ± std." in t1_md
+    assert "preferred to teacher runs (`python sweeps/ablations.py teacher`)" in t1_md  # RetinaNet has one
+    t4_md = (tables / "table4.md").read_text()
+    assert "Teacher rows: the teacher the students distilled from" in t4_md and "several teachers" not in t4_md
+
+
+def test_teacher_identities_and_recorded_columns(tiny_sweeps: SweepRun) -> None:
+    data = load_experiments([tiny_sweeps.root])
+    trials = trial_results(data)
+    distilled = trials[(trials["role"] == "student") & (trials["method"] != "none")]
+    named = distilled["config/teacher.checkpoint"].fillna(distilled["config/teacher.weights"])
+    assert len(distilled) == 39 and named.isna().sum() == len(tiny_sweeps.experiments["lambda_search"])
+    assert distilled["teacher_mAP"].tolist() == named.fillna(RETINA_CKPT).map(TEACHER_MAP).tolist()
+    assert trials.loc[~trials.index.isin(distilled.index), "teacher_mAP"].isna().all()  # baselines, teacher runs
+    table1 = next(t for t in build_all(data, load_paper_numbers()) if t.name == "table1")
+    rows = table1.meta["teacher_rows"]
+    # the λ search's runs name no teacher; their evaluation equals the named checkpoint's, so it is that teacher
+    assert rows["retinanet"]["teachers"] == [f"checkpoint {RETINA_CKPT}"] and rows["retinanet"]["runs_too"]
+    assert rows["fasterrcnn"]["teachers"] == [f"checkpoint {FRCNN_CKPT}", f"weights {FRCNN_WEIGHTS}"]
+
+
+def test_teacher_rows_fall_back_to_teacher_runs(tiny_sweeps: SweepRun, tmp_path: Path) -> None:
+    """Experiments from before distillation runs recorded their teacher: the teacher runs fill the rows."""
+    root = tmp_path / "results"
+    shutil.copytree(tiny_sweeps.root, root)
+    for result in root.glob("*/*/result.json"):
+        reports = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        result.write_text(
+            "".join(json.dumps({k: v for k, v in r.items() if not k.startswith("teacher_")}) + "\n" for r in reports)
+        )
+    table1 = next(t for t in build_all(load_experiments([root]), load_paper_numbers()) if t.name == "table1")
+    teacher_run = next(t for t in tiny_sweeps.experiments["ablation_table1"] if t.config["role"] == "teacher")
+    retina = row_of(table1.frame, Schedule="1x", Framework=FRAMEWORK["retinanet"], Model="Teacher")
+    for metric in METRICS:
+        assert_cell(retina, metric, (teacher_run.history[metric].iloc[-1], None, 1))
+    frcnn = row_of(table1.frame, Schedule="1x", Framework=FRAMEWORK["fasterrcnn"], Model="Teacher")
+    assert pd.isna(frcnn["mAP"]) and int(frcnn["mAP_n"]) == 0  # no teacher run, nothing recorded
+    assert (
+        "Teacher rows (no distillation run recorded its teacher's evaluation) take the teacher runs "
+        "(`python sweeps/ablations.py teacher`) of that detector, whatever their schedule."
+    ) in table1.caption
+    assert "evaluated once per teacher" not in table1.caption
+    assert table1.meta["teacher_rows"] == {"retinanet": {"source": "teacher runs", "teachers": [teacher_run.trial_id]}}
 
 
 def test_plots_written_and_linked(tiny_sweeps: SweepRun, report: Path) -> None:

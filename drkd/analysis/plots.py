@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from drkd.analysis.experiment_store import COMPLETED, EARLY_STOPPED  # noqa: E402
 from drkd.analysis.paper_tables.settings import LAMBDA_SYMBOLS, LAMBDAS  # noqa: E402
-from drkd.analysis.paper_tables.table_spec import PaperTable  # noqa: E402
+from drkd.analysis.paper_tables.table_spec import TEACHER_PREFIX, PaperTable  # noqa: E402
 
 OURS_COLOR, PAPER_COLOR = "#1f77b4", "#d62728"
 SIZE_COLORS = {"AP_S": "#4c72b0", "AP_M": "#55a868", "AP_L": "#c44e52"}
@@ -181,7 +181,8 @@ def plot_search_progress(trials: pd.DataFrame, path: Path, title: str = "") -> P
 
 
 def plot_training_curves(reports: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """mAP and every reported loss term per epoch for one trial (one panel each)."""
+    """mAP and every reported loss term per epoch for one trial (one panel each); a distillation run's
+    teacher mAP (``teacher_mAP``) as a dashed line."""
     history = reports.sort_values("training_iteration", kind="stable")
     x = history["epoch"] if "epoch" in history else history["training_iteration"]
     losses = sorted(c for c in history.columns if c.startswith("loss_") and history[c].notna().any())
@@ -196,6 +197,10 @@ def plot_training_curves(reports: pd.DataFrame, path: Path, title: str = "") -> 
         ax.plot(
             x, history[name].astype(float), marker="o", markersize=3, color=OURS_COLOR if name == "mAP" else "#555555"
         )
+        teacher = TEACHER_PREFIX + name  # a distillation run's teacher, evaluated once
+        if teacher in history and history[teacher].notna().any():
+            ax.axhline(float(history[teacher].dropna().iloc[-1]), color=PAPER_COLOR, linestyle="--", label="teacher")
+            ax.legend(fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -2,16 +2,22 @@
 
 Rules, so the tables are reproducible and defensible:
   * A cell uses only trials that reached ``train.epochs``; the caption counts the ones left out.
-  * Distilled rows come from experiments of the table's own kind (``table3`` → Table 3). Teacher and
-    baseline rows are the same models whichever sweep trained them, so they pool every experiment
-    except λ searches; teacher rows match any schedule of that detector.
+  * Distilled rows come from experiments of the table's own kind (``table3`` → Table 3). Baseline
+    rows are the same models whichever sweep trained them, so they pool every experiment except λ
+    searches.
+  * Teacher rows show the teacher the students distilled from: each distillation run records its
+    teacher's evaluation (``teacher_<metric>``, evaluated once per teacher), and a detector's teacher
+    row is the mean ± std over its distinct teachers (n = teachers, not runs), from every experiment,
+    λ searches and unfinished runs included. Where no run of that detector recorded one, the row
+    takes the teacher runs (``ablations.py teacher``) of any experiment but λ searches, whatever their
+    schedule.
   * Δ is our row's mean minus our baseline row's mean (student, no distillation) in the same block.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +39,15 @@ from drkd.analysis.paper_tables.settings import (
     relevant,
     settings_from_config,
 )
-from drkd.analysis.paper_tables.table_spec import METRICS, Column, PaperTable, TableSpec, metric_columns
+from drkd.analysis.paper_tables.table_spec import (
+    METRICS,
+    TEACHER_METRICS,
+    TEACHER_PREFIX,
+    Column,
+    PaperTable,
+    TableSpec,
+    metric_columns,
+)
 from drkd.config.methods import method_names
 
 SEARCH_KIND = "lambda_search"  # the experiment kind of `sweeps/lambda_search.py`
@@ -43,9 +57,10 @@ Block = tuple[str, str]  # (arch, schedule)
 
 
 def trial_results(data: ExperimentData, pick: Pick = "last") -> pd.DataFrame:
-    """One row per trial: its status, the metrics of the picked report, and its settings."""
+    """One row per trial: its status, the metrics of the picked report (the student's, and the
+    teacher's ``teacher_<metric>`` of a distillation run; NaN where not reported), and its settings."""
     picked = pick_reports(data.reports, pick)
-    metric_cols = [c for c in ("epoch", *METRICS) if c in picked.columns]
+    metric_cols = [c for c in ("epoch", *METRICS, *TEACHER_METRICS) if c in picked.columns]
     picked = picked[["experiment", "trial_id", *metric_cols]]
     merged = data.trials.merge(picked, on=["experiment", "trial_id"], how="left")
     config_cols = [c for c in merged.columns if c.startswith(CONFIG_PREFIX)]
@@ -54,7 +69,7 @@ def trial_results(data: ExperimentData, pick: Pick = "last") -> pd.DataFrame:
         for row in merged[config_cols].to_dict("records")
     ]
     settings_frame = pd.DataFrame(settings, index=merged.index, dtype=object)
-    for metric in METRICS:
+    for metric in (*METRICS, *TEACHER_METRICS):
         if metric not in merged.columns:
             merged[metric] = np.nan
     return pd.concat(
@@ -177,6 +192,112 @@ def missing_footnotes(
     return notes
 
 
+# --- teacher rows ---------------------------------------------------------------------------------
+
+# The config keys that name a distillation run's teacher (a run sets one of them, or its sweep's base config does).
+TEACHER_ID_KEYS = ("teacher.checkpoint", "teacher.weights")
+RECORDED, TEACHER_RUNS = "recorded evaluations", "teacher runs"  # where a teacher row's values come from
+TEACHER_COMMAND = "python sweeps/ablations.py teacher"
+
+
+def teacher_identity(t: Record) -> str | None:
+    """The teacher a distillation run learned from, as its config names it (``checkpoint <path>`` or
+    ``weights <torchvision weights name>``); ``None`` when the config names neither."""
+    for config_key in TEACHER_ID_KEYS:
+        value = t.get(CONFIG_PREFIX + config_key)
+        if not missing(value) and str(value):
+            return f"{config_key.split('.', 1)[1]} {value}"
+    return None
+
+
+def _evaluation(trials: list[Record]) -> tuple[float, ...]:
+    """The recorded teacher metrics (METRICS order), averaged over ``trials``."""
+    return tuple(stats(t.get(TEACHER_PREFIX + m) for t in trials)[0] for m in METRICS)
+
+
+def _same(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all((math.isnan(x) and math.isnan(y)) or math.isclose(x, y, abs_tol=1e-6) for x, y in zip(a, b))
+
+
+def recorded_teachers(trials: list[Record], arch: str) -> list[Record]:
+    """One record per distinct teacher whose evaluation the distillation runs of detector ``arch`` recorded.
+
+    Every distillation run counts, of any experiment (λ searches too) and status: the teacher's
+    evaluation does not depend on how far the student trained. A teacher evaluated by many runs is
+    one measurement. A run whose config names no teacher (its sweep's base config did) counts as the
+    named teacher whose evaluation it recorded exactly, else as its experiment's configured teacher.
+
+    Each record holds the teacher's metrics under the student's metric names (``mAP``, ...), and
+    ``teacher`` (its identity), ``n_runs``, ``consistent`` (all its runs recorded the same values)
+    and ``status`` (completed: a cell takes it).
+    """
+    evaluated = [
+        t for t in trials if t["arch"] == arch and not is_reference(t) and not missing(t.get(TEACHER_PREFIX + "mAP"))
+    ]
+    groups: dict[str, list[Record]] = {}
+    for t in evaluated:
+        identity = teacher_identity(t)
+        if identity is not None:
+            groups.setdefault(identity, []).append(t)
+    named = {identity: _evaluation(runs) for identity, runs in groups.items()}
+    for t in evaluated:
+        if teacher_identity(t) is None:
+            same = next((i for i in sorted(named) if _same(named[i], _evaluation([t]))), None)
+            groups.setdefault(same or f"the configured teacher of {t['experiment']}", []).append(t)
+    out = []
+    for identity, runs in sorted(groups.items()):
+        values = _evaluation(runs)
+        out.append(
+            {
+                "teacher": identity,
+                "n_runs": len(runs),
+                "consistent": all(_same(_evaluation([t]), values) for t in runs),
+                "status": COMPLETED,
+                **dict(zip(METRICS, values)),
+            }
+        )
+    return out
+
+
+def teacher_notes(rows: Mapping[str, Record]) -> list[str]:
+    """What the caption says of the teacher rows; ``rows``: arch -> how its teacher row was filled."""
+    recorded = {a: r for a, r in sorted(rows.items()) if r["source"] == RECORDED}
+    from_runs = [a for a, r in sorted(rows.items()) if r["source"] == TEACHER_RUNS]
+
+    def names(archs: Iterable[str]) -> str:
+        return ", ".join(ARCH_NAMES.get(a, a) for a in archs)
+
+    notes = []
+    if recorded:
+        which = f"Teacher rows of {names(recorded)}" if from_runs else "Teacher rows"
+        notes.append(
+            f"{which}: the teacher the students distilled from, evaluated once per teacher (checkpoint or "
+            "torchvision weights) and recorded by the distillation runs of any sweep, λ searches and unfinished "
+            "runs included (n = distinct teachers)."
+        )
+        several = [
+            f"{ARCH_NAMES.get(a, a)}: {len(r['teachers'])}" for a, r in recorded.items() if len(r["teachers"]) > 1
+        ]
+        if several:
+            notes.append(
+                f"Students distilled from several teachers ({', '.join(several)}); the teacher row is their mean ± std."
+            )
+        if any(r["runs_too"] for r in recorded.values()):
+            notes.append(f"These are preferred to teacher runs (`{TEACHER_COMMAND}`) of the same detector.")
+        if not all(r["consistent"] for r in recorded.values()):
+            notes.append(
+                "A teacher's recorded evaluations differ between runs (another validation set?); its value is their mean."
+            )
+    if from_runs:
+        which = (
+            f"Teacher rows of {names(from_runs)} (no run recorded its teacher's evaluation)"
+            if recorded
+            else "Teacher rows (no distillation run recorded its teacher's evaluation)"
+        )
+        notes.append(f"{which} take the teacher runs (`{TEACHER_COMMAND}`) of that detector, whatever their schedule.")
+    return notes
+
+
 # --- Tables 1-4 and 6 -----------------------------------------------------------------------------
 
 
@@ -244,6 +365,8 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
 
     rows: list[Record] = []
     used: list[list[Record]] = []
+    recorded: dict[str, list[Record]] = {}  # arch -> its distinct recorded teachers
+    teacher_rows: dict[str, Record] = {}  # arch -> how its teacher row was filled
     for arch, schedule in block_order(_paper_blocks(spec, paper_rows, own_blocks), own_blocks):
         block_paper = [
             r for r in paper_rows if r["arch"] == arch and (not spec.exact_schedule or r["schedule"] == schedule)
@@ -254,7 +377,20 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
             label_settings = {**expected[k], "arch": arch, "schedule": schedule}
             row: Record = {header: fn(label_settings) for header, fn in spec.labels}
             cell = cells.get(k, [])
-            used.append([{**t, "_cell": (arch, schedule, k)} for t in cell])
+            if is_teacher(expected[k]) and arch not in recorded:
+                recorded[arch] = recorded_teachers(all_trials, arch)
+            if is_teacher(expected[k]) and recorded[arch]:
+                teacher_rows[arch] = {
+                    "source": RECORDED,
+                    "teachers": [t["teacher"] for t in recorded[arch]],
+                    "runs_too": bool(cell),
+                    "consistent": all(t["consistent"] for t in recorded[arch]),
+                }
+                cell = recorded[arch]  # teachers, not trials: not counted in the trial notes below
+            else:
+                if is_teacher(expected[k]) and cell:
+                    teacher_rows[arch] = {"source": TEACHER_RUNS, "teachers": sorted({t["trial_id"] for t in cell})}
+                used.append([{**t, "_cell": (arch, schedule, k)} for t in cell])
             for metric in spec.metrics:
                 paper_value = next(
                     (
@@ -270,10 +406,7 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
     columns = [Column(h, h) for h, _ in spec.labels] + [c for m in spec.metrics for c in metric_columns(m)]
     frame = make_frame(rows, [h for h, _ in spec.labels] + [f for m in spec.metrics for f in metric_fields(m)])
     used_trials = unique_trials(used)
-    notes = [excluded_note(used_trials), epochs_note(used_trials)]
-    if any(is_teacher(t) for t in used_trials):
-        notes.append("Teacher rows take any teacher run of that detector, whatever its schedule.")
-    notes.append(spec.paper_note)
+    notes = [excluded_note(used_trials), epochs_note(used_trials), *teacher_notes(teacher_rows), spec.paper_note]
     ours_missing = frame.empty or frame[list(spec.metrics)].isna().any().any()
     paper_missing = frame.empty or frame[[f"{m}_paper" for m in spec.metrics]].isna().any().any()
     footnotes = missing_footnotes(ours_missing, paper_missing, spec.command, "of that cell")
@@ -284,5 +417,5 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
         columns,
         frame,
         footnotes,
-        meta={"metrics": spec.metrics, "command": spec.command},
+        meta={"metrics": spec.metrics, "command": spec.command, "teacher_rows": teacher_rows},
     )

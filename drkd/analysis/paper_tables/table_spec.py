@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from drkd.config import Config
 
 METRICS = ("mAP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+# A distillation run reports its teacher's evaluation beside the student's metrics as teacher_<metric>.
+TEACHER_PREFIX = "teacher_"
+TEACHER_METRICS = tuple(TEACHER_PREFIX + m for m in METRICS)
 Settings = dict[str, Any]
 # (base config, framework -> teacher checkpoint) -> the trials to run, as flat dotted overrides
 Grid = Callable[["Config", dict[str, str]], list[dict[str, Any]]]
