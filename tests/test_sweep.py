@@ -206,3 +206,61 @@ def test_best_config_of_a_remote_sweep_goes_to_the_results_dir(tmp_path: Path, m
     assert path == tmp_path / "local" / "remote" / "best_config.yaml"
     assert not (tmp_path / "results").exists()
     assert load_config(path).train.seed == 5 and best["mAP"] == 1.5
+
+
+def test_ablations_exit_non_zero_naming_failed_cells(
+    local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str, capsys
+) -> None:
+    """Every cell diverges at its first iteration: ablations.py says which cells failed and exits 1."""
+    cfg = tiny_config("drkd", teacher_ckpt=teacher_ckpt)
+    cfg.train.lr = 1e8  # diverges at once: a NonFiniteLossError in every trial
+    values = cfg.to_dict()
+    values["sweep"] = {"workers_per_trial": 1, "max_concurrent_trials": 2, "max_failures": 0}
+    values["sweep"]["storage_path"] = str(tmp_path / "results")
+    path = tmp_path / "diverging.yaml"
+    path.write_text(yaml.safe_dump(values))
+    assert ablations(["teacher", "--config", str(path), "--epochs-1x", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "ablations.py: 2 of 2 trials failed" in err
+    for cell in ("one_stage teacher", "two_stage teacher"):
+        assert f"{cell} seed 0:" in err
+    assert "non-finite" in err.lower() or "nan" in err.lower() or "inf" in err.lower()
+
+
+def test_optuna_searcher_reads_the_trials_own_epochs_from_a_flattened_result() -> None:
+    from optuna.trial import TrialState
+
+    from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch, trial_epochs
+
+    searcher = PrunedAwareOptunaSearch(
+        space=lambda trial: {"x": trial.suggest_float("x", 0.0, 1.0)}, metric="mAP", mode="max", total_epochs=4
+    )
+    for trial_id, epochs, reached in (("short", 2, 2), ("stopped", 4, 2), ("full", 4, 4)):
+        assert searcher.suggest(trial_id) is not None
+        # Tune's flattened result: the trial's own epoch count is "config/train.epochs"
+        searcher.on_trial_complete(trial_id, {"mAP": 1.0, "epoch": reached, "config/train.epochs": epochs})
+    states = [t.state for t in searcher._ot_study.trials]
+    # a 2-epoch trial that finished its 2 epochs is complete, not pruned against the base's 4
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+    assert trial_epochs({"config": {"train.epochs": 3}}, 9) == 3 and trial_epochs({}, 9) == 9
+
+
+def test_random_start_is_sized_to_the_budget_and_a_shared_study_is_not_joined(tmp_path: Path, tiny_config) -> None:
+    from drkd.config import ConfigError
+    from drkd.config.sweep_settings import SweepSettings
+    from drkd.sweeps.optuna_searcher import startup_trials
+    from drkd.sweeps.tuner import SweepPlan, _searcher
+
+    assert [startup_trials(n, None) for n in (2, 8, 16, 60)] == [2, 2, 5, 10]
+    assert startup_trials(8, 4) == 4
+    with pytest.raises(ConfigError, match=r"sweep\.random_trials = 9: must be in 1\.\.sweep\.num_trials \(8\)"):
+        SweepSettings(random_trials=9).validate()
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    settings = SweepSettings(num_trials=8, optuna_storage=url, name="search", storage_path=str(tmp_path))
+    plan = SweepPlan("lambda_search", tiny_config("drkd"), settings, space=lambda trial: {})
+    searcher = _searcher(plan)
+    assert searcher._sampler._n_startup_trials == 2  # TPE models 6 of the 8 trials
+    # the study now exists in the shared database: a second new experiment of that name is refused
+    assert "search" in optuna.study.get_all_study_names(url)
+    with pytest.raises(ConfigError, match="a study named 'search' already exists .*--resume"):
+        _searcher(plan)

@@ -33,6 +33,7 @@ class SweepSettings:
     placement_strategy: str = "PACK"  # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
     max_failures: int = 2  # worker failures a trial recovers from (from its last checkpoint)
     seed: int = 0  # Optuna TPE seed
+    random_trials: int | None = None  # TPE's random start; None: a third of num_trials, within 2..10
     grace_period: int = 1  # ASHA: epochs every trial runs before it may be stopped
     reduction_factor: int = 2  # ASHA
     optuna_storage: str | None = None  # SQLAlchemy URL; default: sqlite in the experiment directory
@@ -50,6 +51,10 @@ class SweepSettings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{source}: sweep.{name} = {getattr(self, name)}: must be >= 1")
+        if self.random_trials is not None and not 1 <= self.random_trials <= self.num_trials:
+            raise ConfigError(
+                f"{source}: sweep.random_trials = {self.random_trials}: must be in 1..sweep.num_trials ({self.num_trials})"
+            )
         if self.gpus_per_worker < 0:
             raise ConfigError(f"{source}: sweep.gpus_per_worker = {self.gpus_per_worker}: must be >= 0")
         if self.max_failures < -1:

@@ -13,12 +13,13 @@ from typing import Any
 
 from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND
 from drkd.analysis.paper_tables.cells import frameworks_used, with_seeds
-from drkd.analysis.paper_tables.settings import ROLE_KEY, STUDENT
+from drkd.analysis.paper_tables.settings import CELL_KEY, ROLE_KEY, STUDENT
 from drkd.config import Config, ConfigError
 from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
 from drkd.config.presets import FRAMEWORK_ARCH, tiny_student_config
 from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings, load_sweep_config
+from drkd.sweeps.optuna_searcher import startup_trials
 from drkd.sweeps.tuner import SweepPlan, run_sweep, startup_overhead, write_best_config
 
 log = logging.getLogger("drkd.sweeps")
@@ -130,6 +131,12 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         print(f"  {key} = {params[key]}")
     print(f"best config: {path}  (train it with: drkd train --config {path})")
     print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
+    if plan.is_search:
+        random_start = min(len(results), startup_trials(settings.num_trials, settings.random_trials))
+        print(
+            f"Optuna: the first {random_start} of {len(results)} trials were sampled at random "
+            f"(sweep.random_trials), the other {len(results) - random_start} by TPE"
+        )
     overhead, total = startup_overhead(results)
     if total:
         print(
@@ -195,12 +202,34 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         log.info(
             "%s: %d trials (%d cells x %d seeds)", args.grid, len(cells), len(cells) // settings.seeds, settings.seeds
         )
-        run_sweep(plan, resume=args.resume)
+        results = run_sweep(plan, resume=args.resume)
     except ConfigError as err:
         print(f"ablations.py: error: {err}", file=sys.stderr)
         return 2
     print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
+    failed = failed_cells(results)
+    if failed:
+        print(
+            f"ablations.py: {len(failed)} of {len(results)} trials failed; their table cells stay empty "
+            f"(rerun them with --resume):",
+            file=sys.stderr,
+        )
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
+
+
+def failed_cells(results: Any) -> list[str]:
+    """'<cell> seed <seed>: <error>' for every trial of a Tune ResultGrid that ended in an error."""
+    out = []
+    for result in results:
+        if result.error is None:
+            continue
+        config = result.config or {}
+        error = str(result.error).strip().splitlines()
+        out.append(f"{config.get(CELL_KEY, '?')} seed {config.get('train.seed', '?')}: {error[-1] if error else '?'}")
+    return out
 
 
 def _teacher_checkpoints(

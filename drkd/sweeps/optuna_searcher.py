@@ -8,10 +8,31 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 
+def trial_epochs(result: dict, default: int) -> int:
+    """The trial's configured epoch count from a Tune result, flattened (``config/train.epochs``) or not."""
+    if "config/train.epochs" in result:
+        return int(result["config/train.epochs"])
+    config = result.get("config")
+    if isinstance(config, dict) and "train.epochs" in config:
+        return int(config["train.epochs"])
+    return default
+
+
+def startup_trials(num_trials: int, configured: int | None) -> int:
+    """TPE's random start: ``configured`` (``sweep.random_trials``) or a third of the budget, at
+    least 2 and at most Optuna's default 10, so TPE models the larger part of any budget."""
+    if configured is not None:
+        return configured
+    return max(2, min(10, num_trials // 3))
+
+
 class PrunedAwareOptunaSearch(OptunaSearch):
     """Ray records an early-stopped trial in Optuna as COMPLETE with its partial value, so TPE
     treats a 2-epoch mAP like a finished one. Here a trial whose last report is before its
-    configured last epoch is told to Optuna as PRUNED (its intermediate values stay recorded)."""
+    configured last epoch is told to Optuna as PRUNED (its intermediate values stay recorded).
+
+    Tune hands the searcher a flattened result, so a trial's own epoch count is ``config/train.epochs``
+    (a trial may override the base config's); ``total_epochs`` is the fallback."""
 
     def __init__(self, *args: Any, total_epochs: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -19,7 +40,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and not error and trial_id not in self._completed_trials and trial_id in self._ot_trials:
-            epochs = int(result.get("config", {}).get("train.epochs", self.total_epochs))
+            epochs = int(trial_epochs(result, self.total_epochs))
             if int(result.get("epoch", epochs)) < epochs:
                 self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
                 self._completed_trials.add(trial_id)

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -138,21 +139,33 @@ def _searcher(plan: SweepPlan):
         return ExplicitGridSearcher(plan.grid, METRIC, MODE)
     import optuna
 
-    from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch
+    from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch, startup_trials
 
     url = plan.settings.optuna_storage or f"sqlite:///{Path(plan.path) / 'optuna.db'}"
     if url.startswith("sqlite:///") and is_uri(plan.path):
         raise ConfigError(f"sweep.optuna_storage: needed (e.g. a PostgreSQL URL) when storage_path is {plan.storage!r}")
     storage = optuna.storages.RDBStorage(url)
+    if plan.name in optuna.study.get_all_study_names(storage):
+        # a new experiment must not silently add its trials to an old study in a shared database
+        raise ConfigError(
+            f"sweep.optuna_storage: a study named {plan.name!r} already exists in {_redacted(url)}: "
+            "pass --resume to continue that experiment, or --name for a new one"
+        )
+    random_start = startup_trials(plan.settings.num_trials, plan.settings.random_trials)
     return PrunedAwareOptunaSearch(
         space=plan.space,
         metric=METRIC,
         mode=MODE,
-        sampler=optuna.samplers.TPESampler(seed=plan.settings.seed),
+        sampler=optuna.samplers.TPESampler(seed=plan.settings.seed, n_startup_trials=random_start),
         storage=storage,
         study_name=plan.name,
         total_epochs=plan.base.train.total_epochs,
     )
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _scheduler(plan: SweepPlan):

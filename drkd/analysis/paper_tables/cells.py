@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from drkd.analysis.paper_tables.settings import CELL_KEY, DRKD, ROLE_KEY, STUDENT, TEACHER, drkd_key
-from drkd.config import Config
+from drkd.config import Config, ConfigError
 from drkd.config.methods import NO_DISTILLATION
 from drkd.config.presets import FRAMEWORK_ARCH
 
@@ -86,7 +86,7 @@ def teacher(framework: str, base: Config) -> Cell:
     """Training the config's teacher detector (as a plain student run) on the 1x schedule."""
     t = base.teacher
     if t is None:
-        raise ValueError("the teacher grid needs a `teacher` section in the config")
+        raise ConfigError("teacher: the teacher grid trains the config's teacher section, and there is none")
     cell = {
         CELL_KEY: f"{framework} teacher",
         ROLE_KEY: TEACHER,
