@@ -185,3 +185,30 @@ def test_teacher_is_evaluated_once_cached_and_reported(tiny_config, teacher_ckpt
     os.utime(ckpt, ns=(0, 0))
     third = tiny_config("drkd", teacher_ckpt=str(ckpt), out="third")
     assert run_training(third)["teacher_mAP"] == pytest.approx(by_hand["mAP"], abs=1e-9)
+
+
+def test_a_non_finite_step_changes_no_weight() -> None:
+    """train_one_epoch reads all terms in one host transfer per step, after backward, before the step:
+    a NaN at iteration 1 leaves the weights as iteration 0 left them."""
+    from drkd.train.engine import train_one_epoch
+
+    class Quadratic(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self, images, targets):
+            loss = (self.w**2).sum() * images[0].sum()
+            return loss, {"loss_total": loss, "loss_det": loss.detach() * 0 + 1}
+
+    model = Quadratic()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    loader = [([torch.ones(1)], []), ([torch.full((1,), float("nan"))], [])]
+    weights = []
+    optimizer.register_step_post_hook(lambda *_: weights.append(model.w.detach().clone()))
+    with pytest.raises(NonFiniteLossError, match="loss_total = nan at epoch 1, iteration 1"):
+        train_one_epoch(model, optimizer, scheduler, loader, epoch=1, device=torch.device("cpu"))
+    assert len(weights) == 1  # the NaN step never reached the optimiser
+    torch.testing.assert_close(model.w.detach(), weights[0])
+    torch.testing.assert_close(weights[0], torch.full((3,), 0.8))  # w - 0.1 * 2w after the one good step

@@ -28,11 +28,11 @@ def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.de
     return images, targets
 
 
-def check_finite(terms: dict[str, torch.Tensor], epoch: int, iteration: int) -> None:
+def check_finite(terms: dict[str, float], epoch: int, iteration: int) -> None:
     """Raise :class:`NonFiniteLossError` naming the first NaN or infinite term (and where it happened).
 
     Args:
-        terms: loss terms by name, scalars (reading each one synchronises with the device).
+        terms: loss terms by name, Python floats (or scalar tensors, each read with a device sync).
         epoch, iteration: where training is, for the error message only.
     """
     for name, value in terms.items():
@@ -57,8 +57,9 @@ def train_one_epoch(
     """Train for one pass over `loader`; returns the mean of every loss term, and the last lr.
 
     `model(images, targets)` returns (loss, terms) as :class:`DistillationModel` does (DDP-wrapped or not).
-    Per iteration: forward, :func:`check_finite` on the terms, backward, optional gradient clipping,
-    optimizer step, then ``scheduler.step()`` (the schedule is per iteration).
+    Per iteration: forward, backward, the terms to the host in one transfer and :func:`check_finite`
+    (so a NaN stops training before any weight changes), optional gradient clipping, optimizer step,
+    then ``scheduler.step()`` (the schedule is per iteration).
 
     Args:
         model: the trainable module; set to train mode here.
@@ -92,29 +93,31 @@ def train_one_epoch(
         images, targets = _to_device(images, targets, device, channels_last)
         with torch.autocast(device.type, enabled=scaler is not None and device.type == "cuda"):
             loss, terms = model(images, targets)
-        check_finite(terms, epoch, it)
         optimizer.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        # One host sync per step, once backward is queued and before any weight changes: every term
+        # to the host in one transfer, checked, and reused for the epoch means and the log line.
+        values = dict(zip(terms, torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()))
+        check_finite(values, epoch, it)
         if scaler is not None:
-            scaler.scale(loss).backward()
             if grad_clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimizer.step()
         scheduler.step()
         n += 1
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
         if on_log is not None and (it % log_every == 0 or it + 1 == num_iters):
             rate = n / (time.perf_counter() - start)
             on_log(
-                f"epoch {epoch} [{it + 1}/{num_iters or '?'}] loss {float(terms['loss_total']):.4f} "
-                f"det {float(terms['loss_det']):.4f} lr {optimizer.param_groups[0]['lr']:.5f} {rate:.2f} it/s"
+                f"epoch {epoch} [{it + 1}/{num_iters or '?'}] loss {values['loss_total']:.4f} "
+                f"det {values['loss_det']:.4f} lr {optimizer.param_groups[0]['lr']:.5f} {rate:.2f} it/s"
             )
     if n == 0:
         raise ValueError("the training loader yielded no batches (empty dataset or train_limit too small?)")
