@@ -55,3 +55,38 @@ def test_a_sweep_with_an_untrained_teacher_fails_before_any_trial(tiny_config, t
     with pytest.raises(ConfigError, match=r"search base config: teacher: neither checkpoint"):
         run_sweep(SweepPlan("search", base, settings, space=lambda trial: {}))
     assert not (tmp_path / "results").exists()  # nothing started, nothing written
+
+
+@pytest.mark.parametrize(
+    "method,arch,options",
+    [
+        ("drkd", "retinanet", {}),
+        ("drkd", "fasterrcnn", {"pixel_module": "non_local"}),
+        ("drkd", "retinanet", {"ir_target": "features", "teacher_embed_trainable": True, "teacher_filter": "shared"}),
+        ("nld", "retinanet", {}),
+        ("mkd", "retinanet", {}),
+        ("fitnet", "retinanet", {}),
+    ],
+)
+def test_every_trainable_parameter_gets_a_gradient_even_on_an_image_without_objects(
+    tiny_config, method: str, arch: str, options: dict
+) -> None:
+    """What lets DDP run with find_unused_parameters=False (drkd.sweeps.ray_worker): one training step
+    reaches every trainable parameter of student and distiller, also when an image has no GT box."""
+    from drkd.data.coco_dataset import collate_detection
+    from drkd.train.job import build_datasets
+
+    cfg = tiny_config(method, arch=arch)
+    cfg.distill.allow_untrained_teacher = True
+    for key, value in options.items():
+        setattr(cfg.distill.drkd, key, value)
+    data = build_datasets(cfg)
+    images, targets = collate_detection([data.train[0], data.train[1]])
+    targets[1] = {**targets[1], "boxes": targets[1]["boxes"][:0], "labels": targets[1]["labels"][:0]}
+    torch.manual_seed(0)
+    model = build_models(cfg, data.num_classes)
+    model.train()
+    loss, _ = model(list(images), targets)
+    loss.backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, f"{method}: parameters without a gradient: {unused[:5]}"

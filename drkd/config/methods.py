@@ -80,6 +80,8 @@ class MethodSpec:
             dotted keys (``distill.<name>.<field>``) are applied too.
         table_rank: position among the methods in Table 6 (baseline first, then ascending).
         live_columns: dotted keys shown in the sweep's live trial table.
+        ddp_find_unused_parameters: the method leaves some of its parameters without a gradient in
+            some steps, so DDP must look for them every step (slower); default False.
     """
 
     name: str
@@ -89,6 +91,7 @@ class MethodSpec:
     search_space: SearchSpaceFn
     table_rank: int = 50
     live_columns: tuple[str, ...] = ()
+    ddp_find_unused_parameters: bool = False
 
     def distiller_class(self) -> type:
         """The distiller class (imports its module when registered by path)."""

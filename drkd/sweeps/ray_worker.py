@@ -46,13 +46,14 @@ class RayTrainContext(RunContext):
     def distributed(self) -> bool:
         return self.world_size > 1 and dist.is_available() and dist.is_initialized()
 
-    def wrap(self, model: nn.Module) -> nn.Module:
+    def wrap(self, model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
         if not self.distributed:
             return model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        # Some distillation modules see no instance in a batch (e.g. an image without objects):
-        # their parameters then get no gradient, which plain DDP would wait for forever.
-        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+        # The shipped methods reach every parameter in every step, images without objects included
+        # (their modules run on empty tensors; tests/test_distillation_sanity.py checks it), so DDP
+        # skips its per-step graph traversal unless a method asks for it.
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
 
     def gather(self, items: list) -> list:
         if not self.distributed:

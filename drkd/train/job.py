@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from drkd.config import Config, ConfigError
-from drkd.config.methods import NO_DISTILLATION
+from drkd.config.methods import NO_DISTILLATION, method_spec
 from drkd.data.coco_dataset import CocoDetection, collate_detection
 from drkd.data.coco_eval import coco_metrics
 from drkd.data.synthetic import ensure_synthetic_coco
@@ -280,7 +280,8 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"]) + 1
-    wrapped = ctx.wrap(model)
+    needs_search = cfg.distill.method != NO_DISTILLATION and method_spec(cfg.distill.method).ddp_find_unused_parameters
+    wrapped = ctx.wrap(model, find_unused_parameters=needs_search)
 
     teacher_scores: dict[str, float] = {}
     if model.teacher is not None and teacher_evaluable:

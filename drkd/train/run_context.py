@@ -26,8 +26,12 @@ class RunContext:
     world_size: int = 1
     device: torch.device = torch.device("cpu")
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """Wrap the trainable model for data-parallel training (identity for one process)."""
+    def wrap(self, model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
+        """Wrap the trainable model for data-parallel training (identity for one process).
+
+        ``find_unused_parameters``: DDP's search for parameters without a gradient, needed only by a
+        method that leaves some out of a step (its ``MethodSpec.ddp_find_unused_parameters``).
+        """
         return model
 
     def gather(self, items: list) -> list:
