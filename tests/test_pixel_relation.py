@@ -123,12 +123,13 @@ def _train_pr(loss, t, s, steps=20):
         opt.step()
 
 
-def test_frozen_teacher_module_keeps_its_target_and_is_not_the_identity():
+@pytest.mark.parametrize("module", ["glore", "non_local"])
+def test_frozen_teacher_module_keeps_its_target_and_is_not_the_identity(module):
     torch.manual_seed(11)
     t = torch.randn(2, 8, 6, 6)
     s = torch.randn(2, 8, 6, 6, requires_grad=True)
-    frozen = PixelRelationLoss(8, 8, 1, teacher_module="frozen")
-    trainable = PixelRelationLoss(8, 8, 1)
+    frozen = PixelRelationLoss(8, 8, 1, relation_module=module, teacher_module="frozen")
+    trainable = PixelRelationLoss(8, 8, 1, relation_module=module)
     assert not any(p.requires_grad for p in frozen.teacher_relation.parameters())
     assert all(p.requires_grad for p in trainable.teacher_relation.parameters())
     with torch.no_grad():

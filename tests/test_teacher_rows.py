@@ -59,7 +59,7 @@ def test_inconsistent_evaluations_and_mixed_sources_are_said() -> None:
             }
         )
     )
-    assert notes.startswith("Teacher rows of RetinaNet: the teacher the students distilled from")
+    assert notes.startswith("Teacher rows of RetinaNet: the teacher this table's students distilled from")
     assert "several teachers (RetinaNet: 2)" in notes and "differ between runs" in notes
     assert "preferred" not in notes
     assert "Teacher rows of Faster R-CNN (no run recorded its teacher's evaluation) take the teacher runs" in notes

@@ -42,6 +42,8 @@ class NonLocalBlock(nn.Module):
             always used) pools them as partial windows. The two agree when k divides H and W.
         use_bn: end W (a 1×1 conv C_i -> C) in a zero-initialised BatchNorm (default True); False:
             zero-initialise the conv itself.
+        zero_init: zero-initialise W's last layer so the block starts as the identity (default True);
+            False keeps PyTorch's default init (γ = 1), e.g. for a frozen random relation unit.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class NonLocalBlock(nn.Module):
         sub_sample: int = 1,
         use_bn: bool = True,
         pool_mode: str = "ceil",
+        zero_init: bool = True,
     ) -> None:
         super().__init__()
         if channels < 1:
@@ -80,15 +83,15 @@ class NonLocalBlock(nn.Module):
             self.concat_project = nn.Conv2d(2 * inter_channels, 1, kernel_size=1, bias=False)
 
         out_conv = nn.Conv2d(inter_channels, channels, kernel_size=1)
+        last = out_conv
         if use_bn:
-            bn = nn.BatchNorm2d(channels)
-            nn.init.zeros_(bn.weight)
-            nn.init.zeros_(bn.bias)
-            self.W: nn.Module = nn.Sequential(out_conv, bn)
+            last = nn.BatchNorm2d(channels)
+            self.W: nn.Module = nn.Sequential(out_conv, last)
         else:
-            nn.init.zeros_(out_conv.weight)
-            nn.init.zeros_(out_conv.bias)
             self.W = out_conv
+        if zero_init:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         # Maps with a side shorter than k (coarse FPN levels such as a 1×1 P7, tests) would pool to

@@ -132,10 +132,13 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
     print(f"best config: {path}  (train it with: drkd train --config {path})")
     print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
     if plan.is_search:
-        random_start = min(len(results), startup_trials(settings.num_trials, settings.random_trials))
+        random_start = startup_trials(settings.num_trials, settings.random_trials)
+        # TPE samples at random until random_start trials have finished: with c trials running at
+        # once, up to c - 1 more start before that
+        at_most = min(len(results), random_start + settings.max_concurrent_trials - 1)
         print(
-            f"Optuna: the first {random_start} of {len(results)} trials were sampled at random "
-            f"(sweep.random_trials), the other {len(results) - random_start} by TPE"
+            f"Optuna: TPE sampled at random until {random_start} trials had finished (sweep.random_trials): "
+            f"{min(len(results), random_start)} to {at_most} of the {len(results)} trials were random, the rest TPE's"
         )
     overhead, total = startup_overhead(results)
     if total:

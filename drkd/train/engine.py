@@ -58,8 +58,9 @@ def train_one_epoch(
 
     `model(images, targets)` returns (loss, terms) as :class:`DistillationModel` does (DDP-wrapped or not).
     Per iteration: forward, backward, the terms to the host in one transfer and :func:`check_finite`
-    (so a NaN stops training before any weight changes), optional gradient clipping, optimizer step,
-    then ``scheduler.step()`` (the schedule is per iteration).
+    (so a NaN stops training before this process's optimiser step; under DDP the gradients were
+    already averaged, and a rank that saw no NaN itself may step before the group is stopped),
+    optional gradient clipping, optimizer step, then ``scheduler.step()`` (the schedule is per iteration).
 
     Args:
         model: the trainable module; set to train mode here.

@@ -7,10 +7,11 @@ teacher it learned from and how good that teacher was, and the paper tables' tea
 the teacher the students actually used.
 
 The result is cached in a JSON file keyed by a fingerprint of the teacher (checkpoint path, size and
-modification time, or the torchvision weights name, and the detector section) and of the validation
-set (annotation file, images, limit, input sizes): beside a local checkpoint
-(``<checkpoint>.eval-<fingerprint>.json``), else under the results directory's ``cache/``. A sweep's
-trials then evaluate the same teacher once; a changed checkpoint file is evaluated again.
+modification time, or the torchvision weights name, and the detector section), of the ``data``
+section and the validation annotation file (size, modification time), and of the device type:
+beside a local checkpoint (``<checkpoint>.eval-<fingerprint>.json``), or beside the torch hub
+cache's weights for ``teacher.weights``. A sweep's trials then evaluate the same teacher once; a
+changed checkpoint or validation set is evaluated again.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from drkd.config.schema import Config
-from drkd.config.storage import default_results_dir, is_uri
+from drkd.config.storage import is_uri
 from drkd.data.coco_eval import METRIC_KEYS, coco_metrics
 from drkd.train.engine import predict
 from drkd.train.run_context import RunContext
@@ -34,36 +36,35 @@ from drkd.train.run_context import RunContext
 TEACHER_PREFIX = "teacher_"
 
 
-def fingerprint(cfg: Config) -> str:
-    """A hex digest of what decides the teacher's metrics: its weights and detector section, and the validation set."""
+def fingerprint(cfg: Config, device: str = "cpu") -> str:
+    """A hex digest of what decides the teacher's metrics: its weights and detector section, the whole
+    ``data`` section (validation files, sizes, batch, synthetic generation), the validation annotation
+    file's size and modification time, and the device type."""
     assert cfg.teacher is not None
-    parts: dict[str, Any] = {"teacher": asdict(cfg.teacher)}
-    checkpoint = cfg.teacher.checkpoint
-    if checkpoint and not is_uri(checkpoint) and Path(checkpoint).is_file():
-        stat = Path(checkpoint).stat()
-        parts["checkpoint_file"] = [str(Path(checkpoint).resolve()), stat.st_size, stat.st_mtime_ns]
-    d = cfg.data
-    parts["val"] = [
-        str(Path(d.root).resolve()),
-        d.val_annotations,
-        d.val_images,
-        d.val_limit,
-        d.min_size,
-        d.max_size,
-    ]
+    parts: dict[str, Any] = {"teacher": asdict(cfg.teacher), "data": asdict(cfg.data), "device": device}
+    files = {
+        "checkpoint": cfg.teacher.checkpoint,
+        "val_annotations": str(Path(cfg.data.root) / cfg.data.val_annotations),
+    }
+    for name, file in files.items():
+        if file and not is_uri(file) and Path(file).is_file():
+            stat = Path(file).stat()
+            parts[name] = [str(Path(file).resolve()), stat.st_size, stat.st_mtime_ns]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def cache_file(cfg: Config) -> Path | None:
-    """Where the teacher's metrics are cached, or ``None`` where nothing local can hold them."""
+def cache_file(cfg: Config, device: str = "cpu") -> Path | None:
+    """Where the teacher's metrics are cached: beside a local checkpoint, beside the torch hub cache's
+    weights for ``teacher.weights`` (both outside a Ray worker's per-trial working directory), else
+    ``None``."""
     assert cfg.teacher is not None
-    key = fingerprint(cfg)
+    key = fingerprint(cfg, device)
     checkpoint = cfg.teacher.checkpoint
     if checkpoint and not is_uri(checkpoint):
         return Path(checkpoint).with_name(f"{Path(checkpoint).name}.eval-{key}.json")
-    if is_uri(os.environ.get("DRKD_RESULTS", "")):
-        return None
-    return default_results_dir() / "cache" / "teacher_eval" / f"{key}.json"
+    if cfg.teacher.weights:
+        return Path(torch.hub.get_dir()) / "checkpoints" / f"{cfg.teacher.weights}.eval-{key}.json"
+    return None
 
 
 def _read(path: Path | None) -> dict[str, float] | None:
@@ -113,7 +114,7 @@ def teacher_metrics(
         ctx: the run context (rank, gather, broadcast).
         channels_last: as in training.
     """
-    path = cache_file(cfg)
+    path = cache_file(cfg, ctx.device.type)
     cached = ctx.broadcast(_read(path) if ctx.rank == 0 else None)
     if cached is None:
         detections = ctx.gather(predict(teacher, val_loader, ctx.device, label_to_cat_id, channels_last))

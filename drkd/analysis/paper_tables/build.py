@@ -7,8 +7,8 @@ Rules, so the tables are reproducible and defensible:
     searches.
   * Teacher rows show the teacher the students distilled from: each distillation run records its
     teacher's evaluation (``teacher_<metric>``, evaluated once per teacher), and a detector's teacher
-    row is the mean ± std over its distinct teachers (n = teachers, not runs), from every experiment,
-    λ searches and unfinished runs included. Where no run of that detector recorded one, the row
+    row is the mean ± std over its distinct teachers (n = teachers, not runs) recorded by the table's
+    own experiments, else by every experiment, λ searches and unfinished runs included. Where no run of that detector recorded one, the row
     takes the teacher runs (``ablations.py teacher``) of any experiment but λ searches, whatever their
     schedule.
   * Δ is our row's mean minus our baseline row's mean (student, no distillation) in the same block.
@@ -271,9 +271,9 @@ def teacher_notes(rows: Mapping[str, Record]) -> list[str]:
     if recorded:
         which = f"Teacher rows of {names(recorded)}" if from_runs else "Teacher rows"
         notes.append(
-            f"{which}: the teacher the students distilled from, evaluated once per teacher (checkpoint or "
-            "torchvision weights) and recorded by the distillation runs of any sweep, λ searches and unfinished "
-            "runs included (n = distinct teachers)."
+            f"{which}: the teacher this table's students distilled from (any sweep's where they recorded none), "
+            "evaluated once per teacher (checkpoint or torchvision weights) and recorded by the distillation runs, "
+            "λ searches and unfinished runs included (n = distinct teachers)."
         )
         several = [
             f"{ARCH_NAMES.get(a, a)}: {len(r['teachers'])}" for a, r in recorded.items() if len(r["teachers"]) > 1
@@ -378,7 +378,8 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
             row: Record = {header: fn(label_settings) for header, fn in spec.labels}
             cell = cells.get(k, [])
             if is_teacher(expected[k]) and arch not in recorded:
-                recorded[arch] = recorded_teachers(all_trials, arch)
+                # the teachers this table's own students learned from; else any experiment's
+                recorded[arch] = recorded_teachers(own, arch) or recorded_teachers(all_trials, arch)
             if is_teacher(expected[k]) and recorded[arch]:
                 teacher_rows[arch] = {
                     "source": RECORDED,

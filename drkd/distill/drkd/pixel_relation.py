@@ -18,7 +18,8 @@ The teacher-side φ_t is trained by L_PR alone (as in the authors' code), so it 
 target: nothing stops it from shrinking or smoothing φ_t(t) towards what the student already
 produces. ``teacher_module="frozen"`` guards against that: φ_t keeps its random init, with its
 output BatchNorm at γ = 1 whatever ``glore_zero_init`` says (a frozen γ = 0 unit would be the
-identity, and L_PR plain feature imitation). ``python bench/pr_erosion.py`` measures both.
+identity, and L_PR plain feature imitation); the same for ``pixel_module: non_local``. Its
+parameters are frozen; its BatchNorm still normalises with the batch's statistics, as in training. ``python bench/pr_erosion.py`` measures both.
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ class PixelRelationLoss(nn.Module):
         teacher_options = _module_options(
             relation_module, num_levels, glore_nodes, glore_normalize, not frozen and glore_zero_init
         )
+        if frozen and relation_module != "glore":
+            # a frozen zero-initialised unit would be the identity, and L_PR plain feature imitation
+            teacher_options = [{**o, "zero_init": False} for o in teacher_options]
         self.teacher_relation = nn.ModuleList(
             build_relation_module(relation_module, teacher_channels, **teacher_options[level])
             for level in range(num_levels)
