@@ -12,13 +12,14 @@ import io
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from drkd.data.atomic_file import atomic_write_bytes
 
 logger = logging.getLogger("drkd.data")
 
@@ -93,7 +94,7 @@ def make_synthetic_coco(
     train_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     for split, count, rng in (("train", num_train, train_rng), ("val", num_val, val_rng)):
         coco = _generate_split(root, split, count, image_size, num_classes, rng)
-        _atomic_write_bytes(root / "annotations" / f"instances_{split}.json", _dumps(coco).encode())
+        atomic_write_bytes(root / "annotations" / f"instances_{split}.json", _dumps(coco).encode())
         crowd = sum(a["iscrowd"] for a in coco["annotations"])
         logger.info(
             "synthetic %s: %d images, %d annotations (%d crowd)",
@@ -102,7 +103,7 @@ def make_synthetic_coco(
             len(coco["annotations"]),
             crowd,
         )
-    _atomic_write_bytes(marker, _dumps(asdict(params)).encode())
+    atomic_write_bytes(marker, _dumps(asdict(params)).encode())
     return root
 
 
@@ -151,19 +152,6 @@ def _file_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file + rename, so readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _generate_split(
     root: Path, split: str, count: int, size: int, num_classes: int, rng: np.random.Generator
 ) -> dict[str, Any]:
@@ -184,7 +172,7 @@ def _generate_split(
     for index in range(count):
         image_id = index + 1
         pixels, objects = _render_image(rng, size, num_classes, index in empty, crowd_prob)
-        _atomic_write_bytes(split_dir / _file_name(index), _png_bytes(pixels))
+        atomic_write_bytes(split_dir / _file_name(index), _png_bytes(pixels))
         images.append({"id": image_id, "file_name": _file_name(index), "width": size, "height": size})
         for cls, bbox, crowd in objects:
             annotations.append(

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from torch import nn
 
 from drkd.config.schema import Config
 from drkd.config.storage import is_uri
+from drkd.data.atomic_file import atomic_write_bytes
 from drkd.data.coco_eval import METRIC_KEYS, coco_metrics
 from drkd.train.engine import predict
 from drkd.train.run_context import RunContext
@@ -78,13 +77,9 @@ def _read(path: Path | None) -> dict[str, float] | None:
 
 
 def _write(path: Path, scores: dict[str, float]) -> None:
-    """Atomically (a temporary file, then rename), so concurrent trials never read half a file."""
+    """Atomically (:func:`~drkd.data.atomic_file.atomic_write_bytes`), so concurrent trials never read half a file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(scores, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, json.dumps(scores, indent=1, sort_keys=True).encode())
     except OSError:
         pass  # a read-only checkpoint folder: the metrics are still reported, just not cached
 
