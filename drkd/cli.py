@@ -45,6 +45,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     ctx = LocalContext(cfg.train.output_dir, cfg.train.device, resume=args.resume)
     metrics = run_training(cfg, ctx)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, sort_keys=True))
+    if metrics.get("diverged"):
+        print(
+            f"drkd train: the run diverged ({metrics['diverged_reason']}); lower train.lr or the loss weights",
+            file=sys.stderr,
+        )
+        return 1
     print(f"checkpoint: {ctx.checkpoint_path}")
     return 0
 

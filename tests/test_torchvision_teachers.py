@@ -19,7 +19,8 @@ from drkd.config import ConfigError, DataConfig, DetectorConfig, load_config
 from drkd.config.schema import TORCHVISION_DETECTORS
 from drkd.models.detectors import build_detector, hub_cache_path, level_strides
 from drkd.models.feature_taps import fpn_channels, freeze, teacher_features
-from drkd.train.job import check_teacher, run_training
+from drkd.train.job import run_training
+from drkd.train.preflight import check_teacher
 from drkd.train.run_context import LocalContext
 
 REPO = Path(__file__).resolve().parents[1]

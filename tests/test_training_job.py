@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -90,12 +91,21 @@ def test_crash_keeps_reported_epochs(tiny_config) -> None:
     assert LocalContext(cfg.train.output_dir).history()[-1]["epoch"] == 1
 
 
-def test_non_finite_loss_stops_naming_term_and_iteration(tiny_config) -> None:
+def test_a_diverged_run_ends_with_a_final_report_naming_term_and_iteration(tiny_config, capsys) -> None:
     cfg = tiny_config("none")
     cfg.train.lr = 1e6  # diverges at once
     cfg.train.warmup_iters = 0
-    with pytest.raises(NonFiniteLossError, match=r"loss_\w+ = (nan|inf|-inf) at epoch \d+, iteration \d+"):
-        run_training(cfg, LocalContext(cfg.train.output_dir))
+    ctx = LocalContext(cfg.train.output_dir)
+    last = run_training(cfg, ctx)
+    assert last["diverged"] == 1.0 and last["epoch"] == 1
+    assert re.fullmatch(r"loss_\w+ = (nan|inf|-inf) at epoch 1, iteration \d+: stopping", last["diverged_reason"])
+    assert all(last[k] == 0.0 for k in METRIC_KEYS)  # a search ranks it last
+    assert ctx.history() == [json.loads(json.dumps(last))]
+    assert not ctx.checkpoint_path.exists()  # diverged weights are not saved
+    # `drkd train` says so and exits non-zero
+    save_config(cfg, Path(cfg.train.output_dir).parent / "diverging.yaml")
+    code = main(["train", "--config", str(Path(cfg.train.output_dir).parent / "diverging.yaml")])
+    assert code == 1 and "the run diverged (loss_" in capsys.readouterr().err
 
 
 def test_batch_larger_than_dataset_is_a_config_error(tiny_config) -> None:

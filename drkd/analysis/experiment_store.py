@@ -29,6 +29,7 @@ PARAMS_FILE = "params.json"
 CONFIG_PREFIX = "config/"
 # Trial statuses, as the tables and the search summary use them.
 COMPLETED, EARLY_STOPPED, INCOMPLETE, ERRORED = "completed", "early-stopped", "incomplete", "errored"
+DIVERGED = "diverged"  # the loss became NaN or infinite; the run ended with a final report
 
 Pick = Literal["last", "best"]
 
@@ -214,7 +215,9 @@ def _parse_results(text: str, where: str, warnings: list[str]) -> list[dict[str,
     return records
 
 
-def _status(last_epoch: int, target: Any, tune_status: str, errored: bool) -> str:
+def _status(last_epoch: int, target: Any, tune_status: str, errored: bool, diverged: bool = False) -> str:
+    if diverged:
+        return DIVERGED
     if target is None or pd.isna(target) or last_epoch >= int(target):
         return COMPLETED
     if errored or tune_status == "ERROR":
@@ -302,10 +305,11 @@ def _read_trial(
     last_epoch = max(epochs) if epochs else len(records)
     target = config.get("train.epochs")
     errored = any(_is_file(fs, posixpath.join(trial_dir.path, f)) for f in ("error.txt", "error.pkl"))
+    diverged = any(bool(r.get("diverged")) for r in records)
     data.trials.append(
         {
             **ids,
-            "status": _status(last_epoch, target, state.get("status", ""), errored),
+            "status": _status(last_epoch, target, state.get("status", ""), errored, diverged),
             "tune_status": state.get("status", ""),
             "last_epoch": last_epoch,
             "target_epochs": target,

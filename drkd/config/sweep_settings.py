@@ -37,6 +37,8 @@ class SweepSettings:
     grace_period: int = 1  # ASHA: epochs every trial runs before it may be stopped
     reduction_factor: int = 2  # ASHA
     optuna_storage: str | None = None  # SQLAlchemy URL; default: sqlite in the experiment directory
+    worker_start_timeout_s: float = 600.0  # how long a trial waits for its workers (a GPU node booting)
+    driver_resource: str = "drkd_driver"  # custom resource of the nodes that host trial drivers
     seeds: int = 1  # ablations: repeats of each cell
     teacher_checkpoints: dict[str, str] = field(default_factory=dict)  # ablations: one_stage/two_stage -> checkpoint
 
@@ -59,6 +61,8 @@ class SweepSettings:
             raise ConfigError(f"{source}: sweep.gpus_per_worker = {self.gpus_per_worker}: must be >= 0")
         if self.max_failures < -1:
             raise ConfigError(f"{source}: sweep.max_failures = {self.max_failures}: must be >= -1 (-1: retry forever)")
+        if self.worker_start_timeout_s <= 0:
+            raise ConfigError(f"{source}: sweep.worker_start_timeout_s = {self.worker_start_timeout_s}: must be > 0")
         if self.reduction_factor < 2:
             raise ConfigError(f"{source}: sweep.reduction_factor = {self.reduction_factor}: must be >= 2")
         for key in self.teacher_checkpoints:

@@ -213,8 +213,8 @@ def ablations(argv: Sequence[str] | None = None) -> int:
     failed = failed_cells(results)
     if failed:
         print(
-            f"ablations.py: {len(failed)} of {len(results)} trials failed; their table cells stay empty "
-            f"(rerun them with --resume):",
+            f"ablations.py: {len(failed)} of {len(results)} trials failed or diverged; their table cells stay empty "
+            "(--resume reruns failed trials; a diverged one diverges again: lower train.lr or the loss weights):",
             file=sys.stderr,
         )
         for line in failed:
@@ -224,14 +224,20 @@ def ablations(argv: Sequence[str] | None = None) -> int:
 
 
 def failed_cells(results: Any) -> list[str]:
-    """'<cell> seed <seed>: <error>' for every trial of a Tune ResultGrid that ended in an error."""
+    """'<cell> seed <seed>: <error>' for every trial of a Tune ResultGrid that ended in an error, and
+    '<cell> seed <seed>: diverged (<reason>)' for every one whose training diverged."""
     out = []
     for result in results:
-        if result.error is None:
+        metrics = result.metrics or {}
+        if result.error is not None:
+            lines = str(result.error).strip().splitlines()
+            why = lines[-1] if lines else "?"
+        elif metrics.get("diverged"):
+            why = f"diverged ({metrics.get('diverged_reason', '?')})"
+        else:
             continue
         config = result.config or {}
-        error = str(result.error).strip().splitlines()
-        out.append(f"{config.get(CELL_KEY, '?')} seed {config.get('train.seed', '?')}: {error[-1] if error else '?'}")
+        out.append(f"{config.get(CELL_KEY, '?')} seed {config.get('train.seed', '?')}: {why}")
     return out
 
 

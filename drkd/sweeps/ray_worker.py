@@ -11,6 +11,7 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from ray.train import CheckpointUploadMode
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -73,26 +74,34 @@ class RayTrainContext(RunContext):
         if self.distributed:
             dist.barrier()
 
-    def report(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    def any_rank(self, flag: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         """Every rank reports (Ray Train needs it); rank 0 alone writes the checkpoint.
 
         Rank 0's metrics also say how many nodes the workers ran on and whether every replica
-        holds the same student weights (`ddp_in_sync`: a cheap guard against silent desync).
+        holds the same student weights (`ddp_in_sync`: a cheap guard against silent desync). The
+        checkpoint is uploaded in the background (Ray Train's ASYNC mode, which deletes the local
+        copy afterwards), so training goes on while it reaches shared storage; ``state`` ``None``
+        (every rank alike, as after an agreed divergence) reports metrics only.
         """
-        replicas = self.gather([(ray.get_runtime_context().get_node_id(), weights_digest(state["student"]))])
-        if self.rank == 0:
-            metrics = {
-                **metrics,
-                "ddp_workers": self.world_size,
-                "ddp_nodes": len({node for node, _ in replicas}),
-                "ddp_in_sync": float(len({digest for _, digest in replicas}) == 1),
-            }
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
+        checkpoint = None
+        if state is not None:
+            replicas = self.gather([(ray.get_runtime_context().get_node_id(), weights_digest(state["student"]))])
             if self.rank == 0:
-                save_atomic(state, Path(tmp) / CHECKPOINT_NAME)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+                metrics = {
+                    **metrics,
+                    "ddp_workers": self.world_size,
+                    "ddp_nodes": len({node for node, _ in replicas}),
+                    "ddp_in_sync": float(len({digest for _, digest in replicas}) == 1),
+                }
+                local = Path(tempfile.mkdtemp(prefix="drkd_checkpoint_"))
+                save_atomic(state, local / CHECKPOINT_NAME, durable=False)
+                checkpoint = ray.train.Checkpoint.from_directory(str(local))
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
 
     def restore(self) -> dict[str, Any] | None:
         checkpoint = ray.train.get_checkpoint()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from typing import Any
 
 from ray import tune
-from ray.train import FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -16,6 +17,7 @@ from drkd.config.sweep_settings import SweepSettings
 from drkd.sweeps.ray_worker import train_loop_per_worker
 
 TRAIN_RUNS_DIR = ".train"  # inside the experiment directory; not a trial directory
+WORKER_GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # Ray Train V2's setting
 
 
 def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +55,8 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], settings: dict[str, 
     The Train run is named after the trial id and stored under the experiment, so a trial that
     Tune restores (``--resume``) or retries finds its run again and resumes from its last checkpoint.
     Workers use NCCL with GPUs, else gloo; each epoch's metrics reach Tune through
-    ``TuneReportCallback``. Must run inside a Tune trial (it reads the trial id from Tune's context).
+    ``TuneReportCallback``. Of the per-epoch checkpoints only the best by mAP and the latest stay
+    on storage; the workers get ``settings.worker_start_timeout_s`` to start. Must run inside a Tune trial (it reads the trial id from Tune's context).
 
     Args:
         params: the trial's flat parameters from Tune: dotted config overrides
@@ -67,6 +70,9 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], settings: dict[str, 
     sweep = SweepSettings(**settings)
     cfg = apply_overrides(config_from_dict(base, "sweep base config"), trial_overrides(params), "trial parameters")
     trial_id = tune.get_context().get_trial_id()
+    # Read by the Train controller, to which Ray Train passes it on (its default of 60 s logs a
+    # traceback every minute while an autoscaling cluster boots a GPU node for the workers).
+    os.environ[WORKER_GROUP_START_TIMEOUT_ENV] = str(sweep.worker_start_timeout_s)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "threads_per_worker": sweep.cpus_per_worker},
@@ -77,6 +83,10 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], settings: dict[str, 
             storage_path=posixpath.join(experiment_path, TRAIN_RUNS_DIR),
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=sweep.max_failures),
+            # the best epoch by mAP and the latest (which Ray Train always keeps, to resume from)
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="mAP", checkpoint_score_order="max"
+            ),
         ),
     )
     trainer.fit()

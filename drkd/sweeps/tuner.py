@@ -26,7 +26,7 @@ from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings
 from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.sweeps.trial import run_trial, trial_overrides
-from drkd.train.job import check_teacher
+from drkd.train.preflight import check_inputs
 
 log = logging.getLogger("drkd.sweeps")
 METRIC, MODE = "mAP", "max"  # every sweep maximises COCO mAP
@@ -86,8 +86,8 @@ def absolute_paths(cfg: Config) -> Config:
 
 def init_ray(settings: SweepSettings) -> None:
     """Join the running cluster (RAY_ADDRESS, or one started with `ray start`/`ray up` on this
-    node); else start a local Ray sized for the trials: each trial's driver holds 1 CPU besides
-    its workers' CPUs."""
+    node); else start a local Ray sized for the trials (each trial's driver holds 1 CPU besides
+    its workers' CPUs) that advertises ``settings.driver_resource``."""
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -98,7 +98,26 @@ def init_ray(settings: SweepSettings) -> None:
         if address:
             raise
     needed = settings.max_concurrent_trials * (1 + settings.workers_per_trial * settings.cpus_per_worker)
-    ray.init(address="local", num_cpus=max(needed, os.cpu_count() or 1))
+    ray.init(address="local", num_cpus=max(needed, os.cpu_count() or 1), resources={settings.driver_resource: 1})
+
+
+DRIVER_SHARE = 0.001  # of the driver resource per trial: a node advertising 1 hosts up to 1000 drivers
+
+
+def driver_resources(settings: SweepSettings) -> dict[str, float]:
+    """What each trial's driver (the Tune trainable, beside which Ray Train puts its controller)
+    holds: 1 CPU, plus a sliver of ``settings.driver_resource`` where some node advertises it, so
+    drivers live on the head (or a dedicated driver node), never on a spot GPU node that may vanish.
+    A cluster without that resource (an older one) gets a warning, not trials that wait forever."""
+    if ray.cluster_resources().get(settings.driver_resource, 0) > 0:
+        return {"CPU": 1, settings.driver_resource: DRIVER_SHARE}
+    log.warning(
+        "no node advertises the custom resource %r (sweep.driver_resource): trial drivers may land on any "
+        "node, spot GPU nodes included; give the head `resources: {%r: 1}` (cluster.yaml does)",
+        settings.driver_resource,
+        settings.driver_resource,
+    )
+    return {"CPU": 1}
 
 
 def _write_experiment_file(plan: SweepPlan, command: str) -> None:
@@ -182,8 +201,8 @@ def _scheduler(plan: SweepPlan):
 def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
     """A new Tuner for `plan`, or the restored one with `resume` (finished trials are not rerun).
 
-    Each trial runs :func:`~drkd.sweeps.trial.run_trial` (its driver holds 1 CPU, its Train workers
-    their own); all maximise ``mAP``. A search samples ``settings.num_trials`` trials with Optuna's
+    Each trial runs :func:`~drkd.sweeps.trial.run_trial` (its driver holds :func:`driver_resources`,
+    its Train workers their own); all maximise ``mAP``. A search samples ``settings.num_trials`` trials with Optuna's
     TPE (seeded by ``settings.seed``, studies stored in ``settings.optuna_storage`` or SQLite in the
     experiment directory) under an ASHA scheduler over epochs; a grid runs each of its trials once, FIFO.
 
@@ -201,7 +220,7 @@ def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
         tune.with_parameters(
             run_trial, base=base.to_dict(), settings=plan.settings.to_dict(), experiment_path=plan.path
         ),
-        {"CPU": 1},
+        driver_resources(plan.settings),
     )
     exists = tune.Tuner.can_restore(plan.path)
     if resume:
@@ -252,9 +271,9 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str | None = None)
         raise ConfigError(f"{plan.kind}: nothing to run (no search space and an empty grid)")
     for trial in plan.grid:  # fail before any trial starts, naming the bad cell
         where = f"{plan.kind} cell {trial.get('cell', trial)}"
-        check_teacher(apply_overrides(plan.base, trial_overrides(trial), where), where)
+        check_inputs(apply_overrides(plan.base, trial_overrides(trial), where), where)
     if plan.is_search:
-        check_teacher(plan.base, f"{plan.kind} base config")
+        check_inputs(plan.base, f"{plan.kind} base config")
     init_ray(plan.settings)
     if not resume:
         _write_experiment_file(plan, command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
@@ -279,12 +298,13 @@ def _env_default(name: str, value: str) -> Iterator[None]:
 
 
 def write_best_config(plan: SweepPlan, results: tune.ResultGrid) -> tuple[dict[str, Any], Path]:
-    """Best trial by last-epoch mAP among those that ran all epochs; its full config as a YAML file
-    that `drkd train --config` accepts, written into the experiment directory."""
-    finished = [r for r in results if r.metrics and r.metrics.get("epoch") == plan.base.train.total_epochs]
-    pool = finished or [r for r in results if r.metrics and METRIC in r.metrics]
+    """Best trial by last-epoch mAP among those that ran all epochs (diverged ones never count); its
+    full config as a YAML file that `drkd train --config` accepts, written into the experiment directory."""
+    scored = [r for r in results if r.metrics and METRIC in r.metrics and not r.metrics.get("diverged")]
+    finished = [r for r in scored if r.metrics.get("epoch") == plan.base.train.total_epochs]
+    pool = finished or scored
     if not pool:
-        raise RuntimeError(f"no trial of {plan.path} reported {METRIC}; see the trial errors above")
+        raise RuntimeError(f"no trial of {plan.path} reported {METRIC} without diverging; see the trial errors above")
     best = max(pool, key=lambda r: r.metrics[METRIC])
     cfg = apply_overrides(absolute_paths(plan.base), trial_overrides(best.config), "best trial")
     cfg.train.output_dir = str(Path("runs") / f"{plan.name}_best")

@@ -12,16 +12,24 @@ import torch
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def save_atomic(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file in the same directory, then rename: never a half-written file."""
+def save_atomic(obj: Any, path: str | Path, durable: bool = True) -> Path:
+    """torch.save to a temporary file in the same directory, then rename: never a half-written file.
+
+    Args:
+        obj: what to save (tensors and plain containers, for :func:`load_checkpoint`).
+        path: the destination file; its directory is created if missing.
+        durable: fsync before the rename, so the file survives a power loss (default True); off for
+            a scratch copy that is uploaded elsewhere and deleted.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -53,14 +53,15 @@ def train_one_epoch(
     log_every: int = 20,
     channels_last: bool = False,
     on_log: Callable[[str], None] | None = None,
+    any_rank: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over `loader`; returns the mean of every loss term, and the last lr.
 
     `model(images, targets)` returns (loss, terms) as :class:`DistillationModel` does (DDP-wrapped or not).
     Per iteration: forward, backward, the terms to the host in one transfer and :func:`check_finite`
-    (so a NaN stops training before this process's optimiser step; under DDP the gradients were
-    already averaged, and a rank that saw no NaN itself may step before the group is stopped),
-    optional gradient clipping, optimizer step, then ``scheduler.step()`` (the schedule is per iteration).
+    (so a NaN stops training before the optimiser step; with ``any_rank`` every DDP rank stops at
+    the same iteration, none stepping on gradients averaged with a NaN), optional gradient clipping,
+    optimizer step, then ``scheduler.step()`` (the schedule is per iteration).
 
     Args:
         model: the trainable module; set to train mode here.
@@ -75,6 +76,8 @@ def train_one_epoch(
         log_every: call ``on_log`` at iterations 0, log_every, 2·log_every, ... and the last; default 20.
         channels_last: move images in channels-last memory format (default False).
         on_log: receives one progress line (loss, detection loss, lr, it/s); ``None`` (default): no logging.
+        any_rank: ``flag -> flag`` reduced with max over every rank (one element, on ``device``), so that
+            all ranks agree that some rank saw a non-finite term; ``None`` (default): this process only.
 
     Returns:
         ``{term: mean over the epoch's iterations}`` for every key of ``terms`` (``loss_total``,
@@ -98,7 +101,16 @@ def train_one_epoch(
         (scaler.scale(loss) if scaler is not None else loss).backward()
         # One host sync per step, once backward is queued and before any weight changes: every term
         # to the host in one transfer, checked, and reused for the epoch means and the log line.
-        values = dict(zip(terms, torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()))
+        stacked = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        if any_rank is None:
+            values = dict(zip(terms, stacked.tolist()))
+        else:  # a one-element collective, read back in the same transfer as the terms
+            flag = any_rank((~torch.isfinite(stacked)).any().float().reshape(1))
+            *host, elsewhere = torch.cat([stacked, flag]).tolist()
+            values = dict(zip(terms, host))
+            if elsewhere:
+                check_finite(values, epoch, it)  # names this rank's own term when it has one
+                raise NonFiniteLossError(f"a loss term on another rank is not finite at epoch {epoch}, iteration {it}")
         check_finite(values, epoch, it)
         if scaler is not None:
             if grad_clip:

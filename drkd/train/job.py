@@ -17,15 +17,16 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from drkd.config import Config, ConfigError
 from drkd.config.methods import NO_DISTILLATION, method_spec
 from drkd.data.coco_dataset import CocoDetection, collate_detection
-from drkd.data.coco_eval import coco_metrics
+from drkd.data.coco_eval import METRIC_KEYS, coco_metrics
 from drkd.data.synthetic import ensure_synthetic_coco
 from drkd.data.transforms import build_transforms
 from drkd.distill.registry import build_distiller
 from drkd.models.detectors import build_detector
 from drkd.models.distillation_model import DistillationModel
 from drkd.models.feature_taps import fpn_channels
-from drkd.train.engine import predict, train_one_epoch
+from drkd.train.engine import NonFiniteLossError, predict, train_one_epoch
 from drkd.train.lr_schedule import build_scheduler, scaled_lr
+from drkd.train.preflight import check_data_files, check_teacher
 from drkd.train.run_context import LocalContext, RunContext
 from drkd.train.teacher_eval import teacher_metrics
 
@@ -50,9 +51,7 @@ def prepare_data(cfg: Config) -> Path:
             num_val=d.synthetic_num_val,
             image_size=d.synthetic_image_size,
         )
-    for name in ("train_annotations", "val_annotations"):
-        if not (root / getattr(d, name)).is_file():
-            raise ConfigError(f"data.{name}: {root / getattr(d, name)} not found (data.root = {str(root)!r})")
+    check_data_files(cfg)
     return root
 
 
@@ -122,24 +121,6 @@ def validation_loader(data: Datasets, cfg: Config, rank: int = 0, world_size: in
     return loader, [data.val.image_ids[i] for i in range(len(val_ds))]
 
 
-def check_teacher(cfg: Config, source: str = "config") -> None:
-    """A distillation run needs a trained teacher: ``teacher.checkpoint``, ``teacher.weights`` (a
-    torchvision COCO detector) or at least ``teacher.backbone_weights``.
-
-    The usual cause of "distillation gives no gain" is a teacher that was never loaded, so this is
-    an error (naming ``source``) unless ``distill.allow_untrained_teacher`` (speed benchmarks).
-    """
-    if cfg.distill.method == NO_DISTILLATION or cfg.teacher is None:
-        return
-    t = cfg.teacher
-    if not (t.checkpoint or t.weights or t.backbone_weights or cfg.distill.allow_untrained_teacher):
-        raise ConfigError(
-            f"{source}: teacher: neither checkpoint nor backbone_weights nor weights: distilling from an untrained "
-            "teacher; set teacher.checkpoint or teacher.weights (a torchvision COCO detector, e.g. "
-            "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1), or distill.allow_untrained_teacher: true for benchmarks"
-        )
-
-
 def build_models(cfg: Config, num_classes: int, category_names: Sequence[str] | None = None) -> DistillationModel:
     """Student (seeded), frozen teacher and the configured distiller, as one trainable module.
 
@@ -205,6 +186,23 @@ def training_state(
     }
 
 
+def diverged_metrics(epoch: int, reason: str, teacher_scores: dict[str, float], seconds: float) -> dict[str, Any]:
+    """The final report of a run whose loss became NaN or infinite in (1-based) ``epoch``.
+
+    Every COCO AP key is 0.0, so a search ranks the configuration last and ASHA and Optuna take it
+    as the worst outcome, and ``diverged`` is 1.0 with the error as ``diverged_reason``, so the
+    tables leave the trial out and say why.
+    """
+    return {
+        "epoch": epoch,
+        **dict.fromkeys(METRIC_KEYS, 0.0),
+        **teacher_scores,
+        "diverged": 1.0,
+        "diverged_reason": reason,
+        "epoch_time_s": seconds,
+    }
+
+
 def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
     """Train (and distil) for cfg.train.total_epochs, evaluating and reporting every epoch.
 
@@ -226,7 +224,8 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         :data:`~drkd.data.coco_eval.METRIC_KEYS` (in percent), for a distillation run the teacher's as
         ``teacher_<key>`` (evaluated once, cached: :mod:`drkd.train.teacher_eval`), the epoch's mean
         loss terms and ``lr`` (:func:`~drkd.train.engine.train_one_epoch`) and ``epoch_time_s``. ``{}`` when the restored
-        checkpoint had already finished every epoch.
+        checkpoint had already finished every epoch. A run whose loss became NaN or infinite ends
+        early with :func:`diverged_metrics` (reported without a checkpoint), not an exception.
 
     Raises:
         ConfigError: missing data files, or a batch size larger than a worker's share of the training set.
@@ -298,19 +297,28 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         sampler.set_epoch(epoch)
         # Augmentation draws from the global RNG: seed it per epoch and rank so a resumed run matches.
         torch.manual_seed(t.seed * 100_003 + epoch * 1_009 + ctx.rank)
-        losses = train_one_epoch(
-            wrapped,
-            optimizer,
-            scheduler,
-            loader,
-            epoch=epoch + 1,
-            device=ctx.device,
-            scaler=scaler,
-            grad_clip=t.grad_clip,
-            log_every=t.log_every,
-            channels_last=channels_last,
-            on_log=ctx.log,
-        )
+        try:
+            losses = train_one_epoch(
+                wrapped,
+                optimizer,
+                scheduler,
+                loader,
+                epoch=epoch + 1,
+                device=ctx.device,
+                scaler=scaler,
+                grad_clip=t.grad_clip,
+                log_every=t.log_every,
+                channels_last=channels_last,
+                on_log=ctx.log,
+                any_rank=ctx.any_rank if ctx.world_size > 1 else None,
+            )
+        except NonFiniteLossError as err:
+            # Every rank agreed (any_rank): end the run with a final report rather than an error,
+            # which Ray Train and Tune would retry although a rerun diverges the same way.
+            ctx.log(f"diverged: {err}")
+            metrics = diverged_metrics(epoch + 1, str(err), teacher_scores, time.perf_counter() - start)
+            ctx.report(metrics, None)
+            return metrics
         detections = ctx.gather(predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last))
         scores = coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None
         scores = ctx.broadcast(scores)

@@ -45,8 +45,13 @@ class RunContext:
     def barrier(self) -> None:
         """Wait for every rank."""
 
-    def report(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        """Record one epoch's metrics and its full checkpoint `state`."""
+    def any_rank(self, flag: torch.Tensor) -> torch.Tensor:
+        """``flag`` (a one-element tensor of 0/1) reduced with max over every rank: 1 where any rank has 1."""
+        return flag
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        """Record one epoch's metrics and its full checkpoint `state` (``None``: metrics only, as for
+        the final report of a diverged run, whose weights are not worth resuming)."""
         raise NotImplementedError
 
     def restore(self) -> dict[str, Any] | None:
@@ -75,8 +80,9 @@ class LocalContext(RunContext):
         self.checkpoint_path = self.output_dir / CHECKPOINT_NAME
         self.metrics_path = self.output_dir / "metrics.jsonl"
 
-    def report(self, metrics: dict[str, Any], state: dict[str, Any]) -> None:
-        save_atomic(state, self.checkpoint_path)
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if state is not None:
+            save_atomic(state, self.checkpoint_path)
         # Rewrite the history up to this epoch so a resumed run never duplicates lines.
         history = self.history()
         history = [h for h in history if h.get("epoch", 0) < metrics["epoch"]] + [metrics]
