@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND
+from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND, TEACHER_GRID
 from drkd.analysis.paper_tables.cells import frameworks_used, with_seeds
 from drkd.analysis.paper_tables.settings import CELL_KEY, ROLE_KEY, STUDENT
 from drkd.config import Config, ConfigError
@@ -20,7 +20,16 @@ from drkd.config.presets import FRAMEWORK_ARCH, tiny_student_config
 from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings, load_sweep_config
 from drkd.sweeps.optuna_searcher import startup_trials
-from drkd.sweeps.tuner import SweepPlan, run_sweep, startup_overhead, write_best_config
+from drkd.sweeps.smoke_test import smoke_test
+from drkd.sweeps.teacher_handoff import publish_teachers, published_teacher, with_published_teacher
+from drkd.sweeps.tuner import (
+    SweepPlan,
+    init_ray,
+    results_root,
+    run_sweep,
+    startup_overhead,
+    write_best_config,
+)
 
 log = logging.getLogger("drkd.sweeps")
 
@@ -43,6 +52,12 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
         help="results root: a directory, shared mount or s3:// URI (default: $DRKD_RESULTS or ./results)",
     )
     parser.add_argument("--workers", type=int, help="DDP workers per trial (overrides sweep.workers_per_trial)")
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="the same config with only its sizes cut (images, image size, epochs, trials, workers), results "
+        "under <storage>/smoke_test: checks a setup in minutes before the real launch (printed at the start)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -56,6 +71,20 @@ def _settings(args: argparse.Namespace, settings: SweepSettings, **more: Any) ->
         if value is not None:
             setattr(settings, key, value)
     return settings.validate("command line")
+
+
+def _maybe_smoke_test(args: argparse.Namespace, base: Config, settings: SweepSettings) -> tuple[Config, SweepSettings]:
+    """``--smoke-test``: the cut-down config (:func:`~drkd.sweeps.smoke_test.smoke_test`), its changes printed."""
+    if not args.smoke_test:
+        return base, settings
+    import ray
+
+    init_ray(settings)  # the GPUs the cluster has decide whether the smoke test trains on them
+    base, settings, changes = smoke_test(base, settings, results_root(settings), ray.cluster_resources().get("GPU", 0))
+    print("smoke test: the config with these sizes changed, nothing else:")
+    for line in changes:
+        print(f"  {line}")
+    return base, settings
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -114,7 +143,9 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
             num_trials=args.num_trials,
             name=args.name or settings.name or f"lambda_search_{args.method}",
         )
+        base, settings = _maybe_smoke_test(args, base, settings)
         base.distill.method = args.method
+        base = with_published_teacher(base, results_root(settings), "lambda_search")
         plan = SweepPlan(SEARCH_KIND, base, settings, space=_space(args.method, base))
         start = time.perf_counter()
         results = run_sweep(plan, resume=args.resume)
@@ -198,6 +229,7 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         if args.epochs_1x:
             base.train.epochs_1x = args.epochs_1x
         settings = _settings(args, settings, seeds=args.seeds, name=args.name or settings.name or args.grid)
+        base, settings = _maybe_smoke_test(args, base, settings)
         cells = GRIDS[args.grid](base, {})
         teachers = _teacher_checkpoints(args.grid, base, settings, cells, configured=bool(args.config))
         cells = with_seeds(GRIDS[args.grid](base, teachers), settings.seeds)
@@ -210,6 +242,13 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         print(f"ablations.py: error: {err}", file=sys.stderr)
         return 2
     print(f"experiment: {plan.path}  (tables: python analysis/make_tables.py {plan.path})")
+    if args.grid == TEACHER_GRID:
+        try:
+            for line in publish_teachers(plan.storage, results):
+                print(f"published teacher {line}")
+        except ConfigError as err:
+            print(f"ablations.py: {err}", file=sys.stderr)
+            return 2
     failed = failed_cells(results)
     if failed:
         print(
@@ -256,10 +295,19 @@ def _teacher_checkpoints(
         for framework, arch in FRAMEWORK_ARCH.items():
             if arch == base.teacher.arch:
                 teachers.setdefault(framework, base.teacher.checkpoint)
+    published = {}
+    if base.teacher is not None:
+        published = {
+            f: published_teacher(results_root(settings), a, base.teacher.backbone) for f, a in FRAMEWORK_ARCH.items()
+        }
+    for framework in needed - set(teachers):
+        if framework in published and Path(published[framework]).is_file():
+            teachers[framework] = published[framework]
     missing = sorted(needed - set(teachers))
     if missing:
+        where = f" nor published at {published[missing[0]]}" if missing[0] in published else ""
         raise ConfigError(
-            f"{grid}: no trained teacher for {', '.join(missing)}: set sweep.teacher_checkpoints.{missing[0]} "
-            "(train one with: python sweeps/ablations.py teacher --config ...)"
+            f"{grid}: no trained teacher for {', '.join(missing)}: neither sweep.teacher_checkpoints.{missing[0]}{where} "
+            "(train and publish one with: python sweeps/ablations.py teacher --config <this config>)"
         )
     return {f: teachers[f] if is_uri(teachers[f]) else str(Path(teachers[f]).resolve()) for f in needed}

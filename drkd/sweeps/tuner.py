@@ -67,11 +67,16 @@ class SweepPlan:
 
     @property
     def storage(self) -> str:
-        return self.settings.storage_path or str(default_results_dir().resolve())
+        return results_root(self.settings)
 
     @property
     def path(self) -> str:
         return posixpath.join(self.storage, self.name)
+
+
+def results_root(settings: SweepSettings) -> str:
+    """Where a sweep's experiments go: ``sweep.storage_path``, else the local results directory."""
+    return settings.storage_path or str(default_results_dir().resolve())
 
 
 def absolute_paths(cfg: Config) -> Config:

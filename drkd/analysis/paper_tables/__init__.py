@@ -21,6 +21,7 @@ TABLES: dict[str, TableSpec] = {
 }
 # Every grid `sweeps/ablations.py` runs: the tables', then the reference runs'.
 GRIDS: dict[str, Grid] = {**{name: spec.grid for name, spec in TABLES.items()}, **reference_runs.GRIDS}
+TEACHER_GRID = reference_runs.TEACHER_GRID
 NEEDS_TEACHER = frozenset(name for name, spec in TABLES.items() if spec.needs_teacher)
 EXPERIMENT_KINDS = (SEARCH_KIND, *GRIDS)
 
@@ -44,6 +45,7 @@ __all__ = [
     "NEEDS_TEACHER",
     "SEARCH_KIND",
     "TABLES",
+    "TEACHER_GRID",
     "Column",
     "PaperTable",
     "TableSpec",

@@ -24,4 +24,5 @@ def baseline_grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:
     ]
 
 
-GRIDS = {"teacher": teacher_grid, "baseline": baseline_grid}
+TEACHER_GRID = "teacher"  # trains the config's teacher detectors, for the other grids to distil from
+GRIDS = {TEACHER_GRID: teacher_grid, "baseline": baseline_grid}
