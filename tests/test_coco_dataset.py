@@ -208,3 +208,18 @@ def test_loads_synthetic_dataset(tmp_path):
         image, target = ds[i]
         assert image.shape == (3, 96, 96)
         assert len(target["labels"]) > 0 and 1 <= target["labels"].min() and target["labels"].max() <= 6
+
+
+def test_file_names_with_directories_are_checked_one_by_one(tmp_path):
+    """COCO's plain file names are checked against one directory listing; names with a directory in
+    them (some datasets use them) against the file itself, and a missing one is still named."""
+    (tmp_path / "img" / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 30), 128).save(tmp_path / "img" / "sub" / "1.png")
+    images = [{"id": 1, "file_name": "sub/1.png", "width": 40, "height": 30}]
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": CATS}))
+    assert len(CocoDetection(tmp_path / "img", path)) == 1
+    images.append({"id": 2, "file_name": "sub/2.png", "width": 40, "height": 30})
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": CATS}))
+    with pytest.raises(DatasetError, match=r"images\[1\]\.file_name: image file .*sub/2\.png does not exist"):
+        CocoDetection(tmp_path / "img", path)

@@ -24,7 +24,9 @@ def test_smoke_test_cuts_sizes_and_nothing_else() -> None:
     assert cfg.train.total_epochs == 1 and new.num_trials == 2 and new.seeds == 1
     assert (new.workers_per_trial, new.cpus_per_worker, new.gpus_per_worker) == (2, 1, 0)
     assert new.storage_path == "/mnt/drkd-results/smoke_test"
-    assert "data.min_size: 800 -> 128" in changes and "sweep.gpus_per_worker (no GPU in the cluster): 1.0 -> 0" in changes
+    assert (
+        "data.min_size: 800 -> 128" in changes and "sweep.gpus_per_worker (no GPU in the cluster): 1.0 -> 0" in changes
+    )
     # everything that is not a size is as configured
     for section in ("student", "teacher", "distill"):
         assert getattr(cfg, section) == getattr(base, section), section

@@ -69,6 +69,13 @@ def test_two_trial_search_end_to_end(local_ray, tmp_path: Path, tiny_config, tea
     best = load_config(exp / "best_config.yaml")
     assert best.distill.method == "drkd"
     assert "best trial: mAP" in out and str(exp / "best_config.yaml") in out
+    # each trial's seconds to its first iteration, reported with its first epoch and printed
+    assert all("startup_s" in result_lines(t)[0] and "startup_s" not in result_lines(t)[-1] for t in trials)
+    printed = re.search(r"seconds to the first training iteration, per trial: (.*)", out)
+    assert printed and len(printed.group(1).split(", ")) == 2
+    # the best and latest checkpoints are kept, earlier ones deleted: here (2 epochs) at most 2 per trial
+    for run in (exp / ".train").iterdir():
+        assert 1 <= len(list(run.glob("checkpoint_*"))) <= 2
 
 
 def test_peer_search_samples_its_own_weights(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str) -> None:
@@ -185,7 +192,9 @@ def test_bad_sweep_settings_are_named(tmp_path: Path, tiny_config, teacher_ckpt:
     assert "sweep.placement_strategy = 'ANYWHERE'" in err and str(path) in err
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt)
     assert ablations(["table1", "--config", str(path)]) == 2
-    assert "no trained teacher for two_stage: set sweep.teacher_checkpoints.two_stage" in capsys.readouterr().err
+    assert "no trained teacher for two_stage: neither sweep.teacher_checkpoints.two_stage nor published at " in (
+        capsys.readouterr().err
+    )
 
 
 def test_best_config_of_a_remote_sweep_goes_to_the_results_dir(tmp_path: Path, monkeypatch, tiny_config) -> None:

@@ -24,6 +24,7 @@ def test_baseline_run_reports_every_epoch(tiny_config) -> None:
     last = run_training(cfg, ctx)
     history = ctx.history()
     assert [h["epoch"] for h in history] == [1, 2] and history[-1] == json.loads(json.dumps(last))
+    assert history[0]["startup_s"] > 0 and "startup_s" not in history[1]  # once, with the first epoch
     assert set(METRIC_KEYS) <= set(last) and {"loss_total", "loss_det", "lr", "epoch_time_s"} <= set(last)
     assert not any(k.startswith("teacher_") for k in last)  # no teacher, no teacher metrics
     state = load_checkpoint(ctx.checkpoint_path)

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,10 @@ class CocoDetection(torch.utils.data.Dataset):
         self.image_ids: list[int] = [img["id"] for img in dataset["images"]]
 
         self._sizes: dict[int, tuple[int, int]] = {}
+        present = _file_names(self.image_dir, dataset["images"])
         for i, img in enumerate(dataset["images"]):
             path = self.image_dir / img["file_name"]
-            if not path.is_file():
+            if not (img["file_name"] in present if present is not None else path.is_file()):
                 raise DatasetError(f"{self.annotation_file}: images[{i}].file_name: image file {path} does not exist")
             self._sizes[img["id"]] = self._declared_size(i, img, path)
 
@@ -161,6 +163,16 @@ class CocoDetection(torch.utils.data.Dataset):
             np.asarray(area, dtype=np.float32),
             np.asarray(iscrowd, dtype=np.int64),
         )
+
+
+def _file_names(image_dir: Path, images: list[dict[str, Any]]) -> set[str] | None:
+    """The names of the files in ``image_dir`` from one directory listing, when every ``file_name``
+    is a plain name in it (as COCO's are): on a network file system one listing of 118k entries
+    costs far less than 118k stat calls. ``None`` where file names have directories in them."""
+    if any("/" in img["file_name"] or "\\" in img["file_name"] for img in images) or not image_dir.is_dir():
+        return None
+    with os.scandir(image_dir) as entries:
+        return {e.name for e in entries}
 
 
 def collate_detection(batch: list[tuple[Any, Target]]) -> tuple[list[torch.Tensor], list[Target]]:

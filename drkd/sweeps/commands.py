@@ -27,6 +27,7 @@ from drkd.sweeps.tuner import (
     init_ray,
     results_root,
     run_sweep,
+    seconds_to_first_iteration,
     startup_overhead,
     write_best_config,
 )
@@ -170,6 +171,12 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         print(
             f"Optuna: TPE sampled at random until {random_start} trials had finished (sweep.random_trials): "
             f"{min(len(results), random_start)} to {at_most} of the {len(results)} trials were random, the rest TPE's"
+        )
+    startups = seconds_to_first_iteration(results)
+    if startups:
+        print(
+            "seconds to the first training iteration, per trial: "
+            + ", ".join(f"{trial} {seconds:.0f}" for trial, seconds in sorted(startups.items()))
         )
     overhead, total = startup_overhead(results)
     if total:

@@ -35,7 +35,8 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 class RayTrainContext(RunContext):
     """Rank and device from Ray Train; collectives over the process group Ray Train set up."""
 
-    def __init__(self) -> None:
+    def __init__(self, started_at: float | None = None) -> None:
+        self.started_at = started_at
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
@@ -118,4 +119,4 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     torch.set_num_threads(max(1, int(loop_config.get("threads_per_worker", 1))))
     cfg = config_from_dict(loop_config["config"], "trial config")
-    run_training(cfg, RayTrainContext())
+    run_training(cfg, RayTrainContext(loop_config.get("started_at")))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 from typing import Any
 
 from ray import tune
@@ -75,7 +76,11 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], settings: dict[str, 
     os.environ[WORKER_GROUP_START_TIMEOUT_ENV] = str(sweep.worker_start_timeout_s)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "threads_per_worker": sweep.cpus_per_worker},
+        train_loop_config={
+            "config": cfg.to_dict(),
+            "threads_per_worker": sweep.cpus_per_worker,
+            "started_at": time.time(),  # the workers report seconds from here to their first iteration
+        },
         torch_config=TorchConfig(backend="nccl" if sweep.gpus_per_worker > 0 else "gloo"),
         scaling_config=scaling_config(sweep),
         run_config=RunConfig(

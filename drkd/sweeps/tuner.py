@@ -331,3 +331,17 @@ def startup_overhead(results: tune.ResultGrid) -> tuple[float, float]:
         total += trial_total
         overhead += trial_total - float(frame["epoch_time_s"].sum())
     return overhead, total
+
+
+def seconds_to_first_iteration(results: tune.ResultGrid) -> dict[str, float]:
+    """Each trial's seconds from its start to its first training iteration (``startup_s`` of its
+    first report), by trial id; trials that never reported are left out."""
+    out = {}
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or "startup_s" not in frame:
+            continue
+        first = frame["startup_s"].dropna()
+        if not first.empty:
+            out[str(result.metrics.get("trial_id", result.path))] = float(first.iloc[0])
+    return out

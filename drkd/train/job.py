@@ -223,7 +223,9 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         The last epoch's metrics: ``epoch`` (1-based), the COCO AP keys of
         :data:`~drkd.data.coco_eval.METRIC_KEYS` (in percent), for a distillation run the teacher's as
         ``teacher_<key>`` (evaluated once, cached: :mod:`drkd.train.teacher_eval`), the epoch's mean
-        loss terms and ``lr`` (:func:`~drkd.train.engine.train_one_epoch`) and ``epoch_time_s``. ``{}`` when the restored
+        loss terms and ``lr`` (:func:`~drkd.train.engine.train_one_epoch`) and ``epoch_time_s``; the first
+        epoch this process trains also has ``startup_s``, the seconds from ``ctx.started_at`` (the
+        trial's start in a sweep, else this call) to its first iteration. ``{}`` when the restored
         checkpoint had already finished every epoch. A run whose loss became NaN or infinite ends
         early with :func:`diverged_metrics` (reported without a checkpoint), not an exception.
 
@@ -231,11 +233,15 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         ConfigError: missing data files, or a batch size larger than a worker's share of the training set.
     """
     ctx = ctx or LocalContext(cfg.train.output_dir, cfg.train.device)
+    started = ctx.started_at if ctx.started_at is not None else time.time()
     t = cfg.train
     seed_everything(t.seed)
-    data = build_datasets(cfg) if ctx.rank == 0 else None
-    ctx.barrier()  # rank 0 generated the data if it had to
-    data = data or build_datasets(cfg)
+    if cfg.data.synthetic:  # rank 0 generates the data if it has to; the others wait, then read it
+        data = build_datasets(cfg) if ctx.rank == 0 else None
+        ctx.barrier()
+        data = data or build_datasets(cfg)
+    else:  # every rank reads its own copy at once
+        data = build_datasets(cfg)
     train_ds = _limit(data.train, cfg.data.train_limit)
 
     sampler = DistributedSampler(
@@ -292,6 +298,8 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         f"training {cfg.student.arch}/{cfg.student.backbone} with distill.method={cfg.distill.method} "
         f"for {total_epochs} epochs ({len(loader)} iterations/epoch, lr {lr:.4g}) on {ctx.device} x{ctx.world_size}"
     )
+    startup = {"startup_s": time.time() - started}  # to the first iteration, reported once per attempt
+    ctx.log(f"starting to train {startup['startup_s']:.1f} s after the run started")
     for epoch in range(start_epoch, total_epochs):
         start = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -328,6 +336,8 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
             **teacher_scores,
             **losses,
             "epoch_time_s": time.perf_counter() - start,
+            **startup,
         }
+        startup = {}
         ctx.report(metrics, training_state(model, optimizer, scheduler, scaler, epoch, cfg, data.num_classes))
     return metrics

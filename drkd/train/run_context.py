@@ -25,6 +25,7 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    started_at: float | None = None  # time.time() when the run (a sweep's trial) started; None: now
 
     def wrap(self, model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
         """Wrap the trainable model for data-parallel training (identity for one process).
