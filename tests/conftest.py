@@ -13,6 +13,16 @@ from drkd.data.synthetic import make_synthetic_coco
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def annotation_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The parsed-annotation cache in a temporary directory (not the user's ~/.cache); Ray workers
+    started by the tests inherit it."""
+    path = tmp_path_factory.mktemp("drkd_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DRKD_CACHE_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")

@@ -223,3 +223,23 @@ def test_file_names_with_directories_are_checked_one_by_one(tmp_path):
     path.write_text(json.dumps({"images": images, "annotations": [], "categories": CATS}))
     with pytest.raises(DatasetError, match=r"images\[1\]\.file_name: image file .*sub/2\.png does not exist"):
         CocoDetection(tmp_path / "img", path)
+
+
+def test_parsed_annotations_are_cached_per_file_version(tmp_path, annotation_cache):
+    """The second dataset on a file reads the node's cache instead of the JSON; an edited file is
+    parsed again. Shown by planting a changed category name in the cache entry."""
+    import pickle
+
+    path = _write(tmp_path, [_img(1)], [_ann(1, 1, 3, [1, 2, 10, 10])])
+    assert CocoDetection(tmp_path / "img", path).category_names == ["three", "seven", "ten"]
+    entries = {p for p in (annotation_cache / "annotations").glob("*.pkl") if p.stat().st_mtime >= path.stat().st_mtime}
+    (entry,) = [e for e in entries if pickle.loads(e.read_bytes())["images"] == [_img(1)]]
+    planted = pickle.loads(entry.read_bytes())
+    assert all("segmentation" not in a for a in planted["annotations"])  # boxes only
+    next(c for c in planted["categories"] if c["id"] == 3)["name"] = "planted"
+    entry.write_bytes(pickle.dumps(planted))
+    assert CocoDetection(tmp_path / "img", path).category_names[0] == "planted"  # read from the cache
+    data = json.loads(path.read_text())
+    next(c for c in data["categories"] if c["id"] == 3)["name"] = "three!"
+    path.write_text(json.dumps(data))
+    assert CocoDetection(tmp_path / "img", path).category_names[0] == "three!"  # edited: parsed again

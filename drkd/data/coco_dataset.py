@@ -19,6 +19,8 @@ from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from drkd.data.annotation_cache import cached_parse
+
 logger = logging.getLogger("drkd.data")
 
 Target = dict[str, Any]
@@ -38,7 +40,8 @@ class CocoDetection(torch.utils.data.Dataset):
     dropped and counted in ``.num_dropped_boxes``. ``area`` is the annotation's COCO area.
 
     The JSON is validated on construction (``DatasetError`` naming the file and field), every image
-    file must exist; images themselves are read on access.
+    file must exist; images themselves are read on access. The parsed file (without segmentations)
+    is cached on the node (:mod:`drkd.data.annotation_cache`), so later runs and ranks skip the parse.
 
     Args:
         image_dir: directory the images' ``file_name`` entries are relative to.
@@ -66,8 +69,7 @@ class CocoDetection(torch.utils.data.Dataset):
         self.transforms = transforms
         self.train = train
 
-        dataset = _load_json(self.annotation_file)
-        _validate(dataset, self.annotation_file)
+        dataset = cached_parse(self.annotation_file, _parse_annotations)
         self.coco = COCO()
         self.coco.dataset = dataset
         with contextlib.redirect_stdout(io.StringIO()):
@@ -178,6 +180,16 @@ def _file_names(image_dir: Path, images: list[dict[str, Any]]) -> set[str] | Non
 def collate_detection(batch: list[tuple[Any, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
     """DataLoader collate: images and targets as lists (detectors take variable-size images)."""
     return [image for image, _ in batch], [target for _, target in batch]
+
+
+def _parse_annotations(path: Path) -> dict[str, Any]:
+    """The validated annotation file, without the ``segmentation`` entries (boxes are all drkd uses,
+    and on COCO the polygons are most of the file)."""
+    dataset = _load_json(path)
+    _validate(dataset, path)
+    for ann in dataset["annotations"]:
+        ann.pop("segmentation", None)
+    return dataset
 
 
 def _load_json(path: Path) -> Any:
