@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from drkd.config import Config, ConfigError, apply_overrides, save_config
 from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings
 from drkd.sweeps.grid_searcher import ExplicitGridSearcher
+from drkd.sweeps.optuna_storage import open_optuna_storage, redacted_url
 from drkd.sweeps.trial import run_trial, trial_overrides
 from drkd.train.preflight import check_inputs
 
@@ -138,7 +138,7 @@ def _write_experiment_file(plan: SweepPlan, command: str) -> None:
         "mode": MODE,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "settings": plan.settings.to_dict(),
+        "settings": {**plan.settings.to_dict(), "optuna_storage": _stored_url(plan.settings.optuna_storage)},
     }
     with fs.open_output_stream(target) as f:
         f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
@@ -168,11 +168,11 @@ def _searcher(plan: SweepPlan):
     url = plan.settings.optuna_storage or f"sqlite:///{Path(plan.path) / 'optuna.db'}"
     if url.startswith("sqlite:///") and is_uri(plan.path):
         raise ConfigError(f"sweep.optuna_storage: needed (e.g. a PostgreSQL URL) when storage_path is {plan.storage!r}")
-    storage = optuna.storages.RDBStorage(url)
+    storage = open_optuna_storage(url)
     if plan.name in optuna.study.get_all_study_names(storage):
         # a new experiment must not silently add its trials to an old study in a shared database
         raise ConfigError(
-            f"sweep.optuna_storage: a study named {plan.name!r} already exists in {_redacted(url)}: "
+            f"sweep.optuna_storage: a study named {plan.name!r} already exists in {redacted_url(url)}: "
             "pass --resume to continue that experiment, or --name for a new one"
         )
     random_start = startup_trials(plan.settings.num_trials, plan.settings.random_trials)
@@ -185,11 +185,6 @@ def _searcher(plan: SweepPlan):
         study_name=plan.name,
         total_epochs=plan.base.train.total_epochs,
     )
-
-
-def _redacted(url: str) -> str:
-    """A database URL without its password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _scheduler(plan: SweepPlan):
@@ -345,3 +340,8 @@ def seconds_to_first_iteration(results: tune.ResultGrid) -> dict[str, float]:
         if not first.empty:
             out[str(result.metrics.get("trial_id", result.path))] = float(first.iloc[0])
     return out
+
+
+def _stored_url(url: str | None) -> str | None:
+    """The Optuna database URL as the experiment file records it: without its password."""
+    return redacted_url(url) if url else None
