@@ -24,12 +24,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from drkd.data.coco2017_miniature import make_coco2017_miniature
     from drkd.data.synthetic import make_synthetic_coco
 
-    root = make_synthetic_coco(
-        args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size
-    )
-    print(f"wrote synthetic COCO dataset to {root}")
+    make = make_coco2017_miniature if args.layout == "coco2017" else make_synthetic_coco
+    root = make(args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size)
+    print(f"wrote synthetic COCO dataset ({args.layout} layout) to {root}")
     return 0
 
 
@@ -106,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-train", type=int, default=400)
     p.add_argument("--num-val", type=int, default=100)
     p.add_argument("--image-size", type=int, default=160)
+    p.add_argument(
+        "--layout",
+        choices=("drkd", "coco2017"),
+        default="drkd",
+        help="drkd: the embedded default (train/, val/, annotations/instances_{train,val}.json, PNG, 6 "
+        "categories); coco2017: laid out as COCO 2017 for its configs' data.root (train2017/, val2017/, "
+        "annotations/instances_{train,val}2017.json, JPEG named by 12-digit id, COCO's 80 categories)",
+    )
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("train", help="train (and distil) one model in this process")

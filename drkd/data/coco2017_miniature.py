@@ -1,0 +1,111 @@
+"""A COCO-2017-shaped miniature: the synthetic shapes laid out exactly as COCO 2017 is, for rehearsing
+the COCO configs (only ``data.root`` changes) on a laptop or in CI.
+
+Layout under ``root``: ``train2017/`` and ``val2017/`` with JPEG files named by 12-digit image id,
+``annotations/instances_{train,val}2017.json`` with ``info``, ``licenses``, COCO 2017's 80
+categories (real ids 1..90 with its 10 gaps, names and supercategories), crowd boxes in both splits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import torchvision
+from PIL import Image
+
+from drkd.data.atomic_file import atomic_write_bytes
+from drkd.data.synthetic import SHAPE_NAMES, category_id, make_synthetic_coco
+
+# COCO's supercategories by the first category id of each (ids are grouped by supercategory).
+_SUPERCATEGORY_STARTS = (
+    (1, "person"),
+    (2, "vehicle"),
+    (10, "outdoor"),
+    (16, "animal"),
+    (27, "accessory"),
+    (34, "sports"),
+    (44, "kitchen"),
+    (52, "food"),
+    (62, "furniture"),
+    (72, "electronic"),
+    (78, "appliance"),
+    (84, "indoor"),
+)
+# The COCO categories the six shape classes are annotated as (spread over the id range and its gaps).
+SHAPE_TO_COCO_ID = dict(zip(range(len(SHAPE_NAMES)), (1, 3, 18, 44, 62, 90), strict=True))
+_FIRST_IMAGE_ID = {"train": 9, "val": 139}  # COCO 2017's first ids in each split
+_IMAGE_ID_STRIDE = 37  # ids are sparse, as COCO's are
+
+
+def coco2017_categories() -> list[dict]:
+    """COCO 2017's 80 detection categories: ``{"id", "name", "supercategory"}``, by id. Names and ids
+    come from torchvision's COCO weights (index = category id, "N/A" at the gaps)."""
+    names = torchvision.models.detection.RetinaNet_ResNet50_FPN_Weights.COCO_V1.meta["categories"]
+    out = []
+    for cat_id, name in enumerate(names):
+        if cat_id == 0 or name == "N/A":
+            continue
+        supercategory = [s for start, s in _SUPERCATEGORY_STARTS if start <= cat_id][-1]
+        out.append({"id": cat_id, "name": name, "supercategory": supercategory})
+    return out
+
+
+def make_coco2017_miniature(
+    root: str | Path, seed: int = 0, num_train: int = 24, num_val: int = 8, image_size: int = 96
+) -> Path:
+    """Write the miniature under ``root`` (overwriting its files), returning ``root``.
+
+    The images and boxes are :func:`~drkd.data.synthetic.make_synthetic_coco`'s for the same
+    arguments, re-encoded as JPEG (quality 90); shape class k is annotated as COCO category
+    ``SHAPE_TO_COCO_ID[k]``. A split whose generated annotations hold no crowd box (small splits,
+    and the generator's val split) gets one, its first image's largest object, as both of COCO's do.
+
+    Args:
+        root: the dataset directory, as ``data.root`` of the COCO configs.
+        seed, num_train, num_val, image_size: as for ``make_synthetic_coco`` (defaults 0, 24, 8, 96).
+    """
+    root = Path(root)
+    to_coco = {category_id(k): v for k, v in SHAPE_TO_COCO_ID.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        make_synthetic_coco(tmp, seed=seed, num_train=num_train, num_val=num_val, image_size=image_size)
+        for split, count in (("train", num_train), ("val", num_val)):
+            source = json.loads((Path(tmp) / "annotations" / f"instances_{split}.json").read_text())
+            new_id = {
+                img["id"]: _FIRST_IMAGE_ID[split] + i * _IMAGE_ID_STRIDE for i, img in enumerate(source["images"])
+            }
+            images = []
+            for img in source["images"]:
+                file_name = f"{new_id[img['id']]:012d}.jpg"
+                with Image.open(Path(tmp) / split / img["file_name"]) as pil:
+                    buffer = io.BytesIO()
+                    pil.convert("RGB").save(buffer, format="JPEG", quality=90)
+                atomic_write_bytes(root / f"{split}2017" / file_name, buffer.getvalue())
+                images.append(
+                    {
+                        "id": new_id[img["id"]],
+                        "file_name": file_name,
+                        "width": img["width"],
+                        "height": img["height"],
+                        "license": 1,
+                        "date_captured": "2017-01-01 00:00:00",
+                    }
+                )
+            annotations = [
+                {**a, "image_id": new_id[a["image_id"]], "category_id": to_coco[a["category_id"]]}
+                for a in source["annotations"]
+            ]
+            if annotations and not any(a["iscrowd"] for a in annotations):
+                first = [a for a in annotations if a["image_id"] == annotations[0]["image_id"]]
+                max(first, key=lambda a: a["area"])["iscrowd"] = 1
+            dataset = {
+                "info": {"description": f"drkd COCO-2017-shaped miniature ({split}, {count} images)", "year": 2017},
+                "licenses": [{"id": 1, "name": "synthetic, generated by drkd", "url": ""}],
+                "images": images,
+                "annotations": annotations,
+                "categories": coco2017_categories(),
+            }
+            atomic_write_bytes(root / "annotations" / f"instances_{split}2017.json", json.dumps(dataset).encode())
+    return root
