@@ -89,7 +89,12 @@ def test_shipped_configs_load(path: Path) -> None:
         from drkd.config.sweep_settings import load_sweep_config
 
         cfg, settings = load_sweep_config(path)
-        assert cfg.teacher is not None and (cfg.teacher.checkpoint or cfg.teacher.weights)
+        assert cfg.teacher is not None
+        if not (cfg.teacher.checkpoint or cfg.teacher.weights):  # the teacher `ablations.py teacher` publishes
+            from drkd.sweeps.teacher_handoff import published_teacher
+
+            expected = f"/mnt/drkd-results/teachers/{cfg.teacher.arch}_{cfg.teacher.backbone}/checkpoint.pt"
+            assert published_teacher(settings.storage_path, cfg.teacher.arch, cfg.teacher.backbone) == expected
         assert settings.gpus_per_worker > 0
 
 

@@ -21,14 +21,15 @@ from drkd.data.atomic_file import atomic_write_bytes
 
 log = logging.getLogger("drkd.data")
 
-CACHE_ENV = "DRKD_CACHE_DIR"  # where the cache lives; default ~/.cache/drkd (node-local, not shared)
+CACHE_ENV = "DRKD_CACHE_DIR"  # where the cache lives (node-local, not shared)
 FORMAT_VERSION = 1  # bump when what `parse` returns changes
 _EDGE = 1 << 20
 
 
 def cache_dir() -> Path:
-    """``$DRKD_CACHE_DIR/annotations``, default ``~/.cache/drkd/annotations``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "drkd") / "annotations"
+    """``$DRKD_CACHE_DIR/annotations``, default ``~/.cache/drkd_annotations``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) / "annotations" if env else Path.home() / ".cache" / "drkd_annotations"
 
 
 def cached_parse(path: Path, parse: Callable[[Path], Any]) -> Any:

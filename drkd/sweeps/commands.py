@@ -146,7 +146,7 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         )
         base, settings = _maybe_smoke_test(args, base, settings)
         base.distill.method = args.method
-        base = with_published_teacher(base, results_root(settings), "lambda_search")
+        base = with_published_teacher(base, results_root(settings), SEARCH_KIND)
         plan = SweepPlan(SEARCH_KIND, base, settings, space=_space(args.method, base))
         start = time.perf_counter()
         results = run_sweep(plan, resume=args.resume)
