@@ -52,7 +52,14 @@ def test_ddp_workers_on_two_nodes_stay_in_sync(tiny_config, teacher_ckpt: str, t
             tiny_config, teacher_ckpt, tmp_path, "two_nodes", 2, workers_per_trial=2, placement_strategy="STRICT_SPREAD"
         )
         run_sweep(plan)
-        placed = {a.class_name: a.node_id for a in list_actors(detail=True, limit=1000)}
+        placed: dict[str, str] = {}
+        for _ in range(30):  # the state API may answer in part while the cluster is busy: ask again
+            for cls in ("ImplicitFunc", "TrainController"):
+                found = list_actors(filters=[("class_name", "=", cls)], raise_on_missing_output=False, timeout=10)
+                placed.update({a.class_name: a.node_id for a in found})
+            if len(placed) == 2:
+                break
+            time.sleep(1)
     finally:
         ray.shutdown()
         cluster.shutdown()
