@@ -15,9 +15,11 @@ import optuna
 import pytest
 import ray
 import yaml
+from metadata_server import MetadataServer
 from ray.cluster_utils import Cluster
 
 from drkd.config.sweep_settings import SweepSettings
+from drkd.sweeps.ray_worker import MID_EPOCH_KEY
 from drkd.sweeps.tuner import SweepPlan, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +43,7 @@ def one_cell(tiny_config, teacher_ckpt: str, tmp_path: Path, name: str, epochs: 
 def test_ddp_workers_on_two_nodes_stay_in_sync(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
     """Two nodes; the second one alone advertises the driver resource, which the trial's driver asks for."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    cluster.add_node(num_cpus=2, resources={"drkd_driver": 1})
+    driver_node = cluster.add_node(num_cpus=2, resources={"drkd_driver": 1})
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:
@@ -57,6 +59,7 @@ def test_ddp_workers_on_two_nodes_stay_in_sync(tiny_config, teacher_ckpt: str, t
     for r in lines:
         assert r["ddp_workers"] == 2 and r["ddp_nodes"] == 2, r
         assert r["ddp_in_sync"] == 1.0  # identical student weights on both ranks after each epoch
+        assert r["driver_node"] == driver_node.node_id  # pinned by the drkd_driver resource
     # only the best and the latest epoch's checkpoints stay (here both are among epochs 1 and 2)
     (train_run,) = (tmp_path / "two_nodes" / ".train").iterdir()
     assert 1 <= len(list(train_run.glob("checkpoint_*"))) <= 2
@@ -107,6 +110,62 @@ def test_sigkilled_worker_resumes_from_checkpoint(tiny_config, teacher_ckpt: str
     epochs = [r["epoch"] for r in lines]
     assert epochs[-1] == 10
     assert epochs.count(1) == 1, f"the trial restarted from scratch instead of its checkpoint: {epochs}"
+
+
+def _kill_a_worker_after_mid_epoch_checkpoint(
+    exp: Path, server: MetadataServer, found: list[dict], done: threading.Event
+) -> None:
+    """What a reclaimed spot node does to a trial: once Ray Train has registered the notice's
+    checkpoint (its latest in the run's checkpoint-manager snapshot), a worker dies, and the notice
+    is gone (the replacement is not being reclaimed)."""
+    while not done.is_set():
+        for path in exp.glob(".train/*/checkpoint_manager_snapshot.json"):
+            try:
+                latest = json.loads(path.read_text())["latest_checkpoint_result"]
+            except (OSError, ValueError, KeyError, TypeError):  # being written
+                continue
+            if latest and latest["metrics"].get(MID_EPOCH_KEY):
+                server.notice = False
+                for pid in _pids_named("RayTrainWorker"):
+                    os.kill(pid, signal.SIGKILL)
+                found.append(latest["metrics"])
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow  # ~1-2 min: kills a live trial and waits for the recovery
+def test_spot_notice_checkpoints_mid_epoch_and_a_killed_trial_resumes_there(
+    tiny_config, teacher_ckpt: str, tmp_path: Path
+) -> None:
+    server = MetadataServer()
+    server.post_notice()
+    ray.init(num_cpus=3, log_to_driver=False)
+    found: list[dict] = []
+    try:
+        plan = one_cell(tiny_config, teacher_ckpt, tmp_path, "spot", 2, workers_per_trial=2, max_failures=2)
+        # 4 iterations per worker and epoch, slowed by the image size: time to kill after the checkpoint
+        plan.base.data.batch_size, plan.base.data.min_size, plan.base.data.max_size = 2, 320, 320
+        plan.base.train.spot_notice = server.url
+        done = threading.Event()
+        killer = threading.Thread(
+            target=_kill_a_worker_after_mid_epoch_checkpoint, args=(Path(plan.path), server, found, done)
+        )
+        killer.start()
+        try:
+            results = run_sweep(plan)
+        finally:
+            done.set()
+            killer.join()
+    finally:
+        ray.shutdown()
+        server.close()
+    assert found, "no mid-epoch checkpoint reached storage"
+    assert not results.errors
+    (lines,) = reports(tmp_path / "spot").values()
+    assert [r["epoch"] for r in lines] == [1, 2]  # one result per epoch, none for the checkpoint
+    assert not any(MID_EPOCH_KEY in r for r in lines)
+    # the epoch the kill interrupted was resumed at the checkpoint's iteration, not from its start
+    assert lines[found[0]["epoch"]].get("resumed_iteration") == found[0]["iteration"], lines
 
 
 def _sweep_cmd(config: Path, *extra: str) -> list[str]:

@@ -307,6 +307,9 @@ class TrainSettings:
     log_every: int = 20
     output_dir: str = "runs/train"
     device: str = "auto"
+    # where spot-interruption notices come from: "aws" (EC2's metadata service), "off", or the
+    # http(s):// address of a service answering EC2's paths; a notice triggers a mid-epoch checkpoint
+    spot_notice: str = "aws"
 
     @property
     def total_epochs(self) -> int:
@@ -324,6 +327,8 @@ class TrainSettings:
         check_positive(f"{where}.log_every", self.log_every)
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"{where}.device = {self.device!r}: must be auto, cpu or cuda[:N]")
+        if self.spot_notice not in ("aws", "off") and not self.spot_notice.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.spot_notice = {self.spot_notice!r}: must be aws, off or an http(s):// address")
 
 
 @dataclass

@@ -19,6 +19,9 @@ from drkd.config import config_from_dict
 from drkd.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_atomic
 from drkd.train.run_context import RunContext
 
+SCORE_KEY = "mAP"  # the metric that ranks a trial's checkpoints (the best one is kept)
+MID_EPOCH_KEY = "mid_epoch_checkpoint"  # marks a report that only carries a mid-epoch checkpoint
+
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
     """SHA-1 of the learned weights; BatchNorm running statistics are left out, as each DDP rank
@@ -35,8 +38,8 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 class RayTrainContext(RunContext):
     """Rank and device from Ray Train; collectives over the process group Ray Train set up."""
 
-    def __init__(self, started_at: float | None = None) -> None:
-        self.started_at = started_at
+    def __init__(self, started_at: float | None = None, driver_node: str | None = None) -> None:
+        self.started_at, self.driver_node = started_at, driver_node
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
@@ -83,8 +86,9 @@ class RayTrainContext(RunContext):
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         """Every rank reports (Ray Train needs it); rank 0 alone writes the checkpoint.
 
-        Rank 0's metrics also say how many nodes the workers ran on and whether every replica
-        holds the same student weights (`ddp_in_sync`: a cheap guard against silent desync). The
+        Rank 0's metrics also say how many nodes the workers ran on, whether every replica
+        holds the same student weights (`ddp_in_sync`: a cheap guard against silent desync) and the
+        node of the trial's driver (`driver_node`, a Ray node id). The
         checkpoint is uploaded in the background (Ray Train's ASYNC mode, which deletes the local
         copy afterwards), so training goes on while it reaches shared storage; ``state`` ``None``
         (every rank alike, as after an agreed divergence) reports metrics only.
@@ -98,11 +102,25 @@ class RayTrainContext(RunContext):
                     "ddp_workers": self.world_size,
                     "ddp_nodes": len({node for node, _ in replicas}),
                     "ddp_in_sync": float(len({digest for _, digest in replicas}) == 1),
+                    **({"driver_node": self.driver_node} if self.driver_node else {}),
                 }
-                local = Path(tempfile.mkdtemp(prefix="drkd_checkpoint_"))
-                save_atomic(state, local / CHECKPOINT_NAME, durable=False)
-                checkpoint = ray.train.Checkpoint.from_directory(str(local))
+                checkpoint = _scratch_checkpoint(state)
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.ASYNC)
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """A report that carries only the checkpoint, uploaded before training goes on (the machine
+        may be gone soon) and kept from Tune (:class:`~drkd.sweeps.trial.EpochReportCallback`). Its
+        score is -inf, so it never displaces the best epoch's checkpoint; Ray Train keeps it as the
+        latest, the one a restarted worker group resumes from."""
+        partial = state["partial"]
+        metrics = {MID_EPOCH_KEY: 1.0, "epoch": partial["epoch"], "iteration": partial["iterations"]}
+        checkpoint = _scratch_checkpoint(state) if self.rank == 0 else None
+        ray.train.report(
+            {**metrics, SCORE_KEY: float("-inf")},
+            checkpoint=checkpoint,
+            checkpoint_upload_mode=CheckpointUploadMode.SYNC,
+        )
+        self.log(f"mid-epoch checkpoint saved: epoch {partial['epoch'] + 1}, iteration {partial['iterations']}")
 
     def restore(self) -> dict[str, Any] | None:
         checkpoint = ray.train.get_checkpoint()
@@ -113,10 +131,18 @@ class RayTrainContext(RunContext):
             return load_checkpoint(Path(path) / CHECKPOINT_NAME)
 
 
+def _scratch_checkpoint(state: dict[str, Any]) -> ray.train.Checkpoint:
+    """``state`` in a fresh local directory, as a Ray Train checkpoint to upload (not fsynced: the
+    directory is a scratch copy)."""
+    local = Path(tempfile.mkdtemp(prefix="drkd_checkpoint_"))
+    save_atomic(state, local / CHECKPOINT_NAME, durable=False)
+    return ray.train.Checkpoint.from_directory(str(local))
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point: everything comes from `loop_config["config"]` (a Config as a dict)."""
     from drkd.train.job import run_training
 
     torch.set_num_threads(max(1, int(loop_config.get("threads_per_worker", 1))))
     cfg = config_from_dict(loop_config["config"], "trial config")
-    run_training(cfg, RayTrainContext(loop_config.get("started_at")))
+    run_training(cfg, RayTrainContext(loop_config.get("started_at"), loop_config.get("driver_node")))

@@ -7,6 +7,7 @@ import posixpath
 import time
 from typing import Any
 
+import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -15,10 +16,20 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from drkd.analysis.paper_tables.settings import LABEL_KEYS
 from drkd.config import apply_overrides, config_from_dict
 from drkd.config.sweep_settings import SweepSettings
-from drkd.sweeps.ray_worker import train_loop_per_worker
+from drkd.sweeps.ray_worker import MID_EPOCH_KEY, SCORE_KEY, train_loop_per_worker
 
 TRAIN_RUNS_DIR = ".train"  # inside the experiment directory; not a trial directory
 WORKER_GROUP_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"  # Ray Train V2's setting
+
+
+class EpochReportCallback(TuneReportCallback):
+    """Tune's bridge from Ray Train, less mid-epoch checkpoint reports: Tune, ASHA and the result
+    files see one result per epoch; Ray Train still registers the checkpoint to resume from."""
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:  # noqa: ANN001 (Ray's signature)
+        if metrics and metrics[0].get(MID_EPOCH_KEY):
+            return
+        super().after_report(run_context, metrics, checkpoint)
 
 
 def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:
@@ -80,17 +91,18 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], settings: dict[str, 
             "config": cfg.to_dict(),
             "threads_per_worker": sweep.cpus_per_worker,
             "started_at": time.time(),  # the workers report seconds from here to their first iteration
+            "driver_node": ray.get_runtime_context().get_node_id(),  # reported: where the trial's driver ran
         },
         torch_config=TorchConfig(backend="nccl" if sweep.gpus_per_worker > 0 else "gloo"),
         scaling_config=scaling_config(sweep),
         run_config=RunConfig(
             name=f"trial_{trial_id}",
             storage_path=posixpath.join(experiment_path, TRAIN_RUNS_DIR),
-            callbacks=[TuneReportCallback()],
+            callbacks=[EpochReportCallback()],
             failure_config=FailureConfig(max_failures=sweep.max_failures),
             # the best epoch by mAP and the latest (which Ray Train always keeps, to resume from)
             checkpoint_config=CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="mAP", checkpoint_score_order="max"
+                num_to_keep=1, checkpoint_score_attribute=SCORE_KEY, checkpoint_score_order="max"
             ),
         ),
     )

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -17,6 +18,15 @@ log = logging.getLogger("drkd.train.engine")
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite: training stops rather than corrupting the weights."""
+
+
+@dataclass
+class EpochProgress:
+    """How far an epoch got: iterations done and the sums of their loss terms (what a mid-epoch
+    checkpoint keeps so that the resumed epoch reports the same means as an uninterrupted one)."""
+
+    iterations: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
 
 
 def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device, channels_last: bool):
@@ -54,6 +64,10 @@ def train_one_epoch(
     channels_last: bool = False,
     on_log: Callable[[str], None] | None = None,
     any_rank: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: EpochProgress | None = None,
+    checkpoint_requested: Callable[[], bool] | None = None,
+    on_checkpoint: Callable[[EpochProgress], None] | None = None,
+    seed_iteration: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over `loader`; returns the mean of every loss term, and the last lr.
 
@@ -61,7 +75,9 @@ def train_one_epoch(
     Per iteration: forward, backward, the terms to the host in one transfer and :func:`check_finite`
     (so a NaN stops training before the optimiser step; with ``any_rank`` every DDP rank stops at
     the same iteration, none stepping on gradients averaged with a NaN), optional gradient clipping,
-    optimizer step, then ``scheduler.step()`` (the schedule is per iteration).
+    optimizer step, then ``scheduler.step()`` (the schedule is per iteration). When
+    ``checkpoint_requested()`` is true on any rank (agreed in the same collective as the NaN check),
+    every rank calls ``on_checkpoint`` after that step, then trains on.
 
     Args:
         model: the trainable module; set to train mode here.
@@ -77,7 +93,17 @@ def train_one_epoch(
         channels_last: move images in channels-last memory format (default False).
         on_log: receives one progress line (loss, detection loss, lr, it/s); ``None`` (default): no logging.
         any_rank: ``flag -> flag`` reduced with max over every rank (one element, on ``device``), so that
-            all ranks agree that some rank saw a non-finite term; ``None`` (default): this process only.
+            all ranks agree that some rank saw a non-finite term or a checkpoint request; ``None``
+            (default): this process only.
+        progress: the part of this epoch trained before a mid-epoch checkpoint, when resuming from
+            one (``loader`` then yields only the remaining batches); ``None`` (default): a whole epoch.
+        checkpoint_requested: polled once per iteration (a spot-interruption notice); ``None``
+            (default): never.
+        on_checkpoint: called with the epoch's progress after the step at which a request was
+            agreed; it saves a mid-epoch checkpoint (and acknowledges the request).
+        seed_iteration: called with the (0-based) iteration before its forward pass, to seed the
+            global RNG from where training is, so a run resumed at any iteration draws what an
+            uninterrupted one did; ``None`` (default): the RNG runs on.
 
     Returns:
         ``{term: mean over the epoch's iterations}`` for every key of ``terms`` (``loss_total``,
@@ -88,13 +114,15 @@ def train_one_epoch(
         ValueError: the loader yielded no batch.
     """
     model.train()
-    sums: dict[str, float] = {}
-    n = 0
+    done = progress or EpochProgress()
+    sums, n = dict(done.sums), done.iterations
     start = time.perf_counter()
-    num_iters = len(loader) if hasattr(loader, "__len__") else None
+    num_iters = n + len(loader) if hasattr(loader, "__len__") else None
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    for it, (images, targets) in enumerate(loader):
+    for it, (images, targets) in enumerate(loader, start=n):
         images, targets = _to_device(images, targets, device, channels_last)
+        if seed_iteration is not None:
+            seed_iteration(it)
         with torch.autocast(device.type, enabled=scaler is not None and device.type == "cuda"):
             loss, terms = model(images, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -102,11 +130,12 @@ def train_one_epoch(
         # One host sync per step, once backward is queued and before any weight changes: every term
         # to the host in one transfer, checked, and reused for the epoch means and the log line.
         stacked = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        requested = checkpoint_requested is not None and checkpoint_requested()
         if any_rank is None:
             values = dict(zip(terms, stacked.tolist()))
-        else:  # a one-element collective, read back in the same transfer as the terms
-            flag = any_rank((~torch.isfinite(stacked)).any().float().reshape(1))
-            *host, elsewhere = torch.cat([stacked, flag]).tolist()
+        else:  # a two-element collective, read back in the same transfer as the terms
+            flags = torch.stack([(~torch.isfinite(stacked)).any().float(), stacked.new_tensor(float(requested))])
+            *host, elsewhere, requested = torch.cat([stacked, any_rank(flags)]).tolist()
             values = dict(zip(terms, host))
             if elsewhere:
                 check_finite(values, epoch, it)  # names this rank's own term when it has one
@@ -126,8 +155,10 @@ def train_one_epoch(
         n += 1
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
+        if requested and on_checkpoint is not None:
+            on_checkpoint(EpochProgress(n, dict(sums)))
         if on_log is not None and (it % log_every == 0 or it + 1 == num_iters):
-            rate = n / (time.perf_counter() - start)
+            rate = (n - done.iterations) / (time.perf_counter() - start)
             on_log(
                 f"epoch {epoch} [{it + 1}/{num_iters or '?'}] loss {values['loss_total']:.4f} "
                 f"det {values['loss_det']:.4f} lr {optimizer.param_groups[0]['lr']:.5f} {rate:.2f} it/s"

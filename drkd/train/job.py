@@ -18,16 +18,18 @@ from drkd.config import Config, ConfigError
 from drkd.config.methods import NO_DISTILLATION, method_spec
 from drkd.data.coco_dataset import CocoDetection, collate_detection
 from drkd.data.coco_eval import METRIC_KEYS, coco_metrics
+from drkd.data.seeded_samples import EpochSeededSamples, SkippingSampler, sample_seed
 from drkd.data.synthetic import ensure_synthetic_coco
 from drkd.data.transforms import build_transforms
 from drkd.distill.registry import build_distiller
 from drkd.models.detectors import build_detector
 from drkd.models.distillation_model import DistillationModel
 from drkd.models.feature_taps import fpn_channels
-from drkd.train.engine import NonFiniteLossError, predict, train_one_epoch
+from drkd.train.engine import EpochProgress, NonFiniteLossError, predict, train_one_epoch
 from drkd.train.lr_schedule import build_scheduler, scaled_lr
 from drkd.train.preflight import check_data_files, check_teacher
 from drkd.train.run_context import LocalContext, RunContext
+from drkd.train.spot_notice import start_spot_notice
 from drkd.train.teacher_eval import teacher_metrics
 
 log = logging.getLogger("drkd.train")
@@ -37,6 +39,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_step(seed: int, epoch: int, iteration: int, rank: int) -> None:
+    """Seed torch's global RNG (the detectors' own sampling, e.g. Faster R-CNN's proposal sampler)
+    from where training is, before every iteration, so that a run resumed at any iteration (from a
+    mid-epoch checkpoint) draws exactly what the uninterrupted run drew."""
+    torch.manual_seed(sample_seed(seed * 65_537 + rank, epoch, iteration))
 
 
 def prepare_data(cfg: Config) -> Path:
@@ -158,7 +167,14 @@ def _models_for_training(cfg: Config, data: Datasets, ctx: RunContext) -> tuple[
 
 
 def training_state(
-    model: DistillationModel, optimizer, scheduler, scaler, epoch: int, cfg: Config, num_classes: int
+    model: DistillationModel,
+    optimizer,
+    scheduler,
+    scaler,
+    epoch: int,
+    cfg: Config,
+    num_classes: int,
+    partial: tuple[int, EpochProgress] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to resume exactly: weights, optimiser, schedule, scaler, epoch, config.
 
@@ -169,10 +185,13 @@ def training_state(
         epoch: the 0-based index of the epoch just finished; a resumed run starts at ``epoch + 1``.
         cfg: the run's Config, saved as a plain dict (``cfg.to_dict()``).
         num_classes: classes including the background, to rebuild the detectors.
+        partial: for a mid-epoch checkpoint, ``(epoch in progress, its EpochProgress)``; ``epoch`` is
+            then the one before it. ``None`` (default): the checkpoint of a finished epoch.
 
     Returns:
         A dict with keys ``num_classes``, ``student``, ``distiller`` (``{}`` without one), ``optimizer``,
-        ``scheduler``, ``scaler``, ``epoch`` and ``config``.
+        ``scheduler``, ``scaler``, ``epoch``, ``config`` and ``partial`` (``None``, or
+        ``{"epoch", "iterations", "sums"}``).
     """
     return {
         "num_classes": num_classes,
@@ -183,6 +202,9 @@ def training_state(
         "scaler": scaler.state_dict() if scaler is not None else {},
         "epoch": epoch,
         "config": cfg.to_dict(),
+        "partial": None
+        if partial is None
+        else {"epoch": partial[0], "iterations": partial[1].iterations, "sums": partial[1].sums},
     }
 
 
@@ -242,10 +264,11 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         data = data or build_datasets(cfg)
     else:  # every rank reads its own copy at once
         data = build_datasets(cfg)
-    train_ds = _limit(data.train, cfg.data.train_limit)
-
-    sampler = DistributedSampler(
-        train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=t.seed, drop_last=True
+    train_ds = EpochSeededSamples(_limit(data.train, cfg.data.train_limit), t.seed)
+    sampler = SkippingSampler(
+        DistributedSampler(
+            train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=t.seed, drop_last=True
+        )
     )
     loader = DataLoader(
         train_ds,
@@ -254,6 +277,9 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         collate_fn=collate_detection,
         num_workers=cfg.data.loader_workers,
         drop_last=True,
+        # the workers' base seed from the loader's own generator, not the global RNG (whose
+        # draws are seed_step's); augmentation is seeded per sample (EpochSeededSamples)
+        generator=torch.Generator().manual_seed(t.seed),
     )
     val_loader, val_ids = validation_loader(data, cfg, ctx.rank, ctx.world_size)
     if len(loader) == 0:
@@ -274,7 +300,7 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
     scheduler = build_scheduler(optimizer, total_epochs, len(loader), t.warmup_iters, t.warmup_factor)
     scaler = torch.amp.GradScaler("cuda") if t.amp and cuda else None
 
-    start_epoch = 0
+    start_epoch, progress = 0, None
     state = ctx.restore()
     if state is not None:
         model.student.load_state_dict(state["student"])
@@ -285,6 +311,9 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         if scaler is not None and state["scaler"]:
             scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"]) + 1
+        if state.get("partial"):  # a mid-epoch (spot-interruption) checkpoint
+            progress = EpochProgress(int(state["partial"]["iterations"]), dict(state["partial"]["sums"]))
+            ctx.log(f"resuming epoch {start_epoch + 1} at iteration {progress.iterations + 1}")
     needs_search = cfg.distill.method != NO_DISTILLATION and method_spec(cfg.distill.method).ddp_find_unused_parameters
     wrapped = ctx.wrap(model, find_unused_parameters=needs_search)
 
@@ -293,51 +322,74 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         teacher_scores = teacher_metrics(
             cfg, model.teacher, val_loader, val_ids, data.val.coco, data.val.label_to_cat_id, ctx, channels_last
         )
-    metrics: dict[str, Any] = {}
     ctx.log(
         f"training {cfg.student.arch}/{cfg.student.backbone} with distill.method={cfg.distill.method} "
         f"for {total_epochs} epochs ({len(loader)} iterations/epoch, lr {lr:.4g}) on {ctx.device} x{ctx.world_size}"
     )
-    startup = {"startup_s": time.time() - started}  # to the first iteration, reported once per attempt
+    startup: dict[str, Any] = {"startup_s": time.time() - started}  # reported once per attempt
+    if progress is not None:
+        startup["resumed_iteration"] = progress.iterations
     ctx.log(f"starting to train {startup['startup_s']:.1f} s after the run started")
-    for epoch in range(start_epoch, total_epochs):
-        start = time.perf_counter()
-        sampler.set_epoch(epoch)
-        # Augmentation draws from the global RNG: seed it per epoch and rank so a resumed run matches.
-        torch.manual_seed(t.seed * 100_003 + epoch * 1_009 + ctx.rank)
-        try:
-            losses = train_one_epoch(
-                wrapped,
-                optimizer,
-                scheduler,
-                loader,
-                epoch=epoch + 1,
-                device=ctx.device,
-                scaler=scaler,
-                grad_clip=t.grad_clip,
-                log_every=t.log_every,
-                channels_last=channels_last,
-                on_log=ctx.log,
-                any_rank=ctx.any_rank if ctx.world_size > 1 else None,
+    notice = start_spot_notice(t.spot_notice, log.warning)
+
+    def checkpoint_mid_epoch(epoch: int, done: EpochProgress) -> None:
+        # the notice gave about two minutes: save now, then train on until the machine goes
+        ctx.checkpoint(
+            training_state(model, optimizer, scheduler, scaler, epoch - 1, cfg, data.num_classes, (epoch, done))
+        )
+        if notice is not None:
+            notice.acknowledge()
+
+    metrics: dict[str, Any] = {}
+    try:
+        for epoch in range(start_epoch, total_epochs):
+            start = time.perf_counter()
+            skip = progress.iterations if progress is not None else 0
+            sampler.set_epoch(epoch, skip=skip * cfg.data.batch_size)
+            train_ds.set_epoch(epoch)
+            try:
+                losses = train_one_epoch(
+                    wrapped,
+                    optimizer,
+                    scheduler,
+                    loader,
+                    epoch=epoch + 1,
+                    device=ctx.device,
+                    scaler=scaler,
+                    grad_clip=t.grad_clip,
+                    log_every=t.log_every,
+                    channels_last=channels_last,
+                    on_log=ctx.log,
+                    any_rank=ctx.any_rank if ctx.world_size > 1 else None,
+                    progress=progress,
+                    checkpoint_requested=(lambda: notice.pending) if notice is not None else None,
+                    on_checkpoint=lambda done, epoch=epoch: checkpoint_mid_epoch(epoch, done),
+                    seed_iteration=lambda it, epoch=epoch: seed_step(t.seed, epoch, it, ctx.rank),
+                )
+            except NonFiniteLossError as err:
+                # Every rank agreed (any_rank): end the run with a final report rather than an error,
+                # which Ray Train and Tune would retry although a rerun diverges the same way.
+                ctx.log(f"diverged: {err}")
+                metrics = diverged_metrics(epoch + 1, str(err), teacher_scores, time.perf_counter() - start)
+                ctx.report(metrics, None)
+                return metrics
+            progress = None
+            detections = ctx.gather(
+                predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last)
             )
-        except NonFiniteLossError as err:
-            # Every rank agreed (any_rank): end the run with a final report rather than an error,
-            # which Ray Train and Tune would retry although a rerun diverges the same way.
-            ctx.log(f"diverged: {err}")
-            metrics = diverged_metrics(epoch + 1, str(err), teacher_scores, time.perf_counter() - start)
-            ctx.report(metrics, None)
-            return metrics
-        detections = ctx.gather(predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last))
-        scores = coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None
-        scores = ctx.broadcast(scores)
-        metrics = {
-            "epoch": epoch + 1,
-            **scores,
-            **teacher_scores,
-            **losses,
-            "epoch_time_s": time.perf_counter() - start,
-            **startup,
-        }
-        startup = {}
-        ctx.report(metrics, training_state(model, optimizer, scheduler, scaler, epoch, cfg, data.num_classes))
+            scores = coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None
+            scores = ctx.broadcast(scores)
+            metrics = {
+                "epoch": epoch + 1,
+                **scores,
+                **teacher_scores,
+                **losses,
+                "epoch_time_s": time.perf_counter() - start,
+                **startup,
+            }
+            startup = {}
+            ctx.report(metrics, training_state(model, optimizer, scheduler, scaler, epoch, cfg, data.num_classes))
+    finally:
+        if notice is not None:
+            notice.stop()
     return metrics

@@ -47,12 +47,18 @@ class RunContext:
         """Wait for every rank."""
 
     def any_rank(self, flag: torch.Tensor) -> torch.Tensor:
-        """``flag`` (a one-element tensor of 0/1) reduced with max over every rank: 1 where any rank has 1."""
+        """``flag`` (a small tensor of 0/1 values) reduced elementwise with max over every rank: 1 where
+        any rank has 1."""
         return flag
 
     def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         """Record one epoch's metrics and its full checkpoint `state` (``None``: metrics only, as for
         the final report of a diverged run, whose weights are not worth resuming)."""
+        raise NotImplementedError
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Save a mid-epoch checkpoint to resume from (``state["partial"]`` says how far the epoch got),
+        before the machine is reclaimed; no metrics are recorded. Every rank calls it."""
         raise NotImplementedError
 
     def restore(self) -> dict[str, Any] | None:
@@ -91,6 +97,10 @@ class LocalContext(RunContext):
         tmp.write_text("".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
         tmp.replace(self.metrics_path)
         self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        save_atomic(state, self.checkpoint_path)
+        self.log(f"mid-epoch checkpoint {self.checkpoint_path} ({state['partial']})")
 
     def history(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
