@@ -341,13 +341,17 @@ def _expected_rows(spec: TableSpec, paper_rows: list[Record]) -> dict[tuple, Set
 def _block_cells(
     spec: TableSpec, block: Block, own: list[Record], pool: list[Record], expected: dict[tuple, Settings]
 ) -> dict[tuple, list[Record]]:
-    """Row key -> trials: the table's own distilled runs (which may add rows), then the reference
-    runs that fill expected rows (never adding any)."""
+    """Row key -> trials: the table's own distilled runs (which may add rows, and then the baseline
+    row their Δ is taken against), then the reference runs that fill expected rows."""
     cells: dict[tuple, list[Record]] = {}
     for t in own:
         if (t["arch"], t["schedule"]) == block and not is_reference(t):
             cells.setdefault(key(t, spec.row_dims), []).append(t)
             expected.setdefault(key(t, spec.row_dims), t)
+    if cells:  # a block of ours the paper does not have (e.g. Faster R-CNN 2x) still shows its baseline
+        for t in pool:
+            if is_baseline(t) and (t["arch"], t["schedule"]) == block:
+                expected.setdefault(key(t, spec.row_dims), t)
     for t in pool:
         k = key(t, spec.row_dims)
         if t["arch"] == block[0] and (t["schedule"] == block[1] or is_teacher(t)) and k in expected:
