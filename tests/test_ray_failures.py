@@ -78,6 +78,18 @@ def _pids_named(fragment: str) -> list[int]:
     return pids
 
 
+def _sweep_with_killer(plan: SweepPlan, killer, *args):
+    """``run_sweep(plan)`` while ``killer(experiment path, *args, done)`` runs in a thread beside it."""
+    done = threading.Event()
+    thread = threading.Thread(target=killer, args=(Path(plan.path), *args, done))
+    thread.start()
+    try:
+        return run_sweep(plan)
+    finally:
+        done.set()
+        thread.join()
+
+
 def _kill_a_worker_after_first_report(exp: Path, killed: list[int], done: threading.Event) -> None:
     while not done.is_set() and not killed:
         if any(lines for lines in reports(exp).values()) if exp.exists() else False:
@@ -95,14 +107,7 @@ def test_sigkilled_worker_resumes_from_checkpoint(tiny_config, teacher_ckpt: str
     try:
         # 10 short epochs: the kill must land after the first checkpoint and before the last epoch.
         plan = one_cell(tiny_config, teacher_ckpt, tmp_path, "killed_worker", 10, workers_per_trial=2, max_failures=2)
-        done = threading.Event()
-        killer = threading.Thread(target=_kill_a_worker_after_first_report, args=(Path(plan.path), killed, done))
-        killer.start()
-        try:
-            results = run_sweep(plan)
-        finally:
-            done.set()
-            killer.join()
+        results = _sweep_with_killer(plan, _kill_a_worker_after_first_report, killed)
     finally:
         ray.shutdown()
     assert killed, "no training worker was found to kill"
@@ -147,16 +152,7 @@ def test_spot_notice_checkpoints_mid_epoch_and_a_killed_trial_resumes_there(
         # 4 iterations per worker and epoch, slowed by the image size: time to kill after the checkpoint
         plan.base.data.batch_size, plan.base.data.min_size, plan.base.data.max_size = 2, 320, 320
         plan.base.train.spot_notice = server.url
-        done = threading.Event()
-        killer = threading.Thread(
-            target=_kill_a_worker_after_mid_epoch_checkpoint, args=(Path(plan.path), server, found, done)
-        )
-        killer.start()
-        try:
-            results = run_sweep(plan)
-        finally:
-            done.set()
-            killer.join()
+        results = _sweep_with_killer(plan, _kill_a_worker_after_mid_epoch_checkpoint, server, found)
     finally:
         ray.shutdown()
         server.close()
