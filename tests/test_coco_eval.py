@@ -129,6 +129,9 @@ def test_detections_to_coco():
         detections_to_coco(outputs, [7], {1: 3, 2: 9})
     with pytest.raises(ValueError):
         detections_to_coco(outputs[:1], [7], {1: 3})
+    # a one-stage head's background slot (label 0, no category) is dropped, not an error
+    background = [{**outputs[0], "labels": torch.tensor([0, 1])}]
+    assert detections_to_coco(background, [7], {1: 3, 2: 9}) == results[1:]
 
 
 def test_round_trip_from_targets_scores_100(coco_gt):

@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 METRIC_KEYS = ("mAP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
+BACKGROUND_LABEL = 0  # torchvision's convention: num_classes counts it, no category has it
 
 
 def detections_to_coco(
@@ -28,7 +29,10 @@ def detections_to_coco(
     Args:
         outputs: one dict per image with ``boxes`` (D, 4) xyxy, ``scores`` (D,), ``labels`` (D,).
         image_ids: the COCO image id of each output, same length (ValueError otherwise).
-        label_to_cat_id: contiguous label -> COCO category id; an unknown label raises ValueError.
+        label_to_cat_id: contiguous label -> COCO category id; an unknown label raises ValueError,
+            except the background label 0: RetinaNet's and FCOS's heads keep a logit for it (never a
+            positive in training, but a barely trained head can score it over the threshold), and
+            such a detection is dropped.
 
     Returns:
         One dict per detection, images in the given order.
@@ -41,6 +45,8 @@ def detections_to_coco(
         scores = output["scores"].detach().to("cpu", torch.float64).reshape(-1).numpy()
         labels = output["labels"].detach().to("cpu").reshape(-1).tolist()
         for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels):
+            if label == BACKGROUND_LABEL and label not in label_to_cat_id:
+                continue
             if label not in label_to_cat_id:
                 raise ValueError(f"image {image_id}: predicted label {label} has no category id")
             results.append(
