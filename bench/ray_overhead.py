@@ -20,7 +20,7 @@ generation, model building and evaluation are all outside the measurement.
   --worker SPEC`.
 * Ray: `ray.train.torch.TorchTrainer` with `ScalingConfig(num_workers=N, resources_per_worker={"CPU": 1})`
   and gloo, on a fresh local Ray instance of its own (`ray.init(address="local", num_cpus=N + 1)`,
-  see `start_local_ray`) started once before the first round, so torchrun rounds run beside the
+  see `drkd.sweeps.ray_instance.start_private_ray`) started once before the first round, so torchrun rounds run beside the
   same idle Ray processes.
 
 Under both, rank 0 writes its numbers to a JSON file that the driver reads.
@@ -41,7 +41,6 @@ import itertools
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from drkd.config import Config, config_from_dict
 from drkd.config.presets import tiny_student_config
 from drkd.data.coco_dataset import collate_detection
+from drkd.sweeps.ray_instance import start_private_ray
 from drkd.sweeps.ray_worker import RayTrainContext
 from drkd.train.engine import train_one_epoch
 from drkd.train.job import build_datasets, build_models, prepare_data, seed_everything
@@ -179,41 +179,6 @@ def worker_env() -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(THREADS_PER_WORKER)}
 
 
-def start_local_ray(num_cpus: int) -> None:
-    """A fresh local Ray instance of our own, whatever other Ray instances run on this machine.
-
-    Ray Train's internal actors (its placement-group cleaner) find the cluster through the State
-    API, which resolves RAY_ADDRESS, else the most recently started instance on the machine, and
-    then its dashboard. So the GCS and dashboard ports are chosen here and the address goes into
-    the job's environment. Otherwise, beside another instance, the cleaner asks that one whether
-    our controller lives, is told no, and exits (seen here) or removes our placement group. The
-    dashboard is on, as with a plain `ray.init()` (the State API needs it); on a heavily loaded
-    machine it, and with it `ray.init`, can time out starting.
-    """
-    import ray
-
-    gcs_port, dashboard_port = free_port(), free_port()
-    address = f"{ray.util.get_node_ip_address()}:{gcs_port}"
-    os.environ["RAY_GCS_SERVER_PORT"] = str(gcs_port)
-    try:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            dashboard_port=dashboard_port,
-            runtime_env={"env_vars": {**worker_env(), "RAY_ADDRESS": address}},
-        )
-    finally:
-        del os.environ["RAY_GCS_SERVER_PORT"]
-    if ray.get_runtime_context().gcs_address != address:
-        raise RuntimeError(f"Ray started at {ray.get_runtime_context().gcs_address}, expected {address}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
-
-
 def read_result(spec: dict[str, Any]) -> dict[str, float]:
     return json.loads(Path(spec["result"]).read_text())
 
@@ -320,7 +285,7 @@ def main() -> None:
         torchrun_spec = {**spec, "result": str(tmp / "torchrun_result.json")}
         ray_spec = {**spec, "result": str(tmp / "ray_result.json")}  # the workers share this machine's disk
 
-        start_local_ray(num_cpus=args.workers + 1)
+        start_private_ray(num_cpus=args.workers + 1, env_vars=worker_env())
         niceness = ray_worker_niceness() if args.match_niceness else os.nice(0)
         runs: list[tuple[int, str, dict[str, float]]] = []
         ratios: list[float] = []

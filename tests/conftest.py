@@ -23,6 +23,16 @@ def annotation_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         yield path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_ray() -> None:
+    """Every Ray the tests start, in-process or through a command, is a private local instance:
+    never a cluster another run left on this machine (RAY_ADDRESS, /tmp/ray/ray_current_cluster).
+    Tests that mean a cluster pass its address explicitly."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_ADDRESS", "local")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")

@@ -267,9 +267,11 @@ def tiny_sweeps(tmp_path_factory: pytest.TempPathFactory) -> SweepRun:
     import ray
     import ray.cloudpickle
 
+    from drkd.sweeps.ray_instance import start_private_ray
+
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
     root = tmp_path_factory.mktemp("results")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_private_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         experiments = {
             "ablation_table1": _run_experiment(root, "ablation_table1", "table1", TABLE1),

@@ -136,12 +136,14 @@ def ray_with_echo(echo):
     """A local Ray whose worker processes import the plugin (and so register ``echo``)."""
     import ray
 
+    from drkd.sweeps.ray_instance import start_private_ray
+
     module, root = echo
-    ray.init(
+    start_private_ray(
         num_cpus=3,
+        env_vars={"DRKD_METHODS": module.__name__, "PYTHONPATH": str(root)},
         log_to_driver=False,
         configure_logging=False,
-        runtime_env={"env_vars": {"DRKD_METHODS": module.__name__, "PYTHONPATH": str(root)}},
     )
     yield
     ray.shutdown()

@@ -19,6 +19,7 @@ from metadata_server import MetadataServer
 from ray.cluster_utils import Cluster
 
 from drkd.config.sweep_settings import SweepSettings
+from drkd.sweeps.ray_instance import join_ray, start_private_ray
 from drkd.sweeps.ray_worker import MID_EPOCH_KEY
 from drkd.sweeps.tuner import SweepPlan, run_sweep
 
@@ -45,7 +46,7 @@ def test_ddp_workers_on_two_nodes_stay_in_sync(tiny_config, teacher_ckpt: str, t
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     driver_node = cluster.add_node(num_cpus=2, resources={"drkd_driver": 1})
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
+    join_ray(cluster.address, log_to_driver=False)
     try:
         plan = one_cell(
             tiny_config, teacher_ckpt, tmp_path, "two_nodes", 3, workers_per_trial=2, placement_strategy="STRICT_SPREAD"
@@ -102,7 +103,7 @@ def _kill_a_worker_after_first_report(exp: Path, killed: list[int], done: thread
 
 @pytest.mark.slow  # ~1-2 min: kills a live trial and waits for the recovery
 def test_sigkilled_worker_resumes_from_checkpoint(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
-    ray.init(num_cpus=3, log_to_driver=False)
+    start_private_ray(num_cpus=3, log_to_driver=False)
     killed: list[int] = []
     try:
         # 10 short epochs: the kill must land after the first checkpoint and before the last epoch.
@@ -145,7 +146,7 @@ def test_spot_notice_checkpoints_mid_epoch_and_a_killed_trial_resumes_there(
 ) -> None:
     server = MetadataServer()
     server.post_notice()
-    ray.init(num_cpus=3, log_to_driver=False)
+    start_private_ray(num_cpus=3, log_to_driver=False)
     found: list[dict] = []
     try:
         plan = one_cell(tiny_config, teacher_ckpt, tmp_path, "spot", 2, workers_per_trial=2, max_failures=2)
@@ -189,7 +190,7 @@ def test_killed_sweep_driver_resumes_without_rerunning(tiny_config, teacher_ckpt
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(cfg))
     exp = tmp_path / "results" / "resumable"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         _sweep_cmd(config),
         cwd=REPO,
@@ -211,9 +212,8 @@ def test_killed_sweep_driver_resumes_without_rerunning(tiny_config, teacher_ckpt
                 break
             time.sleep(0.5)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the private local Ray it started
         proc.wait()
-        subprocess.run(["ray", "stop", "--force"], capture_output=True)
     assert finished, "the sweep never reached a finished trial followed by a running one"
 
     resumed = subprocess.run(

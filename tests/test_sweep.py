@@ -13,11 +13,12 @@ import yaml
 
 from drkd.config import load_config
 from drkd.sweeps.commands import ablations, lambda_search
+from drkd.sweeps.ray_instance import start_private_ray
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=4, log_to_driver=False, configure_logging=False)
+    start_private_ray(num_cpus=4, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 

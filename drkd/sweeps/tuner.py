@@ -25,6 +25,7 @@ from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings
 from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.sweeps.optuna_storage import open_optuna_storage, redacted_url
+from drkd.sweeps.ray_instance import join_ray, start_private_ray
 from drkd.sweeps.trial import run_trial, trial_overrides
 from drkd.train.preflight import check_inputs
 
@@ -91,19 +92,21 @@ def absolute_paths(cfg: Config) -> Config:
 
 def init_ray(settings: SweepSettings) -> None:
     """Join the running cluster (RAY_ADDRESS, or one started with `ray start`/`ray up` on this
-    node); else start a local Ray sized for the trials (each trial's driver holds 1 CPU besides
-    its workers' CPUs) that advertises ``settings.driver_resource``."""
+    node); else, or where ``RAY_ADDRESS=local``, start a private local Ray sized for the trials
+    (each trial's driver holds 1 CPU besides its workers' CPUs) that advertises
+    ``settings.driver_resource``."""
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    try:
-        ray.init(address=address or "auto")
-        return
-    except ConnectionError:
-        if address:
-            raise
+    if address != "local":  # "local": a private instance, never another run's cluster
+        try:
+            join_ray(address or "auto")
+            return
+        except ConnectionError:
+            if address:
+                raise
     needed = settings.max_concurrent_trials * (1 + settings.workers_per_trial * settings.cpus_per_worker)
-    ray.init(address="local", num_cpus=max(needed, os.cpu_count() or 1), resources={settings.driver_resource: 1})
+    start_private_ray(num_cpus=max(needed, os.cpu_count() or 1), resources={settings.driver_resource: 1})
 
 
 DRIVER_SHARE = 0.001  # of the driver resource per trial: a node advertising 1 hosts up to 1000 drivers

@@ -1,0 +1,45 @@
+"""A sweep's Ray is never mistaken for another instance on the same machine (a second sweep, a test
+run, a benchmark): RAY_ADDRESS=local starts a private one, and every worker is told its address."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from ray.cluster_utils import Cluster
+
+PROBE = """
+import json, os, ray
+from drkd.config.sweep_settings import SweepSettings
+from drkd.sweeps.tuner import init_ray
+
+init_ray(SweepSettings(name="probe", max_concurrent_trials=1, workers_per_trial=1))
+worker = ray.get(ray.remote(lambda: os.environ.get("RAY_ADDRESS")).remote())
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "worker": worker,
+                  "driver_resource": ray.cluster_resources().get(SweepSettings().driver_resource, 0)}))
+ray.shutdown()
+"""
+
+
+def _probe(address: str) -> dict:
+    import os
+
+    env = {**os.environ, "RAY_ADDRESS": address}
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_local_starts_a_private_instance_beside_another_and_workers_know_it() -> None:
+    other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # the most recently started
+    try:
+        private = _probe("local")
+        assert private["gcs"] != other.address
+        assert private["worker"] == private["gcs"]
+        assert private["driver_resource"] == 1  # sized for the trials, advertising the driver resource
+        joined = _probe(other.address)
+        assert joined["gcs"] == other.address
+        assert joined["worker"] == other.address
+    finally:
+        other.shutdown()
