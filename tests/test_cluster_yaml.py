@@ -1,4 +1,4 @@
-"""cluster.yaml is a valid Ray 2.58 cluster-launcher config, checked offline.
+"""cluster.yaml (AWS) and cluster-onprem.yaml are valid Ray 2.58 cluster-launcher configs, checked offline.
 
 `ray up` runs `prepare_config` (merge with ray/autoscaler/aws/defaults.yaml, fold
 setup_commands into head/worker_setup_commands, fill per-type min/max_workers) and then
@@ -19,7 +19,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-PIP_INSTALL = re.compile(r"pip install -e \"?/home/ubuntu/drkd\[dev\]\"? -c /home/ubuntu/drkd/constraints\.txt")
+ONPREM_YAML = ROOT / "cluster-onprem.yaml"
+DLAMI = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+PIP_INSTALL = re.compile(r'pip install -q -e "\$HOME/drkd\[cluster\]" -c \$HOME/drkd/constraints\.txt')
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,8 @@ def test_autoscaling_gpu_worker_type(prepared):
 def test_every_node_has_an_ami_and_an_instance_profile(prepared):
     for t in prepared["available_node_types"].values():
         nc = t["node_config"]
-        assert re.fullmatch(r"ami-[0-9a-f]{8,17}", nc["ImageId"])
+        # AWS's public parameter for the current Deep Learning AMI, resolved by EC2 at launch
+        assert nc["ImageId"] == DLAMI
         assert re.fullmatch(r"arn:aws:iam::\d{12}:instance-profile/[\w+=,.@-]+", nc["IamInstanceProfile"]["Arn"])
 
 
@@ -122,7 +125,7 @@ def test_dashboard_stays_on_localhost(raw):
 
 
 def test_every_node_installs_the_pinned_project(raw, prepared):
-    assert raw["file_mounts"] == {"/home/ubuntu/drkd": "."}
+    assert raw["file_mounts"] == {"~/drkd": "."}
     # `ray up` runs from the repository root, so "." is this checkout.
     assert (ROOT / "pyproject.toml").is_file() and (ROOT / "constraints.txt").is_file()
     assert any(PIP_INSTALL.search(c) for c in raw["setup_commands"])
@@ -156,3 +159,29 @@ def test_validator_is_not_a_no_op(raw, no_network):
     orphan["head_node_type"] = "nope"
     with pytest.raises(ValueError):
         validate_config(prepare_config(orphan))
+
+
+def _without_results_line(commands: list[str]) -> list[str]:
+    return [c for c in commands if "DRKD_RESULTS" not in c]
+
+
+def test_onprem_file_validates_and_runs_the_same_setup(raw, no_network):
+    """cluster-onprem.yaml passes Ray's validator (local provider), installs the project with the
+    AWS file's setup commands (they differ only in where the results live), keeps the dashboard on
+    localhost and the trial drivers on the head, and holds no credentials. tests/test_ray_up.py runs it."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    text = ONPREM_YAML.read_text()
+    onprem = yaml.safe_load(text)
+    prepared = prepare_config(copy.deepcopy(onprem))
+    validate_config(prepared)
+    assert prepared["provider"]["type"] == "local" and prepared["provider"]["worker_ips"] == []
+    assert set(onprem["auth"]) == {"ssh_user", "ssh_private_key"}
+    assert onprem["file_mounts"] == raw["file_mounts"]
+    assert _without_results_line(onprem["setup_commands"]) == _without_results_line(raw["setup_commands"])
+    assert any(PIP_INSTALL.search(c) for c in prepared["head_setup_commands"])
+    head_start = " ".join(onprem["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
+    assert """--resources='{"drkd_driver": 1}'""" in head_start
+    for pattern in (r"password", r"BEGIN [A-Z ]*PRIVATE KEY", r"aws_secret_access_key"):
+        assert not re.search(pattern, text, re.IGNORECASE), pattern

@@ -42,6 +42,10 @@ def test_smoke_test_cuts_sizes_and_nothing_else() -> None:
     )
     # with GPUs in the cluster the smoke test trains on them
     assert smoke_test(base, settings, "/r", cluster_gpus=8)[1].gpus_per_worker == 1
+    # a trial's workers fit beside its driver: a 2-CPU node runs one worker per trial
+    _, small, lines = smoke_test(base, settings, "/r", cluster_gpus=0, cluster_cpus=2)
+    assert small.workers_per_trial == 1 and "sweep.workers_per_trial: 8 -> 1" in lines
+    assert smoke_test(base, settings, "/r", cluster_gpus=0, cluster_cpus=3)[1].workers_per_trial == 2
 
 
 def test_a_sweep_without_teacher_checkpoint_uses_the_published_teacher(tmp_path: Path) -> None:

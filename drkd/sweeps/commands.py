@@ -20,7 +20,7 @@ from drkd.config.presets import FRAMEWORK_ARCH, tiny_student_config
 from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings, load_sweep_config
 from drkd.sweeps.optuna_searcher import startup_trials
-from drkd.sweeps.smoke_test import smoke_test
+from drkd.sweeps.smoke_test import SMOKE_DIR, smoke_sizes, smoke_test
 from drkd.sweeps.teacher_handoff import publish_teachers, published_teacher, with_published_teacher
 from drkd.sweeps.tuner import (
     SweepPlan,
@@ -81,7 +81,10 @@ def _maybe_smoke_test(args: argparse.Namespace, base: Config, settings: SweepSet
     import ray
 
     init_ray(settings)  # the GPUs the cluster has decide whether the smoke test trains on them
-    base, settings, changes = smoke_test(base, settings, results_root(settings), ray.cluster_resources().get("GPU", 0))
+    resources = ray.cluster_resources()
+    base, settings, changes = smoke_test(
+        base, settings, results_root(settings), resources.get("GPU", 0), resources.get("CPU", 0)
+    )
     print("smoke test: the config with these sizes changed, nothing else:")
     for line in changes:
         print(f"  {line}")
@@ -106,18 +109,21 @@ def _base_and_settings(
 
 
 def _default_search() -> tuple[Config, SweepSettings]:
-    """The embedded default's search: the tiny DRKD student on part of the data, teacher cached."""
-    teachers = _default_teachers({"one_stage"})
-    base = tiny_student_config("one_stage", teacher_checkpoint=teachers["one_stage"])
+    """The embedded default's search: the tiny DRKD student on part of the data (its teacher, the
+    cached default teacher, is set once the smoke test, if any, has cut the sizes)."""
+    base = tiny_student_config("one_stage")
     base.train.epochs = DEFAULT_SEARCH_EPOCHS
     base.data.train_limit = DEFAULT_SEARCH_TRAIN_IMAGES
     return base, SweepSettings(grace_period=2)
 
 
-def _default_teachers(frameworks: set[str]) -> dict[str, str]:
+def _default_teachers(frameworks: set[str], smoke: bool) -> dict[str, str]:
+    """The embedded default's teachers, trained once and cached; under ``--smoke-test`` with the
+    smoke test's sizes, cached apart (``<results>/smoke_test``), so a smoke test takes minutes."""
     from drkd.train.default_teacher import ensure_default_teacher
 
-    return {f: str(ensure_default_teacher(default_results_dir(), f)) for f in sorted(frameworks)}
+    root, cut = (default_results_dir() / SMOKE_DIR, smoke_sizes) if smoke else (default_results_dir(), None)
+    return {f: str(ensure_default_teacher(root, f, cut=cut)) for f in sorted(frameworks)}
 
 
 def lambda_search(argv: Sequence[str] | None = None) -> int:
@@ -145,6 +151,9 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
             name=args.name or settings.name or f"lambda_search_{args.method}",
         )
         base, settings = _maybe_smoke_test(args, base, settings)
+        if not args.config:
+            assert base.teacher is not None
+            base.teacher.checkpoint = _default_teachers({"one_stage"}, args.smoke_test)["one_stage"]
         base.distill.method = args.method
         base = with_published_teacher(base, results_root(settings), SEARCH_KIND)
         plan = SweepPlan(SEARCH_KIND, base, settings, space=_space(args.method, base))
@@ -238,7 +247,7 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args, settings, seeds=args.seeds, name=args.name or settings.name or args.grid)
         base, settings = _maybe_smoke_test(args, base, settings)
         cells = GRIDS[args.grid](base, {})
-        teachers = _teacher_checkpoints(args.grid, base, settings, cells, configured=bool(args.config))
+        teachers = _teacher_checkpoints(args.grid, base, settings, cells, bool(args.config), args.smoke_test)
         cells = with_seeds(GRIDS[args.grid](base, teachers), settings.seeds)
         plan = SweepPlan(args.grid, base, settings, grid=cells)
         log.info(
@@ -288,7 +297,12 @@ def failed_cells(results: Any) -> list[str]:
 
 
 def _teacher_checkpoints(
-    grid: str, base: Config, settings: SweepSettings, cells: list[dict[str, Any]], configured: bool
+    grid: str,
+    base: Config,
+    settings: SweepSettings,
+    cells: list[dict[str, Any]],
+    configured: bool,
+    smoke: bool = False,
 ) -> dict[str, str]:
     """Per framework, the teacher to distil from: `sweep.teacher_checkpoints`, else the config's
     `teacher.checkpoint` for its own framework; the cached default teachers for the embedded default."""
@@ -296,7 +310,7 @@ def _teacher_checkpoints(
         return {}
     needed = frameworks_used(cells)
     if not configured:
-        return _default_teachers(needed)
+        return _default_teachers(needed, smoke)
     teachers = dict(settings.teacher_checkpoints)
     if base.teacher is not None and base.teacher.checkpoint:
         for framework, arch in FRAMEWORK_ARCH.items():

@@ -8,6 +8,7 @@ found the teachers, started DDP trials on the workers and written results where 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 
 from drkd.config import Config
 from drkd.config.sweep_settings import SweepSettings
@@ -21,7 +22,7 @@ SMOKE_WORKERS = 2
 
 
 def smoke_test(
-    base: Config, settings: SweepSettings, storage: str, cluster_gpus: float
+    base: Config, settings: SweepSettings, storage: str, cluster_gpus: float, cluster_cpus: float = float("inf")
 ) -> tuple[Config, SweepSettings, list[str]]:
     """The smoke-test version of a sweep: returns the new base config and settings, and one line per
     change (``field: old -> new``) to print before launching.
@@ -37,17 +38,14 @@ def smoke_test(
         storage: the results root the real run uses (``SweepPlan.storage``).
         cluster_gpus: GPUs the Ray cluster has now; with none, workers train on CPU (gloo), so the
             smoke test still runs where the configured GPUs are absent (a laptop, CI, a head node).
+        cluster_cpus: CPUs the Ray cluster has now; a trial's workers and its driver (1 CPU each)
+            must fit in them, so a 2-CPU node runs 1 worker per trial; default: no limit.
     """
     cfg, new = base.copy(), SweepSettings(**settings.to_dict())
     changes: list[str] = []
-
-    def change(obj: object, field: str, value: object, label: str) -> None:
-        old = getattr(obj, field)
-        if old != value:
-            setattr(obj, field, value)
-            changes.append(f"{label}: {old} -> {value}")
-
-    change(new, "workers_per_trial", min(settings.workers_per_trial, SMOKE_WORKERS), "sweep.workers_per_trial")
+    change = _changer(changes)
+    fits = max(1, int(min(cluster_cpus, 1e6)) - 1)  # workers of 1 CPU beside the trial's driver
+    change(new, "workers_per_trial", min(settings.workers_per_trial, SMOKE_WORKERS, fits), "sweep.workers_per_trial")
     change(new, "cpus_per_worker", 1, "sweep.cpus_per_worker")
     if cluster_gpus <= 0:
         change(new, "gpus_per_worker", 0, "sweep.gpus_per_worker (no GPU in the cluster)")
@@ -58,8 +56,23 @@ def smoke_test(
     change(new, "seeds", 1, "sweep.seeds")
     change(new, "grace_period", 1, "sweep.grace_period")
     change(new, "storage_path", posixpath.join(storage, SMOKE_DIR), "sweep.storage_path")
+    changes += smoke_sizes(cfg, new.workers_per_trial)
+    return cfg, new.validate("--smoke-test"), changes
+
+
+def smoke_sizes(cfg: Config, workers: int = 1) -> list[str]:
+    """Cut ``cfg``'s sizes in place as a smoke test does (images per split, image size, a 1-epoch
+    schedule, warm-up) and return one ``field: old -> new`` line per change.
+
+    Args:
+        cfg: the config to cut (modified).
+        workers: processes that share each training iteration's batch (``train_limit`` gives each
+            ``SMOKE_ITERATIONS`` iterations).
+    """
+    changes: list[str] = []
+    change = _changer(changes)
     d = cfg.data
-    change(d, "train_limit", d.batch_size * new.workers_per_trial * SMOKE_ITERATIONS, "data.train_limit")
+    change(d, "train_limit", d.batch_size * workers * SMOKE_ITERATIONS, "data.train_limit")
     change(d, "val_limit", min(d.val_limit or SMOKE_VAL_IMAGES, SMOKE_VAL_IMAGES), "data.val_limit")
     change(d, "min_size", min(d.min_size, SMOKE_MIN_SIZE), "data.min_size")
     change(d, "max_size", min(d.max_size, SMOKE_MAX_SIZE), "data.max_size")
@@ -68,4 +81,16 @@ def smoke_test(
     change(t, "epochs", None, "train.epochs")
     change(t, "schedule", "1x", "train.schedule")
     change(t, "warmup_iters", min(t.warmup_iters, SMOKE_ITERATIONS), "train.warmup_iters")
-    return cfg, new.validate("--smoke-test"), changes
+    return changes
+
+
+def _changer(changes: list[str]) -> Callable[[object, str, object, str], None]:
+    """``change(obj, field, value, label)``: set the field, recording ``label: old -> new`` if it changed."""
+
+    def change(obj: object, field: str, value: object, label: str) -> None:
+        old = getattr(obj, field)
+        if old != value:
+            setattr(obj, field, value)
+            changes.append(f"{label}: {old} -> {value}")
+
+    return change
