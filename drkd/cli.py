@@ -1,4 +1,4 @@
-"""`drkd` command line: synth, train, eval, export."""
+"""`drkd` command line: synth, train, eval, export, aws-setup."""
 
 from __future__ import annotations
 
@@ -139,7 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "aws-setup",
+        help="once per AWS account: the security group, instance profiles, EFS and node image cluster.yaml names",
+    )
+    p.add_argument("--ssh-cidr", required=True, help="the only network SSH is open to, e.g. 198.51.100.0/24")
+    p.add_argument("--region", default="us-west-2", help="must be cluster.yaml's provider.region (default us-west-2)")
+    p.add_argument(
+        "--bake-ami",
+        action="store_true",
+        help="also bake the node image with constraints.txt installed (about 20 min), so nodes start without installing torch",
+    )
+    p.add_argument("--constraints", default="constraints.txt", help="the pins the image gets (default constraints.txt)")
+    p.set_defaults(func=_cmd_aws_setup)
     return parser
+
+
+def _cmd_aws_setup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from drkd.cloud.aws_setup import SetupError, aws_setup
+
+    try:
+        aws_setup(args.ssh_cidr, args.region, args.bake_ami, Path(args.constraints))
+    except SetupError as err:
+        print(f"drkd aws-setup: error: {err}", file=sys.stderr)
+        return 2
+    print("done: `ray up cluster.yaml` can start the cluster")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

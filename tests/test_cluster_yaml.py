@@ -20,7 +20,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 ONPREM_YAML = ROOT / "cluster-onprem.yaml"
-DLAMI = "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
 PIP_INSTALL = re.compile(r'pip install -q -e "\$HOME/drkd\[cluster\]" -c \$HOME/drkd/constraints\.txt')
 
 
@@ -83,12 +82,16 @@ def test_autoscaling_gpu_worker_type(prepared):
         assert t["node_config"]["InstanceType"] in {"p4d.24xlarge", "p3.16xlarge", "p5.48xlarge"}
 
 
-def test_every_node_has_an_ami_and_an_instance_profile(prepared):
-    for t in prepared["available_node_types"].values():
+def test_every_node_runs_the_baked_image_with_a_profile_aws_setup_makes(prepared):
+    from drkd.cloud import aws_setup
+
+    for name, t in prepared["available_node_types"].items():
         nc = t["node_config"]
-        # AWS's public parameter for the current Deep Learning AMI, resolved by EC2 at launch
-        assert nc["ImageId"] == DLAMI
-        assert re.fullmatch(r"arn:aws:iam::\d{12}:instance-profile/[\w+=,.@-]+", nc["IamInstanceProfile"]["Arn"])
+        # the parameter `drkd aws-setup` writes, resolved by EC2 at launch: no account-specific id
+        assert nc["ImageId"] == f"resolve:ssm:{aws_setup.AMI_PARAMETER}"
+        head = name == prepared["head_node_type"]
+        assert nc["IamInstanceProfile"] == {"Name": aws_setup.HEAD_PROFILE if head else aws_setup.WORKER_PROFILE}
+    assert prepared["provider"]["security_group"]["GroupName"] == aws_setup.GROUP_NAME
 
 
 def test_no_credentials_in_the_file(text, raw):
@@ -104,16 +107,80 @@ def test_no_credentials_in_the_file(text, raw):
     assert "aws_credentials" not in raw["provider"]
 
 
-def test_security_group_opens_ssh_only(raw):
-    sg = raw["provider"]["security_group"]
-    assert sg["GroupName"]
-    assert sg["IpPermissions"]
-    for rule in sg["IpPermissions"]:
-        assert rule["IpProtocol"] == "tcp"
-        assert rule["FromPort"] == 22 and rule["ToPort"] == 22
+class _Group:
+    """What Ray's AWS provider reads and calls of a boto3 SecurityGroup."""
+
+    def __init__(self, group_id: str, ip_permissions: list[dict]) -> None:
+        self.id, self.ip_permissions, self.added = group_id, ip_permissions, []
+
+    def authorize_ingress(self, IpPermissions: list[dict]) -> None:  # noqa: N803 (boto3's name)
+        self.added += IpPermissions
+
+
+def _world(rules: list[dict]) -> list[str]:
+    return [r["CidrIp"] for rule in rules for r in rule.get("IpRanges", []) if r["CidrIp"] == "0.0.0.0/0"]
+
+
+def test_security_group_opens_ssh_only_as_ray_will_treat_it(prepared):
+    """Run Ray's own rule filling (ray/autoscaler/_private/aws/config.py) on the group as
+    `drkd aws-setup` leaves it: Ray adds nothing, so SSH is open to --ssh-cidr only. On a group with
+    no rules (Ray created it, e.g. a `ray up` before aws-setup) Ray opens SSH to the world, which
+    is why aws-setup revokes world-open rules of a group it finds."""
+    from ray.autoscaler._private.aws.config import _upsert_security_group_rules
+
+    from drkd.cloud.aws_setup import ingress_rules, missing_rules, world_open_rules
+
+    conf = copy.deepcopy(prepared)
+    ours = _Group("sg-0ours", ingress_rules("sg-0ours", "198.51.100.0/24"))
+    _upsert_security_group_rules(conf, {"head": ours, "gpu_worker": ours})
+    assert ours.added == []
+    ports = [(r["IpProtocol"], r.get("FromPort")) for r in ours.ip_permissions if "IpRanges" in r]
+    assert ports == [("tcp", 22)] and not _world(ours.ip_permissions)
+    assert [g["GroupId"] for g in ours.ip_permissions[0]["UserIdGroupPairs"]] == ["sg-0ours"]
+
+    empty = _Group("sg-0ray", [])
+    _upsert_security_group_rules(conf, {"head": empty})
+    assert _world(empty.added) == ["0.0.0.0/0"]  # what Ray 2.58 does to a group it fills
+    revoke = world_open_rules(empty.added)
+    assert revoke == [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    # after the revoke, aws-setup adds its own two rules and nothing it already has
+    kept = [r for r in empty.added if not _world([r])]
+    assert len(missing_rules(kept, ingress_rules("sg-0ray", "198.51.100.0/24"))) == 1  # SSH from the CIDR
     # No user-chosen groups that would bypass the one above.
-    for t in raw["available_node_types"].values():
+    for t in prepared["available_node_types"].values():
         assert "SecurityGroupIds" not in t["node_config"]
+
+
+def test_commands_each_node_runs_have_no_placeholder_and_install_no_torch(prepared):
+    """The commands Ray runs on the head and on a GPU worker after its config preparation (what
+    `ray up` and the autoscaler run, defaults filled): nothing left to fill in, the image pinned, and
+    no torch installed at boot, because the baked image holds every pin and the venv sees it."""
+    from drkd.cloud.aws_setup import EFS_PARAMETER, bake_script
+
+    region = prepared["provider"]["region"]
+    nodes = {
+        "head": prepared["initialization_commands"]
+        + prepared["head_setup_commands"]
+        + prepared["head_start_ray_commands"],
+        "gpu_worker": prepared["initialization_commands"]
+        + prepared["worker_setup_commands"]
+        + prepared["worker_start_ray_commands"],
+    }
+    rendered = yaml.safe_dump(prepared)
+    for pattern in (r"123456789012", r"fs-0123456789abcdef0", r"203\.0\.113\.", r"ami-0123", r"PLACEHOLDER", r"YOURS"):
+        assert not re.search(pattern, rendered), pattern
+    for name, commands in nodes.items():
+        text = "\n".join(commands)
+        assert not re.search(r"\btorch", text), (name, text)  # nothing names torch at boot
+        assert f"aws ssm get-parameter --region {region} --name {EFS_PARAMETER}" in text
+        assert f".efs.{region}.amazonaws.com" in text
+        assert "--system-site-packages" in text and PIP_INSTALL.search(text), name
+    # the image's boot script installs every pin: `pip install -e .[cluster] -c constraints.txt`
+    # on the node then finds them all and installs only the project (as tests/test_ray_up.py shows)
+    script = bake_script((ROOT / "constraints.txt").read_text())
+    pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line]
+    assert "torch==2.14.1" in pins and all(f"\n{pin}\n" in script for pin in pins)
+    assert "python3.11 -m pip install --no-cache-dir -r /tmp/drkd-pins.txt" in script
 
 
 def test_dashboard_stays_on_localhost(raw):

@@ -1,0 +1,1 @@
+"""Cloud resources a cluster file names, set up once per account (no torch, no Ray)."""
