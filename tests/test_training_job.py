@@ -140,6 +140,8 @@ def test_cli_train_eval_export(tiny_config, tmp_path: Path, capsys: pytest.Captu
         ("nld", {"loss_at", "loss_am", "loss_nld"}),
         ("mkd", {"loss_fea", "loss_ms", "loss_freq", "loss_align"}),
         ("fitnet", {"loss_fitnet"}),
+        ("pkd", {"loss_pkd"}),
+        ("cwd", {"loss_cwd"}),
     ],
 )
 def test_peer_methods_train_in_the_same_harness(tiny_config, teacher_ckpt: str, method: str, terms: set[str]) -> None:

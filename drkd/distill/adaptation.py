@@ -61,3 +61,28 @@ class LevelAdapters(nn.Module):
         """Make every level's f the identity (needs ``in_channels == out_channels``)."""
         for adapter in self.adapters:
             adapter.set_identity()
+
+
+class ChannelMatch(nn.Module):
+    """Per-level 1×1 adapters from C_s to C_t where the widths differ, the identity where they agree.
+
+    For methods whose loss needs equal channel counts but whose paper adds a connector only when the
+    student is narrower (PKD, CWD): with C_s == C_t and ``always=False`` nothing is built, so no
+    parameter goes unused and the student's own features are compared.
+
+    Args:
+        in_channels: channels C_s of every student level.
+        out_channels: channels C_t of every teacher level.
+        num_levels: number of FPN levels L.
+        always: build the adapters even when C_s == C_t. Default False.
+
+    ``forward(feats)``: L levels (B, C_s, H_l, W_l) -> L levels (B, C_t, H_l, W_l).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_levels: int, always: bool = False) -> None:
+        super().__init__()
+        needed = always or in_channels != out_channels
+        self.adapters = LevelAdapters(in_channels, out_channels, num_levels) if needed else None
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(feats) if self.adapters is None else self.adapters(feats)
