@@ -142,6 +142,7 @@ def test_cli_train_eval_export(tiny_config, tmp_path: Path, capsys: pytest.Captu
         ("fitnet", {"loss_fitnet"}),
         ("pkd", {"loss_pkd"}),
         ("cwd", {"loss_cwd"}),
+        ("mgd", {"loss_mgd"}),
     ],
 )
 def test_peer_methods_train_in_the_same_harness(tiny_config, teacher_ckpt: str, method: str, terms: set[str]) -> None:
