@@ -69,6 +69,7 @@ def test_a_sweep_with_an_untrained_teacher_fails_before_any_trial(tiny_config, t
         ("pkd", "fasterrcnn", {}),
         ("cwd", "retinanet", {"always_adapt": True}),
         ("mgd", "retinanet", {}),
+        ("fgd", "fasterrcnn", {}),
     ],
 )
 def test_every_trainable_parameter_gets_a_gradient_even_on_an_image_without_objects(

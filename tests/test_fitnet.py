@@ -53,7 +53,7 @@ def test_search_space():
     assert dist.log and dist.low <= params["distill.fitnet.weight"] <= dist.high and dist.low < 1.0 < dist.high
 
 
-@pytest.mark.parametrize("method", ["drkd", "nld", "mkd", "fitnet", "pkd", "cwd", "mgd"])
+@pytest.mark.parametrize("method", ["drkd", "nld", "mkd", "fitnet", "pkd", "cwd", "mgd", "fgd"])
 def test_every_method_names_a_wrong_level_count(method: str) -> None:
     from drkd.distill.registry import distiller_class
 

@@ -153,7 +153,7 @@ def test_table6_grid_runs_every_method_on_both_frameworks(
     assert ablations(["table6", "--config", str(path), "--epochs-1x", "1"]) == 0
     exp = tmp_path / "results" / "table6"
     trials = {json.loads((t / "params.json").read_text())["cell"]: t for t in trial_dirs(exp)}
-    methods = ("none", "fitnet", "nld", "mkd", "cwd", "pkd", "mgd", "drkd")
+    methods = ("none", "fitnet", "nld", "mkd", "cwd", "pkd", "mgd", "fgd", "drkd")
     assert sorted(trials) == sorted(f"{f} 2x {m}" for f in ("one_stage", "two_stage") for m in methods)
     for _cell, trial in trials.items():
         assert result_lines(trial)[-1]["epoch"] == 2  # 2x of a 1-epoch 1x
@@ -170,8 +170,9 @@ def test_table6_grid_runs_every_method_on_both_frameworks(
         "cwd": "CWD",
         "pkd": "PKD",
         "mgd": "MGD",
+        "fgd": "FGD",
+        "drkd": "DRKD (ours)",
     }
-    label["drkd"] = "DRKD (ours)"
     for framework, name in (("one_stage", "One-stage (RetinaNet)"), ("two_stage", "Two-stage (Faster R-CNN)")):
         for method in methods:
             row = table[(table["Framework"] == name) & (table["Method"] == label[method])].iloc[0]

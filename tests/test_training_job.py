@@ -143,6 +143,7 @@ def test_cli_train_eval_export(tiny_config, tmp_path: Path, capsys: pytest.Captu
         ("pkd", {"loss_pkd"}),
         ("cwd", {"loss_cwd"}),
         ("mgd", {"loss_mgd"}),
+        ("fgd", {"loss_fg", "loss_bg", "loss_at", "loss_global"}),
     ],
 )
 def test_peer_methods_train_in_the_same_harness(tiny_config, teacher_ckpt: str, method: str, terms: set[str]) -> None:
