@@ -23,6 +23,13 @@ def check_structure(teacher_channels: int, student_channels: int, num_levels: in
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_positive(**values: float) -> None:
+    """Every keyword's value is > 0 (a loss weight, a temperature); ValueError naming the first that is not."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
 def check_feature_levels(
     teacher_feats: Sequence[torch.Tensor], student_feats: Sequence[torch.Tensor], num_levels: int
 ) -> None:

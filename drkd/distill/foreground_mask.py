@@ -9,6 +9,26 @@ import torch
 from drkd.distill.instance_features import level_stride
 
 
+def box_cells(
+    image_boxes: torch.Tensor, stride: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The feature cells each box covers on a level of stride s: columns x0 .. x1 − 1 and rows
+    y0 .. y1 − 1, with x0 = floor(x_1/s), x1 = max(ceil(x_2/s), x0 + 1) (rows alike), so a box thinner
+    than a cell still covers the cell it lies in.
+
+    Args:
+        image_boxes: (N, 4) xyxy boxes of one image, in padded-batch coordinates.
+        stride: the level's stride s.
+        device: where the results go.
+
+    Returns:
+        ``(x0, y0, x1, y1)``, each (N,) float32 (whole numbers).
+    """
+    cells = image_boxes.detach().to(device=device, dtype=torch.float32).reshape(-1, 4) / stride
+    x0, y0 = cells[:, 0].floor(), cells[:, 1].floor()
+    return x0, y0, torch.maximum(cells[:, 2].ceil(), x0 + 1), torch.maximum(cells[:, 3].ceil(), y0 + 1)
+
+
 def foreground_mask(boxes: Sequence[torch.Tensor], feat: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
     """Binary foreground mask of one FPN level: 1 where a feature cell's footprint overlaps any GT box of its image.
 
@@ -35,10 +55,7 @@ def foreground_mask(boxes: Sequence[torch.Tensor], feat: torch.Tensor, image_sha
     for i, image_boxes in enumerate(boxes):
         if image_boxes.numel() == 0:
             continue
-        cells = image_boxes.detach().to(device=feat.device, dtype=torch.float32).reshape(-1, 4) / stride
-        x0, y0 = cells[:, 0].floor(), cells[:, 1].floor()
-        x1 = torch.maximum(cells[:, 2].ceil(), x0 + 1)
-        y1 = torch.maximum(cells[:, 3].ceil(), y0 + 1)
+        x0, y0, x1, y1 = box_cells(image_boxes, stride, feat.device)
         in_cols = (cols[None] >= x0[:, None]) & (cols[None] < x1[:, None])  # (N, W)
         in_rows = (rows[None] >= y0[:, None]) & (rows[None] < y1[:, None])  # (N, H)
         covered = in_rows.float().transpose(0, 1) @ in_cols.float()  # (H, W): boxes covering the cell

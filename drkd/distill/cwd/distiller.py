@@ -11,13 +11,11 @@ levels as the authors' configs weight each level alike (open-mmlab/mmrazor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
-from drkd.distill.adaptation import ChannelMatch
-from drkd.distill.base import Distiller
+from drkd.distill.base import check_positive
+from drkd.distill.per_level import PerLevelDistiller
 
 
 def channel_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -39,7 +37,7 @@ def channel_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float)
     return kl.mean() * temperature**2
 
 
-class CWDDistiller(Distiller):
+class CWDDistiller(PerLevelDistiller):
     """L_cwd over the FPN levels (``loss_cwd``).
 
     Args:
@@ -59,21 +57,9 @@ class CWDDistiller(Distiller):
         temperature: float = 1.0,
         always_adapt: bool = False,
     ) -> None:
-        super().__init__(teacher_channels, student_channels, num_levels)
-        for name, value in (("weight", weight), ("temperature", temperature)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+        check_positive(weight=weight, temperature=temperature)
+        super().__init__(teacher_channels, student_channels, num_levels, "loss_cwd", weight, always_adapt)
         self.temperature = float(temperature)
-        self.adapt = ChannelMatch(student_channels, teacher_channels, num_levels, always=always_adapt)
-        self.loss_weights = {"loss_cwd": float(weight)}
 
-    def losses(
-        self,
-        teacher_feats: list[torch.Tensor],
-        student_feats: list[torch.Tensor],
-        boxes: Sequence[torch.Tensor],
-        image_shape: tuple[int, int],
-    ) -> dict[str, torch.Tensor]:
-        del boxes, image_shape
-        terms = [channel_kl(s, t, self.temperature) for s, t in zip(self.adapt(student_feats), teacher_feats)]
-        return {"loss_cwd": torch.stack(terms).sum()}
+    def level_loss(self, level: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return channel_kl(student, teacher, self.temperature)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from drkd.distill.adaptation import ChannelMatch
-from drkd.distill.base import Distiller
+from drkd.distill.base import Distiller, check_positive
 from drkd.distill.fgd.focal_masks import attention, scale_masks
 from drkd.distill.fgd.global_context import GlobalContext
 
@@ -55,15 +55,7 @@ class FGDDistiller(Distiller):
         box_cells: str = "paper",
     ) -> None:
         super().__init__(teacher_channels, student_channels, num_levels)
-        for name, value in (
-            ("alpha", alpha),
-            ("beta", beta),
-            ("gamma", gamma),
-            ("lam", lam),
-            ("temperature", temperature),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+        check_positive(alpha=alpha, beta=beta, gamma=gamma, lam=lam, temperature=temperature)
         terms = {"loss_fg": (use_fg, alpha), "loss_bg": (use_bg, beta), "loss_at": (use_attention, gamma)}
         terms["loss_global"] = (use_global, lam)
         self.loss_weights = {k: float(w) for k, (on, w) in terms.items() if on}

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from drkd.distill.foreground_mask import box_cells
 from drkd.distill.instance_features import level_stride
 
 BOX_CELLS = ("paper", "authors")
 
 
 def scale_masks(
-    boxes: Sequence[torch.Tensor], feat: torch.Tensor, image_shape: tuple[int, int], box_cells: str = "paper"
+    boxes: Sequence[torch.Tensor], feat: torch.Tensor, image_shape: tuple[int, int], mode: str = "paper"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The foreground and background scale masks of one FPN level.
 
@@ -26,15 +27,16 @@ def scale_masks(
         boxes: per image its GT boxes (N_i, 4), xyxy, in padded-batch coordinates.
         feat: the level, (B, C, H, W); only its shape and device are used.
         image_shape: (H, W) of the padded batch; the stride is ``image_shape[-1] / W``.
-        box_cells: ``paper``: box r covers columns floor(x1/s) .. max(ceil(x2/s), floor(x1/s)+1) − 1
-            (and rows alike); ``authors``: yzd-v/FGD's indexing, one more cell on each axis (counted
-            in the area) and the x range applied to rows, the y range to columns (clipped to the map).
+        mode: the ``distill.fgd.box_cells`` setting. ``paper``: box r covers the cells of
+            :func:`~drkd.distill.foreground_mask.box_cells`; ``authors``: yzd-v/FGD's indexing, one
+            more cell on each axis (counted in the area) and the x range applied to rows, the y range
+            to columns (clipped to the map).
 
     Returns:
         ``(fg, bg)``, each (B, H, W) float32.
     """
-    if box_cells not in BOX_CELLS:
-        raise ValueError(f"box_cells must be one of {BOX_CELLS}, got {box_cells!r}")
+    if mode not in BOX_CELLS:
+        raise ValueError(f"box_cells must be one of {BOX_CELLS}, got {mode!r}")
     b, _, h, w = feat.shape
     if len(boxes) != b:
         raise ValueError(f"got boxes for {len(boxes)} images but features for {b}")
@@ -45,13 +47,12 @@ def scale_masks(
     for i, image_boxes in enumerate(boxes):
         if image_boxes.numel() == 0:
             continue
-        cells = image_boxes.detach().to(device=feat.device, dtype=torch.float32).reshape(-1, 4) / stride
-        x0, y0 = cells[:, 0].floor(), cells[:, 1].floor()
-        if box_cells == "paper":
-            x1, y1 = torch.maximum(cells[:, 2].ceil(), x0 + 1), torch.maximum(cells[:, 3].ceil(), y0 + 1)
+        if mode == "paper":
+            x0, y0, x1, y1 = box_cells(image_boxes, stride, feat.device)
             row_lo, row_hi, col_lo, col_hi = y0, y1, x0, x1
         else:  # inclusive ceil, then the [x, y] indexing of an (H, W) map
-            x1, y1 = cells[:, 2].ceil() + 1, cells[:, 3].ceil() + 1
+            cells = image_boxes.detach().to(device=feat.device, dtype=torch.float32).reshape(-1, 4) / stride
+            x0, y0, x1, y1 = cells[:, 0].floor(), cells[:, 1].floor(), cells[:, 2].ceil() + 1, cells[:, 3].ceil() + 1
             row_lo, row_hi, col_lo, col_hi = x0, x1, y0, y1
         area = (x1 - x0) * (y1 - y0)  # (N,)
         in_rows = (rows[None] >= row_lo[:, None]) & (rows[None] < row_hi[:, None])  # (N, H)

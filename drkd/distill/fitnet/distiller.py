@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from drkd.distill.adaptation import LevelAdapters
-from drkd.distill.base import Distiller
+from drkd.distill.base import Distiller, check_positive
 from drkd.distill.fitnet.params import DEFAULT_WEIGHT
 
 
@@ -34,8 +34,7 @@ class FitNetDistiller(Distiller):
         weight: float = DEFAULT_WEIGHT,
     ) -> None:
         super().__init__(teacher_channels, student_channels, num_levels)
-        if not weight > 0:
-            raise ValueError(f"weight must be > 0, got {weight!r}")
+        check_positive(weight=weight)
         self.adapters = LevelAdapters(student_channels, teacher_channels, num_levels)
         self.loss_weights = {"loss_fitnet": float(weight)}
 

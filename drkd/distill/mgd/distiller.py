@@ -11,13 +11,11 @@ device (the authors draw it on the CPU and copy it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from drkd.distill.adaptation import ChannelMatch
-from drkd.distill.base import Distiller
+from drkd.distill.base import check_positive
+from drkd.distill.per_level import PerLevelDistiller
 
 
 def generation_block(channels: int) -> nn.Sequential:
@@ -36,7 +34,7 @@ def random_mask(feat: torch.Tensor, ratio: float, generator: torch.Generator | N
     return (draw <= 1 - ratio).to(feat.dtype)
 
 
-class MGDDistiller(Distiller):
+class MGDDistiller(PerLevelDistiller):
     """L_mgd over the FPN levels (``loss_mgd``).
 
     Args:
@@ -54,27 +52,14 @@ class MGDDistiller(Distiller):
         alpha: float = 2e-5,
         mask_ratio: float = 0.65,
     ) -> None:
-        super().__init__(teacher_channels, student_channels, num_levels)
-        if not alpha > 0:
-            raise ValueError(f"alpha must be > 0, got {alpha!r}")
+        check_positive(alpha=alpha)
         if not 0 <= mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio!r}")
+        super().__init__(teacher_channels, student_channels, num_levels, "loss_mgd", alpha)
         self.mask_ratio = float(mask_ratio)
-        self.align = ChannelMatch(student_channels, teacher_channels, num_levels)
         self.generation = nn.ModuleList(generation_block(teacher_channels) for _ in range(num_levels))
         self.generator: torch.Generator | None = None  # tests set one to fix the masks
-        self.loss_weights = {"loss_mgd": float(alpha)}
 
-    def losses(
-        self,
-        teacher_feats: list[torch.Tensor],
-        student_feats: list[torch.Tensor],
-        boxes: Sequence[torch.Tensor],
-        image_shape: tuple[int, int],
-    ) -> dict[str, torch.Tensor]:
-        del boxes, image_shape
-        terms = []
-        for s, t, generate in zip(self.align(student_feats), teacher_feats, self.generation):
-            regenerated = generate(s * random_mask(s, self.mask_ratio, self.generator))
-            terms.append((regenerated.float() - t.float()).pow(2).sum() / t.shape[0])
-        return {"loss_mgd": torch.stack(terms).sum()}
+    def level_loss(self, level: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        regenerated = self.generation[level](student * random_mask(student, self.mask_ratio, self.generator))
+        return (regenerated.float() - teacher.float()).pow(2).sum() / teacher.shape[0]

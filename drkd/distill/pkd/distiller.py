@@ -11,13 +11,11 @@ student's map resized bilinearly to the teacher's when their sizes differ).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
-from drkd.distill.adaptation import ChannelMatch
-from drkd.distill.base import Distiller
+from drkd.distill.base import check_positive
+from drkd.distill.per_level import PerLevelDistiller
 
 
 def standardise(feat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -40,7 +38,7 @@ def standardise(feat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     )
 
 
-class PKDDistiller(Distiller):
+class PKDDistiller(PerLevelDistiller):
     """L_pkd over the FPN levels (``loss_pkd``).
 
     Args:
@@ -58,23 +56,10 @@ class PKDDistiller(Distiller):
         weight: float = 10.0,
         always_adapt: bool = False,
     ) -> None:
-        super().__init__(teacher_channels, student_channels, num_levels)
-        if not weight > 0:
-            raise ValueError(f"weight must be > 0, got {weight!r}")
-        self.adapt = ChannelMatch(student_channels, teacher_channels, num_levels, always=always_adapt)
-        self.loss_weights = {"loss_pkd": float(weight)}
+        check_positive(weight=weight)
+        super().__init__(teacher_channels, student_channels, num_levels, "loss_pkd", weight, always_adapt)
 
-    def losses(
-        self,
-        teacher_feats: list[torch.Tensor],
-        student_feats: list[torch.Tensor],
-        boxes: Sequence[torch.Tensor],
-        image_shape: tuple[int, int],
-    ) -> dict[str, torch.Tensor]:
-        del boxes, image_shape
-        terms = []
-        for s, t in zip(self.adapt(student_feats), teacher_feats):
-            if s.shape[-2:] != t.shape[-2:]:
-                s = F.interpolate(s, size=t.shape[-2:], mode="bilinear")
-            terms.append(F.mse_loss(standardise(s), standardise(t)) / 2)
-        return {"loss_pkd": torch.stack(terms).sum()}
+    def level_loss(self, level: int, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        if student.shape[-2:] != teacher.shape[-2:]:
+            student = F.interpolate(student, size=teacher.shape[-2:], mode="bilinear")
+        return F.mse_loss(standardise(student), standardise(teacher)) / 2
