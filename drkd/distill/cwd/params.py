@@ -32,7 +32,9 @@ class CWDParams(MethodParams):
             (one is built anyway when the widths differ). Default False.
     """
 
-    embedded_weight_scale = 1.0
+    # On the embedded default CWD's published weights make its loss 32x the detection loss; this factor gives it DRKD's
+    # starting ratio (bench/loss_balance.py, 2026-12-02).
+    embedded_weight_scale = 0.020
 
     weight: float | None = None
     temperature: float | None = None

@@ -43,7 +43,9 @@ class FGDParams(MethodParams):
         box_cells: ``paper`` (default) or ``authors``, see BOX_CELLS.
     """
 
-    embedded_weight_scale = 1.0
+    # On the embedded default FGD's published weights make its loss 12x the detection loss; this factor gives it DRKD's
+    # starting ratio (bench/loss_balance.py, 2026-12-02).
+    embedded_weight_scale = 0.054
 
     alpha: float | None = None
     beta: float | None = None

@@ -32,7 +32,9 @@ class PKDParams(MethodParams):
             (the paper has none; one is built anyway when the widths differ). Default False.
     """
 
-    embedded_weight_scale = 1.0
+    # On the embedded default PKD's published weight makes its loss 23x the detection loss; this factor gives it DRKD's
+    # starting ratio (bench/loss_balance.py, 2026-12-02).
+    embedded_weight_scale = 0.027
 
     weight: float | None = None
     always_adapt: bool = False
