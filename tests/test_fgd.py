@@ -168,6 +168,8 @@ def test_switches_defaults_validation_and_search_space() -> None:
         FGDParams(use_fg=False, use_bg=False, use_attention=False, use_global=False).check_active("distill.fgd")
     with pytest.raises(ValueError, match="gamma"):
         FGDDistiller(8, 8, 1, gamma=0.0)
+    with pytest.raises(ValueError, match="box_cells must be one of"):
+        FGDDistiller(8, 8, 1, box_cells="mmdet")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trial = optuna.create_study().ask()
     space = search_space(trial, two_stage=False)

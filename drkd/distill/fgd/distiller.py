@@ -21,7 +21,7 @@ from torch import nn
 
 from drkd.distill.adaptation import ChannelMatch
 from drkd.distill.base import Distiller, check_positive
-from drkd.distill.fgd.focal_masks import attention, scale_masks
+from drkd.distill.fgd.focal_masks import BOX_CELLS, attention, scale_masks
 from drkd.distill.fgd.global_context import GlobalContext
 
 
@@ -56,6 +56,8 @@ class FGDDistiller(Distiller):
     ) -> None:
         super().__init__(teacher_channels, student_channels, num_levels)
         check_positive(alpha=alpha, beta=beta, gamma=gamma, lam=lam, temperature=temperature)
+        if box_cells not in BOX_CELLS:  # at build time, not at the first forward
+            raise ValueError(f"box_cells must be one of {BOX_CELLS}, got {box_cells!r}")
         terms = {"loss_fg": (use_fg, alpha), "loss_bg": (use_bg, beta), "loss_at": (use_attention, gamma)}
         terms["loss_global"] = (use_global, lam)
         self.loss_weights = {k: float(w) for k, (on, w) in terms.items() if on}
