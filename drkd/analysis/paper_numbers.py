@@ -2,13 +2,16 @@
 
 Long format, one number per line::
 
-    table,arch,schedule,role,method,pr,ir,ins,instance_size,relation_filter,pixel_module,
+    table,arch,schedule,role,method,inherit,pr,ir,ins,instance_size,relation_filter,pixel_module,
     lambda_pr,lambda_ir,lambda_ins,metric,value,source
 
 The setting columns use the sweep config's vocabulary (``student.arch`` → ``arch``, ``distill.drkd.pr`` →
 ``pr``, ...), so a paper row is matched to our trials by config values. A blank setting means the
 paper does not state it or it does not apply. ``arch`` is the student detector family of the block
-the row sits in (teacher rows included). ``source`` names the paper table and row it came from.
+the row sits in (teacher rows included). ``inherit`` is ``student.init_from_teacher`` (blank: the
+student did not inherit). ``source`` names the paper table and row it came from; a number from
+another paper than DRKD's (the peers' own published results) starts with that paper's name and names
+its teacher, which the table's footnotes repeat.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ SETTING_COLUMNS = (
     "schedule",
     "role",
     "method",
+    "inherit",
     "pr",
     "ir",
     "ins",
@@ -57,7 +61,7 @@ def load_paper_numbers(path: str | Path | None = None) -> pd.DataFrame:
     for row in raw.to_dict("records"):
         record: dict[str, object] = {
             c: (row[c] or None)
-            for c in ("table", "arch", "schedule", "role", "method", "pixel_module", "metric", "source")
+            for c in ("table", "arch", "schedule", "role", "method", "inherit", "pixel_module", "metric", "source")
         }
         record.update({c: _parse_bool(row[c]) for c in BOOL_COLUMNS})
         record.update({c: (float(row[c]) if row[c] else None) for c in FLOAT_COLUMNS})

@@ -9,6 +9,7 @@ from drkd.config.files import apply_overrides, config_from_dict, load_config, re
 from drkd.config.schema import (
     ARCHS,
     BACKBONES,
+    INHERIT_PARTS,
     SCHEDULES,
     TWO_STAGE_ARCHS,
     Config,
@@ -21,6 +22,7 @@ from drkd.config.schema import (
 
 __all__ = [
     "ARCHS",
+    "INHERIT_PARTS",
     "BACKBONES",
     "SCHEDULES",
     "TWO_STAGE_ARCHS",

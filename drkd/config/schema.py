@@ -29,6 +29,9 @@ BACKBONES = (
     "mobilenet_v3_large",
 )
 HEAD_NORMS = ("none", "gn")
+# student.init_from_teacher: which trained teacher parts the student starts from ("inheriting", as
+# FGD's and MGD's RetinaNet students do); the backbone always keeps its own initialisation.
+INHERIT_PARTS = ("none", "neck", "neck_head")
 NORMS = ("bn", "frozen_bn")
 SCHEDULES = {"1x": 1, "2x": 2}
 MAX_TRAINABLE_BACKBONE_LAYERS = 5
@@ -158,6 +161,9 @@ class DetectorConfig:
     rpn_post_nms_top_n_train: int = 2000
     roi_batch_size_per_image: int = 512  # Faster R-CNN: ROIs sampled per image for the box head
     detections_per_img: int = 100
+    # student only (INHERIT_PARTS): start from the teacher's FPN ("neck") or its FPN and heads
+    # ("neck_head"); shapes must match the teacher's (same arch, fpn_channels, head_norm, classes)
+    init_from_teacher: str = "none"
 
     @property
     def two_stage(self) -> bool:
@@ -179,6 +185,7 @@ class DetectorConfig:
                 f"must be in 0..{MAX_TRAINABLE_BACKBONE_LAYERS}"
             )
         check_choice(f"{where}.head_norm", self.head_norm, HEAD_NORMS)
+        check_choice(f"{where}.init_from_teacher", self.init_from_teacher, INHERIT_PARTS)
         if self.head_norm == "gn" and self.fpn_channels % 8:
             raise ConfigError(f"{where}.fpn_channels = {self.fpn_channels}: head_norm gn needs a multiple of 8")
         if self.norm is not None:
@@ -206,6 +213,32 @@ class DetectorConfig:
             )
         if self.norm is not None:
             raise ConfigError(f"{where}.norm = {self.norm!r}: {named} picks its own norm layers; leave it unset")
+
+
+# The widest backbone stage's channels: the FPN's lateral convolutions take them as input.
+_BACKBONE_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "mobilenet_v3_large": 960}
+
+
+def inherit_mismatch(student: DetectorConfig, teacher: DetectorConfig, part: str) -> str | None:
+    """Why ``student`` cannot inherit ``part`` (``neck`` | ``neck_head``) of ``teacher``, or ``None``.
+
+    The neck (FPN) needs the same FPN width and backbone stage widths; the heads also need the
+    same arch and head norm (the class count is checked on the built models).
+    """
+    names = ("fpn_channels", "backbone", "arch", "head_norm") if part == "neck_head" else ("fpn_channels", "backbone")
+    for name in names:
+        mine, theirs = getattr(student, name), getattr(teacher, name)
+        if name == "backbone":
+            mine, theirs = (_BACKBONE_OUT_CHANNELS.get(b, 2048) for b in (mine, theirs))
+        if mine != theirs:
+            what = "neck and heads" if part == "neck_head" else "neck"
+            if name == "backbone":
+                return (
+                    f"student.backbone = {student.backbone!r} ({mine} channels) and teacher.backbone = "
+                    f"{teacher.backbone!r} ({theirs}) feed FPNs of other input widths; inheriting the {what} needs the same shapes"
+                )
+            return f"student.{name} = {mine!r} but teacher.{name} = {theirs!r}; inheriting the {what} needs the same shapes"
+    return None
 
 
 def _default_method_params() -> dict[str, MethodParams]:
@@ -354,6 +387,13 @@ class Config:
     def copy(self) -> Config:
         return copy.deepcopy(self)
 
+    @property
+    def uses_teacher(self) -> bool:
+        """The run builds the teacher: it distils, or its student inherits from it."""
+        return self.teacher is not None and (
+            self.distill.method != NO_DISTILLATION or self.student.init_from_teacher != "none"
+        )
+
     def validate(self) -> Config:
         """Range and consistency checks that types alone do not catch; returns self."""
         self.student.validate("student")
@@ -364,10 +404,27 @@ class Config:
             )
         if self.teacher is not None:
             self.teacher.validate("teacher")
+        self._check_inheriting()
         self.data.validate("data")
         self.train.validate("train")
         self.distill.validate("distill", has_teacher=self.teacher is not None)
         return self
+
+    def _check_inheriting(self) -> None:
+        """``student.init_from_teacher`` needs a teacher of the same shapes; only the student inherits."""
+        if self.teacher is not None and self.teacher.init_from_teacher != "none":
+            raise ConfigError(
+                f"teacher.init_from_teacher = {self.teacher.init_from_teacher!r}: only the student inherits; "
+                "set student.init_from_teacher"
+            )
+        part = self.student.init_from_teacher
+        if part == "none":
+            return
+        if self.teacher is None:
+            raise ConfigError(f"student.init_from_teacher = {part!r}: needs a teacher section to inherit from")
+        problem = inherit_mismatch(self.student, self.teacher, part)
+        if problem:
+            raise ConfigError(f"student.init_from_teacher = {part!r}: {problem}")
 
 
 def validate(cfg: Config) -> Config:

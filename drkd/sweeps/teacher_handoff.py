@@ -16,7 +16,6 @@ from typing import Any
 
 from drkd.analysis.paper_tables.settings import CELL_KEY
 from drkd.config import Config, ConfigError
-from drkd.config.methods import NO_DISTILLATION
 from drkd.config.storage import is_uri
 from drkd.train.checkpoint import CHECKPOINT_NAME
 
@@ -85,13 +84,13 @@ def publish_teachers(storage: str, results: Any) -> list[str]:
 
 def with_published_teacher(cfg: Config, storage: str, source: str) -> Config:
     """``cfg`` with ``teacher.checkpoint`` set to the published teacher when the config names no
-    trained teacher (no checkpoint, weights or backbone weights) and distils.
+    trained teacher (no checkpoint, weights or backbone weights) and distils or inherits.
 
     Raises:
         ConfigError: no teacher is published there either; says how to publish one.
     """
     t = cfg.teacher
-    if cfg.distill.method == NO_DISTILLATION or t is None or t.checkpoint or t.weights:
+    if not cfg.uses_teacher or t is None or t.checkpoint or t.weights:
         return cfg
     path = published_teacher(storage, t.arch, t.backbone)
     if Path(path).is_file():

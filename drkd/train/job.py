@@ -25,6 +25,7 @@ from drkd.distill.registry import build_distiller
 from drkd.models.detectors import build_detector
 from drkd.models.distillation_model import DistillationModel
 from drkd.models.feature_taps import fpn_channels
+from drkd.models.inherit import inherit_from_teacher
 from drkd.train.engine import EpochProgress, NonFiniteLossError, predict, train_one_epoch
 from drkd.train.lr_schedule import build_scheduler, scaled_lr
 from drkd.train.preflight import check_data_files, check_teacher
@@ -140,13 +141,20 @@ def build_models(cfg: Config, num_classes: int, category_names: Sequence[str] | 
     COCO class outputs (label = COCO category id). ``category_names`` (the dataset's, in label order)
     cuts them down to the dataset's categories, matched by name (``ConfigError`` when one is not a
     COCO category), for whoever wants the teacher's predictions in the student's labels.
+
+    ``student.init_from_teacher`` (``neck`` | ``neck_head``) copies the trained teacher's FPN (and
+    heads) into the seeded student before training (:func:`~drkd.models.inherit.inherit_from_teacher`);
+    with ``distill.method: none`` the teacher is then dropped (inheriting alone, the control row).
     """
     student = build_detector(cfg.student, num_classes, cfg.data)
-    if cfg.distill.method == NO_DISTILLATION:
+    if not cfg.uses_teacher:
         return DistillationModel(student)
     assert cfg.teacher is not None  # validated
     check_teacher(cfg)
     teacher = build_detector(cfg.teacher, num_classes, cfg.data, category_names=category_names)
+    inherit_from_teacher(student, teacher, cfg.student.init_from_teacher)
+    if cfg.distill.method == NO_DISTILLATION:  # inheriting alone: the teacher's part is a starting point
+        return DistillationModel(student)
     # the FPN's own levels plus its extra ones: P6, P7 (one-stage) or the max-pooled P6 (Faster R-CNN)
     num_levels = len(student.backbone.fpn.layer_blocks) + (1 if cfg.student.two_stage else 2)
     distiller = build_distiller(cfg, fpn_channels(teacher), fpn_channels(student), num_levels)
@@ -157,7 +165,7 @@ def _models_for_training(cfg: Config, data: Datasets, ctx: RunContext) -> tuple[
     """The models, and whether the teacher can be scored on this validation set: a torchvision COCO
     teacher (``teacher.weights``) predicts COCO's categories, so its classes are cut to the dataset's
     by name; where the dataset's names are not COCO's it still teaches (features only) but is not scored."""
-    if cfg.teacher is None or not cfg.teacher.weights or cfg.distill.method == NO_DISTILLATION:
+    if cfg.teacher is None or not cfg.teacher.weights or not cfg.uses_teacher:
         return build_models(cfg, data.num_classes), True
     try:
         return build_models(cfg, data.num_classes, data.val.category_names), True

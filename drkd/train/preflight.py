@@ -7,18 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from drkd.config import Config, ConfigError
-from drkd.config.methods import NO_DISTILLATION
 from drkd.config.storage import is_uri
 
 
 def check_teacher(cfg: Config, source: str = "config") -> None:
-    """A distillation run needs a trained teacher: ``teacher.checkpoint``, ``teacher.weights`` (a
+    """A distillation run (or a student inheriting from its teacher) needs a trained teacher: ``teacher.checkpoint``, ``teacher.weights`` (a
     torchvision COCO detector) or at least ``teacher.backbone_weights``.
 
     The usual cause of "distillation gives no gain" is a teacher that was never loaded, so this is
     an error (naming ``source``) unless ``distill.allow_untrained_teacher`` (speed benchmarks).
     """
-    if cfg.distill.method == NO_DISTILLATION or cfg.teacher is None:
+    if not cfg.uses_teacher:
         return
     t = cfg.teacher
     if not (t.checkpoint or t.weights or t.backbone_weights or cfg.distill.allow_untrained_teacher):
@@ -47,7 +46,7 @@ def check_inputs(cfg: Config, source: str = "config") -> None:
         section = getattr(cfg, role)
         if section is None or not section.checkpoint or is_uri(section.checkpoint):
             continue
-        if role == "teacher" and cfg.distill.method == NO_DISTILLATION:
+        if role == "teacher" and not cfg.uses_teacher:
             continue
         if not Path(section.checkpoint).is_file():
             hint = " (train one with: python sweeps/ablations.py teacher --config ...)" if role == "teacher" else ""

@@ -48,7 +48,7 @@ from drkd.analysis.paper_tables.table_spec import (
     TableSpec,
     metric_columns,
 )
-from drkd.config.methods import method_names
+from drkd.config.methods import display_name, method_names
 
 SEARCH_KIND = "lambda_search"  # the experiment kind of `sweeps/lambda_search.py`
 PICK_TEXT = {"last": "last reported epoch", "best": "best epoch by mAP"}
@@ -189,6 +189,19 @@ def missing_footnotes(
         notes.append(f"— in an 'ours' column: no run {what} reached train.epochs; `{command}` fills it.")
     if paper_missing:
         notes.append(f"— in a 'paper' column: {paper_what}.")
+    return notes
+
+
+def peer_paper_notes(paper_rows: Iterable[Record]) -> list[str]:
+    """One footnote per paper value taken from another paper than DRKD's (``source`` not ``Table …``):
+    whose number it is and the teacher it was distilled from, which is not always the paper's teacher."""
+    notes: list[str] = []
+    for r in paper_rows:
+        source = str(r.get("source") or "")
+        if source and not source.startswith("Table "):
+            note = f"Paper value of {ARCH_NAMES.get(r['arch'], r['arch'])} {display_name(str(r['method']))}: {source}."
+            if note not in notes:
+                notes.append(note)
     return notes
 
 
@@ -415,6 +428,7 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
     ours_missing = frame.empty or frame[list(spec.metrics)].isna().any().any()
     paper_missing = frame.empty or frame[[f"{m}_paper" for m in spec.metrics]].isna().any().any()
     footnotes = missing_footnotes(ours_missing, paper_missing, spec.command, "of that cell")
+    footnotes += peer_paper_notes(paper_rows)
     return PaperTable(
         spec.name,
         spec.title,

@@ -61,8 +61,14 @@ def relation_filter(s: Settings) -> str:
     return "-" if s.get("relation_filter") is None else ("✓" if s["relation_filter"] else "×")
 
 
+INHERIT_NAMES = {"neck": "inherits neck", "neck_head": "inherits neck+head"}
+
+
 def method(s: Settings) -> str:
-    return "Teacher" if is_teacher(s) else display_name(str(s["method"]))
+    if is_teacher(s):
+        return "Teacher"
+    name = display_name(str(s["method"]))
+    return f"{name}, {INHERIT_NAMES.get(s['inherit'], s['inherit'])}" if s.get("inherit") else name
 
 
 _SWITCH_ORDER = [(True, False, False), (False, True, False), (True, True, False), (True, True, True)]
@@ -83,6 +89,7 @@ def row_order(s: Settings) -> tuple:
         0 if is_teacher(s) else 1,
         method_rank,
         str(s["method"]),
+        _order(s.get("inherit")),
         combo_rank,
         module_rank,
         str(s.get("pixel_module")),

@@ -37,7 +37,8 @@ def drkd_key(field: str) -> str:
 
 # DRKD's settings: they matter only to DRKD students.
 DRKD_DIMS = (*TERMS, "instance_size", "relation_filter", "pixel_module", *LAMBDAS)
-ROW_DIMS_ALL = (ROLE_KEY, "method", *DRKD_DIMS)
+ROW_DIMS_ALL = (ROLE_KEY, "method", "inherit", *DRKD_DIMS)
+NOT_INHERITING = "none"  # student.init_from_teacher's default; the settings hold None for it
 
 # settings name -> flat config key (the sweep contract)
 CONFIG_KEYS = {
@@ -47,6 +48,7 @@ CONFIG_KEYS = {
     "seed": "train.seed",
     ROLE_KEY: ROLE_KEY,
     "method": "distill.method",
+    "inherit": "student.init_from_teacher",
     **{dim: drkd_key(dim) for dim in DRKD_DIMS},
 }
 # A key missing from a trial config means the default of the config object the sweeps fill in.
@@ -88,8 +90,8 @@ def is_teacher(s: Mapping[str, Any]) -> bool:
 
 
 def is_baseline(s: Mapping[str, Any]) -> bool:
-    """A student trained without distillation."""
-    return not is_teacher(s) and s.get("method") == NO_DISTILLATION
+    """A student trained without distillation and without inheriting from a teacher."""
+    return not is_teacher(s) and s.get("method") == NO_DISTILLATION and s.get("inherit") is None
 
 
 def is_drkd(s: Mapping[str, Any]) -> bool:
@@ -128,6 +130,7 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         s[dim] = CONFIG_DEFAULTS.get(dim) if missing(value) else value
     for dim in ("arch", "schedule", ROLE_KEY, "method", "pixel_module"):
         s[dim] = str(s[dim])
+    s["inherit"] = None if missing(s["inherit"]) or s["inherit"] == NOT_INHERITING else str(s["inherit"])
     for dim in ("pr", "ir", "ins", "relation_filter"):
         s[dim] = _as_bool(s[dim])
     s["instance_size"] = int(s["instance_size"])
@@ -145,6 +148,8 @@ def paper_settings(row: Mapping[str, Any]) -> Settings:
     for dim in LAMBDAS:
         if s[dim] is not None:
             s[dim] = round(float(s[dim]), 8)
+    if s["inherit"] == NOT_INHERITING:
+        s["inherit"] = None
     if s["instance_size"] is not None:
         s["instance_size"] = int(s["instance_size"])
     return relevant(s)
