@@ -23,7 +23,8 @@ def _absent(value: Any) -> bool:
 
 
 def format_cell(row: pd.Series, column: Column) -> str:
-    """The text of one cell: ours as ``mean ± std (n=k)``, paper to 0.1, Δ signed."""
+    """The text of one cell: ours as ``mean ± std (n=k)``, paper to 0.1, Δ signed with its 95 %
+    interval ``[lo, hi]`` (`` p``: paired by seed) and ``*`` when the interval excludes zero."""
     value = row[column.key]
     if column.kind == "label":
         return "" if _absent(value) else str(value)
@@ -36,7 +37,14 @@ def format_cell(row: pd.Series, column: Column) -> str:
     if column.kind == "paper":
         return MISSING if _absent(value) else f"{float(value):.1f}"
     if column.kind == "delta":
-        return MISSING if _absent(value) else f"{float(value):+.2f}"
+        if _absent(value):
+            return MISSING
+        lo, hi = row.get(f"{column.key[: -len('_delta')]}_ci_lo"), row.get(f"{column.key[: -len('_delta')]}_ci_hi")
+        if _absent(lo) or _absent(hi):
+            return f"{float(value):+.2f}"
+        paired = " p" if row.get(f"{column.key[: -len('_delta')]}_paired") is True else ""
+        mark = "*" if lo > 0 or hi < 0 else ""
+        return f"{float(value):+.2f} [{float(lo):+.2f}, {float(hi):+.2f}{paired}]{mark}"
     if column.kind == "ours":
         if _absent(value):
             return MISSING

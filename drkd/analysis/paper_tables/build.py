@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from drkd.analysis.experiment_store import COMPLETED, CONFIG_PREFIX, ExperimentData, Pick, pick_reports
+from drkd.analysis.paper_tables.difference import NO_INTERVAL, delta_interval
 from drkd.analysis.paper_tables.labels import ARCH_NAMES, row_order
 from drkd.analysis.paper_tables.settings import (
     ROLE_KEY,
@@ -106,8 +107,13 @@ def reference_pool(trials: list[Record]) -> list[Record]:
     return [t for t in trials if t["kind"] != SEARCH_KIND and is_reference(t)]
 
 
+def baseline_runs(pool: list[Record], arch: str, schedule: str) -> list[Record]:
+    """The completed baseline trials (student, no distillation, no inheriting) of one block."""
+    return [t for t in done(pool) if is_baseline(t) and t["arch"] == arch and t["schedule"] == schedule]
+
+
 def baseline_mean(pool: list[Record], arch: str, schedule: str, metric: str) -> float:
-    return stats(t[metric] for t in done(pool) if is_baseline(t) and t["arch"] == arch and t["schedule"] == schedule)[0]
+    return stats(t[metric] for t in baseline_runs(pool, arch, schedule))[0]
 
 
 def block_order(paper_blocks: Sequence[Block], ours: Iterable[Block]) -> list[Block]:
@@ -117,21 +123,40 @@ def block_order(paper_blocks: Sequence[Block], ours: Iterable[Block]) -> list[Bl
     return list(paper_blocks) + rest
 
 
-def metric_record(metric: str, cell: list[Record], base_mean: float, paper: float, prefix: str = "") -> Record:
-    """Ours (mean, std, n over completed trials), the paper's value and Δ to our baseline."""
-    mean, std, n = stats(t[metric] for t in done(cell))
+def _seeded(trials: Iterable[Record], metric: str) -> list[tuple[int | None, float]]:
+    return [(t.get("seed"), float(t[metric])) for t in trials if not missing(t[metric])]
+
+
+def metric_record(
+    metric: str,
+    cell: list[Record],
+    base_mean: float,
+    paper: float,
+    prefix: str = "",
+    base: list[Record] | None = None,
+) -> Record:
+    """Ours (mean, std, n over completed trials), the paper's value, Δ to our baseline and its 95 %
+    interval (:func:`~drkd.analysis.paper_tables.difference.delta_interval` against the completed
+    ``base`` trials; NaN without them, for the baseline row itself, or under 2 runs a side)."""
+    finished = done(cell)
+    mean, std, n = stats(t[metric] for t in finished)
+    own = base is None or {id(t) for t in finished} <= {id(t) for t in base}
+    interval = NO_INTERVAL if own else delta_interval(_seeded(finished, metric), _seeded(base, metric))
     return {
         f"{prefix}{metric}": mean,
         f"{prefix}{metric}_std": std,
         f"{prefix}{metric}_n": n,
         f"{prefix}{metric}_paper": paper,
         f"{prefix}{metric}_delta": mean - base_mean,
+        f"{prefix}{metric}_ci_lo": interval.lo,
+        f"{prefix}{metric}_ci_hi": interval.hi,
+        f"{prefix}{metric}_paired": interval.paired if not math.isnan(interval.lo) else None,
     }
 
 
 def metric_fields(metric: str) -> tuple[str, ...]:
     """The frame columns :func:`metric_record` fills for one metric."""
-    return tuple(f"{metric}{x}" for x in ("", "_std", "_n", "_paper", "_delta"))
+    return tuple(f"{metric}{x}" for x in ("", "_std", "_n", "_paper", "_delta", "_ci_lo", "_ci_hi", "_paired"))
 
 
 def make_frame(rows: list[Record], columns: Sequence[str]) -> pd.DataFrame:
@@ -171,7 +196,9 @@ def caption(title: str, pick: Pick, notes: Iterable[str]) -> str:
         title + ".",
         f"Value per trial: {PICK_TEXT[pick]}.",
         "Cells: our mean ± std (n runs), the paper's value, and Δ = ours − our baseline row "
-        "(student without distillation, same block).",
+        "(student without distillation, same block) with its 95 % confidence interval in brackets: "
+        "paired by seed where the row and the baseline ran the same seeds (p), else Welch's; "
+        "* marks an interval that excludes zero. No interval under 2 runs a side.",
     ]
     return " ".join(parts + [n for n in notes if n])
 
@@ -418,7 +445,10 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
                     ),
                     math.nan,
                 )
-                row.update(metric_record(metric, cell, baseline_mean(pool, arch, schedule, metric), paper_value))
+                base = baseline_runs(pool, arch, schedule)
+                row.update(
+                    metric_record(metric, cell, baseline_mean(pool, arch, schedule, metric), paper_value, base=base)
+                )
             rows.append(row)
 
     columns = [Column(h, h) for h, _ in spec.labels] + [c for m in spec.metrics for c in metric_columns(m)]

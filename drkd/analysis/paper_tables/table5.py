@@ -12,6 +12,7 @@ from drkd.analysis.paper_tables import cells
 from drkd.analysis.paper_tables.build import (
     Record,
     baseline_mean,
+    baseline_runs,
     block_order,
     caption,
     epochs_note,
@@ -96,6 +97,7 @@ def build(trials: pd.DataFrame, paper: pd.DataFrame, pick: Pick = "last") -> Pap
             paper_vals = {r[lam]: r["value"] for r in paper_rows if r["arch"] == arch and r[lam] is not None}
             panels[lam] = (sorted({t[lam] for t in members} | set(paper_vals)), members, paper_vals)
         base_mean = baseline_mean(pool, arch, schedule, "mAP")
+        base = baseline_runs(pool, arch, schedule)
         for i in range(max(len(values) for values, _, _ in panels.values())):
             row: Record = {"Model": model({"arch": arch, "schedule": schedule})}
             for lam, (values, members, paper_vals) in panels.items():
@@ -111,6 +113,7 @@ def build(trials: pd.DataFrame, paper: pd.DataFrame, pick: Pick = "last") -> Pap
                         base_mean,
                         paper_vals.get(value, math.nan),
                         prefix=f"{lam}_",
+                        base=base,
                     )
                 )
             rows.append(row)
