@@ -55,6 +55,7 @@ from drkd.models.feature_taps import teacher_features
 from drkd.train.engine import train_one_epoch
 from drkd.train.job import build_datasets, build_models, seed_everything
 from drkd.train.lr_schedule import build_scheduler, scaled_lr
+from drkd.train.precision import Precision, precision_for
 
 Batch = tuple[list[torch.Tensor], list[dict]]
 # The scheduler is built for this many iterations per epoch, so every timed step is in warm-up
@@ -138,6 +139,7 @@ class Trainer:
     device: torch.device
     optimizer: torch.optim.Optimizer = field(init=False)
     scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
+    precision: Precision = field(init=False)
     scaler: torch.amp.GradScaler | None = field(init=False)
     channels_last: bool = field(init=False)
     skipped_steps: int = 0  # AMP steps the GradScaler skipped (inf/NaN gradients): cheaper than real ones
@@ -157,7 +159,8 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, t.total_epochs, SCHEDULE_ITERS_PER_EPOCH, t.warmup_iters, t.warmup_factor
         )
-        self.scaler = torch.amp.GradScaler("cuda") if t.amp and cuda else None
+        self.precision = precision_for(t, self.device)
+        self.scaler = self.precision.grad_scaler()
 
     def step(self, batch: Batch) -> None:
         """One training iteration, through the engine's own loop."""
@@ -169,12 +172,19 @@ class Trainer:
             [batch],
             epoch=1,
             device=self.device,
+            precision=self.precision,
             scaler=self.scaler,
             grad_clip=self.cfg.train.grad_clip,
             channels_last=self.channels_last,
         )
         if self.scaler is not None and self.scaler.get_scale() < scale:
             self.skipped_steps += 1
+
+
+def teacher_forward(teacher: nn.Module, batch_tensor: torch.Tensor, precision: Precision) -> list[torch.Tensor]:
+    """The teacher's part of a DRKD step, under the autocast the training step runs it in."""
+    with precision.autocast():
+        return teacher_features(teacher, batch_tensor)
 
 
 def synchronize(device: torch.device) -> None:
@@ -258,7 +268,7 @@ def measure(setting: Setting, reps: int, warmup: int, breakdown_reps: int) -> Re
     for rep in range(warmup + reps):
         times = (
             time_ms(lambda: plain.step(setting.batch), device),
-            time_ms(lambda: teacher_features(teacher, batch_tensor), device),
+            time_ms(lambda: teacher_forward(teacher, batch_tensor, drkd.precision), device),
             time_ms(lambda: drkd.step(setting.batch), device),
         )
         if rep == warmup - 1:

@@ -62,6 +62,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from drkd.train.checkpoint import load_checkpoint
     from drkd.train.engine import predict
     from drkd.train.job import build_datasets, validation_loader
+    from drkd.train.precision import precision_for
     from drkd.train.run_context import resolve_device
 
     state = load_checkpoint(args.checkpoint)
@@ -74,7 +75,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     student.load_state_dict(state["student"])
     student.to(device)
     loader, image_ids = validation_loader(data, cfg)
-    metrics = coco_metrics(data.val.coco, predict(student, loader, device, data.val.label_to_cat_id), image_ids)
+    detections = predict(student, loader, device, data.val.label_to_cat_id, precision=precision_for(cfg.train, device))
+    metrics = coco_metrics(data.val.coco, detections, image_ids)
     print(json.dumps(metrics, sort_keys=True))
     return 0
 

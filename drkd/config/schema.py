@@ -321,6 +321,10 @@ class DistillConfig:
             self.params[self.method].check_active(f"{where}.{self.method}")
 
 
+# autocast dtypes train.amp_dtype may name (drkd.train.precision maps them to torch dtypes)
+AMP_DTYPES = ("float16", "bfloat16")
+
+
 @dataclass
 class TrainSettings:
     """Optimisation, schedule and bookkeeping (paper §4.1)."""
@@ -334,7 +338,8 @@ class TrainSettings:
     warmup_iters: int = 500
     warmup_factor: float = 0.001
     grad_clip: float | None = None
-    amp: bool = True  # CUDA only
+    amp: bool = True  # mixed precision: float16 on CUDA; bfloat16 (amp_dtype) also on CPU
+    amp_dtype: str = "float16"  # float16 (CUDA only, with a GradScaler) | bfloat16 (CUDA or CPU, no scaler)
     channels_last: bool = True  # CUDA only
     seed: int = 0
     log_every: int = 20
@@ -350,6 +355,7 @@ class TrainSettings:
 
     def validate(self, where: str = "train") -> None:
         check_choice(f"{where}.schedule", self.schedule, tuple(SCHEDULES))
+        check_choice(f"{where}.amp_dtype", self.amp_dtype, AMP_DTYPES)
         check_positive(f"{where}.epochs_1x", self.epochs_1x)
         check_positive(f"{where}.epochs", self.epochs)
         for name in ("lr", "warmup_factor"):

@@ -83,12 +83,12 @@ def teacher_features(teacher: nn.Module, image_tensor: torch.Tensor) -> list[tor
     Args:
         teacher: a frozen torchvision detector (see :func:`freeze`).
         image_tensor: the student's padded, transformed batch (B, 3, H, W) (``FeatureTap.images.tensors``);
-            on CUDA the backbone runs under autocast.
+            the backbone runs under whatever autocast surrounds the call (the training step's).
 
     Returns:
         The L FPN levels, each (B, C_t, H_l, W_l) in float32, highest resolution first.
     """
-    with torch.no_grad(), torch.autocast(image_tensor.device.type, enabled=image_tensor.is_cuda):
+    with torch.no_grad():
         out = teacher.backbone(image_tensor)
     return [f.float() for f in out.values()]
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from drkd.data.coco_eval import detections_to_coco
+from drkd.train.precision import Precision
 
 log = logging.getLogger("drkd.train.engine")
 
@@ -58,6 +59,7 @@ def train_one_epoch(
     *,
     epoch: int,
     device: torch.device,
+    precision: Precision | None = None,
     scaler: torch.amp.GradScaler | None = None,
     grad_clip: float | None = None,
     log_every: int = 20,
@@ -86,8 +88,10 @@ def train_one_epoch(
         loader: yields (images, targets): lists of (3, H_i, W_i) tensors and torchvision target dicts.
         epoch: the epoch number, for logs and error messages only.
         device: where images and the targets' tensors are moved.
-        scaler: a ``GradScaler`` for mixed precision; with one on CUDA the forward runs under autocast.
-            ``None`` (default): full precision.
+        precision: the forward passes' autocast dtype (:func:`~drkd.train.precision.precision_for`);
+            ``None`` (default): float32.
+        scaler: a ``GradScaler`` scaling the loss before backward (float16 autocast needs one);
+            ``None`` (default): no scaling.
         grad_clip: maximum total gradient norm over the optimiser's parameters; ``None`` (default) or 0: no clipping.
         log_every: call ``on_log`` at iterations 0, log_every, 2·log_every, ... and the last; default 20.
         channels_last: move images in channels-last memory format (default False).
@@ -123,7 +127,7 @@ def train_one_epoch(
         images, targets = _to_device(images, targets, device, channels_last)
         if seed_iteration is not None:
             seed_iteration(it)
-        with torch.autocast(device.type, enabled=scaler is not None and device.type == "cuda"):
+        with (precision or Precision(device.type)).autocast():
             loss, terms = model(images, targets)
         optimizer.zero_grad(set_to_none=True)
         (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -177,10 +181,11 @@ def predict(
     device: torch.device,
     label_to_cat_id: dict[int, int],
     channels_last: bool = False,
+    precision: Precision | None = None,
 ) -> list[dict]:
     """COCO-format detections for this process's share of the images (JSON-able, to be gathered).
 
-    Runs ``detector`` in eval mode under no_grad (and autocast on CUDA).
+    Runs ``detector`` in eval mode under no_grad (and autocast when ``precision`` says so).
 
     Args:
         detector: the torchvision detector to evaluate (the bare student, not the DistillationModel).
@@ -188,6 +193,7 @@ def predict(
         device: where the images are moved.
         label_to_cat_id: contiguous label -> COCO category id (``CocoDetection.label_to_cat_id``).
         channels_last: move images in channels-last memory format (default False).
+        precision: the forward passes' autocast dtype; ``None`` (default): float32.
 
     Returns:
         :func:`~drkd.data.coco_eval.detections_to_coco` dicts ``{image_id, category_id, bbox, score}``
@@ -197,7 +203,7 @@ def predict(
     detections: list[dict] = []
     for images, targets in loader:
         images, _ = _to_device(images, [], device, channels_last)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
+        with (precision or Precision(device.type)).autocast():
             outputs = detector(images)
         outputs = [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
         detections.extend(detections_to_coco(outputs, [int(t["image_id"]) for t in targets], label_to_cat_id))

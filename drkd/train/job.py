@@ -28,6 +28,7 @@ from drkd.models.feature_taps import fpn_channels
 from drkd.models.inherit import inherit_from_teacher
 from drkd.train.engine import EpochProgress, NonFiniteLossError, predict, train_one_epoch
 from drkd.train.lr_schedule import build_scheduler, scaled_lr
+from drkd.train.precision import precision_for
 from drkd.train.preflight import check_data_files, check_teacher
 from drkd.train.run_context import LocalContext, RunContext
 from drkd.train.spot_notice import start_spot_notice
@@ -306,7 +307,8 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
     optimizer = torch.optim.SGD(trainable, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
     total_epochs = t.total_epochs
     scheduler = build_scheduler(optimizer, total_epochs, len(loader), t.warmup_iters, t.warmup_factor)
-    scaler = torch.amp.GradScaler("cuda") if t.amp and cuda else None
+    precision = precision_for(t, ctx.device)
+    scaler = precision.grad_scaler()
 
     start_epoch, progress = 0, None
     state = ctx.restore()
@@ -328,11 +330,19 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
     teacher_scores: dict[str, float] = {}
     if model.teacher is not None and teacher_evaluable:
         teacher_scores = teacher_metrics(
-            cfg, model.teacher, val_loader, val_ids, data.val.coco, data.val.label_to_cat_id, ctx, channels_last
+            cfg,
+            model.teacher,
+            val_loader,
+            val_ids,
+            data.val.coco,
+            data.val.label_to_cat_id,
+            ctx,
+            channels_last,
+            precision,
         )
     ctx.log(
         f"training {cfg.student.arch}/{cfg.student.backbone} with distill.method={cfg.distill.method} "
-        f"for {total_epochs} epochs ({len(loader)} iterations/epoch, lr {lr:.4g}) on {ctx.device} x{ctx.world_size}"
+        f"for {total_epochs} epochs ({len(loader)} iterations/epoch, lr {lr:.4g}) on {ctx.device} x{ctx.world_size} in {precision.name}"
     )
     startup: dict[str, Any] = {"startup_s": time.time() - started}  # reported once per attempt
     if progress is not None:
@@ -363,6 +373,7 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
                     loader,
                     epoch=epoch + 1,
                     device=ctx.device,
+                    precision=precision,
                     scaler=scaler,
                     grad_clip=t.grad_clip,
                     log_every=t.log_every,
@@ -383,7 +394,7 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
                 return metrics
             progress = None
             detections = ctx.gather(
-                predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last)
+                predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last, precision)
             )
             scores = coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None
             scores = ctx.broadcast(scores)

@@ -8,7 +8,8 @@ the teacher the students actually used.
 
 The result is cached in a JSON file keyed by a fingerprint of the teacher (checkpoint path, size and
 modification time, or the torchvision weights name, and the detector section), of the ``data``
-section and the validation annotation file (size, modification time), and of the device type:
+section and the validation annotation file (size, modification time), and of the device type and
+autocast dtype:
 beside a local checkpoint (``<checkpoint>.eval-<fingerprint>.json``), or beside the torch hub
 cache's weights for ``teacher.weights``. A sweep's trials then evaluate the same teacher once; a
 changed checkpoint or validation set is evaluated again.
@@ -30,17 +31,20 @@ from drkd.config.storage import is_uri
 from drkd.data.atomic_file import atomic_write_bytes
 from drkd.data.coco_eval import METRIC_KEYS, coco_metrics
 from drkd.train.engine import predict
+from drkd.train.precision import Precision
 from drkd.train.run_context import RunContext
 
 TEACHER_PREFIX = "teacher_"
 
 
-def fingerprint(cfg: Config, device: str = "cpu") -> str:
+def fingerprint(cfg: Config, device: str = "cpu", precision: str = "float32") -> str:
     """A hex digest of what decides the teacher's metrics: its weights and detector section, the whole
     ``data`` section (validation files, sizes, batch, synthetic generation), the validation annotation
-    file's size and modification time, and the device type."""
+    file's size and modification time, the device type and the autocast dtype (``precision``)."""
     assert cfg.teacher is not None
     parts: dict[str, Any] = {"teacher": asdict(cfg.teacher), "data": asdict(cfg.data), "device": device}
+    if precision != "float32":  # keeps the keys of float32 evaluations as they were
+        parts["precision"] = precision
     files = {
         "checkpoint": cfg.teacher.checkpoint,
         "val_annotations": str(Path(cfg.data.root) / cfg.data.val_annotations),
@@ -52,12 +56,12 @@ def fingerprint(cfg: Config, device: str = "cpu") -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def cache_file(cfg: Config, device: str = "cpu") -> Path | None:
+def cache_file(cfg: Config, device: str = "cpu", precision: str = "float32") -> Path | None:
     """Where the teacher's metrics are cached: beside a local checkpoint, beside the torch hub cache's
     weights for ``teacher.weights`` (both outside a Ray worker's per-trial working directory), else
     ``None``."""
     assert cfg.teacher is not None
-    key = fingerprint(cfg, device)
+    key = fingerprint(cfg, device, precision)
     checkpoint = cfg.teacher.checkpoint
     if checkpoint and not is_uri(checkpoint):
         return Path(checkpoint).with_name(f"{Path(checkpoint).name}.eval-{key}.json")
@@ -93,6 +97,7 @@ def teacher_metrics(
     label_to_cat_id: dict[int, int],
     ctx: RunContext,
     channels_last: bool = False,
+    precision: Precision | None = None,
 ) -> dict[str, float]:
     """The teacher's COCO metrics as ``teacher_<metric>`` (percent), from the cache or evaluated now.
 
@@ -108,11 +113,13 @@ def teacher_metrics(
         label_to_cat_id: the teacher's label -> COCO category id.
         ctx: the run context (rank, gather, broadcast).
         channels_last: as in training.
+        precision: as in training (:func:`~drkd.train.precision.precision_for`); ``None`` (default): float32.
     """
-    path = cache_file(cfg, ctx.device.type)
+    precision = precision or Precision(ctx.device.type)
+    path = cache_file(cfg, ctx.device.type, precision.name)
     cached = ctx.broadcast(_read(path) if ctx.rank == 0 else None)
     if cached is None:
-        detections = ctx.gather(predict(teacher, val_loader, ctx.device, label_to_cat_id, channels_last))
+        detections = ctx.gather(predict(teacher, val_loader, ctx.device, label_to_cat_id, channels_last, precision))
         scores = coco_metrics(coco, detections, val_ids) if ctx.rank == 0 else None
         if ctx.rank == 0 and path is not None:
             _write(path, scores)
