@@ -1,23 +1,26 @@
-"""What one DRKD training step costs beyond training the student and running the teacher.
+"""What one distillation training step costs beyond training the student and running the teacher.
 
     python bench/step_overhead.py [--reps 20] [--warmup 3] [--quick] [--only cpu|gpu]
+                                  [--methods drkd,nld,mkd,fitnet]
 
-For each setting, three things are timed side by side in one process, interleaved per repetition
-(plain student step, teacher forward, DRKD step; then again), and their medians are reported:
+For each setting, these are timed side by side in one process, interleaved per repetition (plain
+student step, teacher forward, one distilled step per method; then again), and their medians are
+reported:
 
 * plain student step: one `drkd.train.engine.train_one_epoch` iteration of `distill.method: none`
   (host→device copy, forward, loss, backward, SGD step, LR-scheduler step);
 * teacher forward: `drkd.models.feature_taps.teacher_features` (backbone + FPN under no_grad, autocast
   on CUDA) on the transformed batch tensor the DRKD step feeds the teacher;
-* DRKD step: the same `train_one_epoch` iteration of `distill.method: drkd` (student, teacher
-  backbone + FPN, DRKD losses and their backward),
+* distilled step, per method (DRKD, NLD, MKD, FitNet by default): the same `train_one_epoch`
+  iteration with `distill.method` set to it (student, teacher backbone + FPN, the method's losses
+  and their backward),
 
-and ratio = DRKD step / (plain student step + teacher forward): how much the distillation
+and ratio = distilled step / (plain student step + teacher forward): how much the method's
 modules add over the unavoidable work (1.0 = nothing). Models come from drkd's own builders
 (`drkd.train.job.build_models`), optimiser, scheduler and GradScaler are set up as
 `run_training` does, and every step goes through `train_one_epoch`, so the timed path is the
 training path. Warm-up repetitions are not timed; on CUDA every timing is bracketed by
-`torch.cuda.synchronize()`. A few extra, separately run DRKD steps time the teacher's and the
+`torch.cuda.synchronize()`. A few extra, separately run distilled steps time the teacher's and the
 distiller's forward inside the step (optional breakdown, `--breakdown-reps`).
 
 Settings:
@@ -48,6 +51,7 @@ import torch
 from torch import nn
 
 from drkd.config import Config, DataConfig, DetectorConfig, DistillConfig, TrainSettings, validate
+from drkd.config.methods import method_names
 from drkd.config.presets import tiny_student_config
 from drkd.data.coco_dataset import collate_detection
 from drkd.models.distillation_model import DistillationModel
@@ -61,11 +65,13 @@ Batch = tuple[list[torch.Tensor], list[dict]]
 # The scheduler is built for this many iterations per epoch, so every timed step is in warm-up
 # (tiny learning rates: randomly initialised models stay finite) and none crosses a decay step.
 SCHEDULE_ITERS_PER_EPOCH = 10_000
+DEFAULT_METHODS = ("drkd", "nld", "mkd", "fitnet")  # the ones the speed issue holds to ratio <= 1.10
 
 
 @dataclass
 class Setting:
-    """One row of the table: the DRKD config (its student is also the plain student) and a batch."""
+    """One setting: a distillation config (its student is also the plain student; ``distill.method``
+    is set per timed method) and a batch."""
 
     name: str
     cfg: Config
@@ -228,15 +234,14 @@ class Result:
     device_name: str
     student_ms: list[float]
     teacher_ms: list[float]
-    drkd_ms: list[float]
-    breakdown: dict[str, float]  # medians of the instrumented DRKD steps
+    method_ms: dict[str, list[float]]  # distilled step times, per method
+    breakdown: dict[str, dict[str, float]]  # per method: medians of its instrumented steps
     skipped_steps: int
 
-    @property
-    def ratio(self) -> float:
-        return statistics.median(self.drkd_ms) / (
-            statistics.median(self.student_ms) + statistics.median(self.teacher_ms)
-        )
+    def ratio(self, method: str) -> float:
+        """Median distilled step / (median plain student step + median teacher forward)."""
+        floor = statistics.median(self.student_ms) + statistics.median(self.teacher_ms)
+        return statistics.median(self.method_ms[method]) / floor
 
 
 def device_name(device: torch.device) -> str:
@@ -245,72 +250,98 @@ def device_name(device: torch.device) -> str:
     return f"cpu, threads: {torch.get_num_threads()}"
 
 
-def measure(setting: Setting, reps: int, warmup: int, breakdown_reps: int) -> Result:
-    cfg, device = setting.cfg, setting.device
-    plain_cfg = cfg.copy()
-    plain_cfg.distill.method, plain_cfg.teacher = "none", None
-    validate(plain_cfg)
-    seed_everything(cfg.train.seed)
-    plain = Trainer(build_models(plain_cfg, setting.num_classes), plain_cfg, device)
-    seed_everything(cfg.train.seed)
-    drkd = Trainer(build_models(cfg, setting.num_classes), cfg, device)
-    teacher = drkd.model.teacher
+def with_method(cfg: Config, method: str) -> Config:
+    """``cfg`` with ``distill.method`` set to ``method`` (``none``: no teacher), validated."""
+    out = cfg.copy()
+    out.distill.method = method
+    if method == "none":
+        out.teacher = None
+    return validate(out)
+
+
+def breakdown_of(trainer: Trainer, batch: Batch, device: torch.device, reps: int) -> dict[str, float]:
+    """Medians over ``reps`` extra, instrumented steps: the step, and the teacher's and distiller's forward in it."""
+    assert trainer.model.teacher is not None and trainer.model.distiller is not None
+    timers = {
+        "teacher forward in step": ForwardTimer(trainer.model.teacher.backbone, device),
+        "distiller forward in step": ForwardTimer(trainer.model.distiller, device),
+    }
+    steps = [time_ms(lambda: trainer.step(batch), device) for _ in range(reps)]
+    for timer in timers.values():
+        timer.remove()
+    return {
+        "step (instrumented)": statistics.median(steps),
+        **{k: statistics.median(t.times) for k, t in timers.items()},
+    }
+
+
+def measure(setting: Setting, methods: list[str], reps: int, warmup: int, breakdown_reps: int) -> Result:
+    """Time the plain student step, the teacher forward and each method's step, interleaved per repetition."""
+    device = setting.device
+    trainers: dict[str, Trainer] = {}
+    for method in ["none", *methods]:
+        cfg = with_method(setting.cfg, method)
+        seed_everything(cfg.train.seed)  # the same student (and teacher) initialisation for every method
+        trainers[method] = Trainer(build_models(cfg, setting.num_classes), cfg, device)
+    plain, first = trainers.pop("none"), trainers[methods[0]]
+    teacher = first.model.teacher
     assert teacher is not None
 
-    # The tensor the DRKD step hands the teacher: the student's transform of the batch.
+    # The tensor a distilled step hands the teacher: the student's transform of the batch.
     images = [img.to(device) for img in setting.batch[0]]
     with torch.no_grad():
-        batch_tensor = drkd.model.student.transform(images)[0].tensors
+        batch_tensor = first.model.student.transform(images)[0].tensors
 
     student_ms: list[float] = []
     teacher_ms: list[float] = []
-    drkd_ms: list[float] = []
+    method_ms: dict[str, list[float]] = {m: [] for m in methods}
     for rep in range(warmup + reps):
-        times = (
-            time_ms(lambda: plain.step(setting.batch), device),
-            time_ms(lambda: teacher_forward(teacher, batch_tensor, drkd.precision), device),
-            time_ms(lambda: drkd.step(setting.batch), device),
-        )
-        if rep == warmup - 1:
-            plain.skipped_steps = drkd.skipped_steps = 0
-        if rep >= warmup:
-            for out, t in zip((student_ms, teacher_ms, drkd_ms), times):
-                out.append(t)
-
-    skipped = plain.skipped_steps + drkd.skipped_steps
-    breakdown: dict[str, float] = {}
-    if breakdown_reps > 0:
-        timers = {
-            "teacher forward in step": ForwardTimer(teacher.backbone, device),
-            "distiller forward in step": ForwardTimer(drkd.model.distiller, device),
+        times = {
+            "none": time_ms(lambda: plain.step(setting.batch), device),
+            "teacher": time_ms(lambda: teacher_forward(teacher, batch_tensor, first.precision), device),
         }
-        steps = [time_ms(lambda: drkd.step(setting.batch), device) for _ in range(breakdown_reps)]
-        for timer in timers.values():
-            timer.remove()
-        breakdown = {"DRKD step (instrumented)": statistics.median(steps)}
-        breakdown.update({k: statistics.median(t.times) for k, t in timers.items()})
-    return Result(setting, device_name(device), student_ms, teacher_ms, drkd_ms, breakdown, skipped)
+        for method, trainer in trainers.items():
+            times[method] = time_ms(lambda: trainer.step(setting.batch), device)  # noqa: B023 (called at once)
+        if rep == warmup - 1:
+            for trainer in (plain, *trainers.values()):
+                trainer.skipped_steps = 0
+        if rep >= warmup:
+            student_ms.append(times["none"])
+            teacher_ms.append(times["teacher"])
+            for method in methods:
+                method_ms[method].append(times[method])
+
+    skipped = plain.skipped_steps + sum(t.skipped_steps for t in trainers.values())
+    breakdown = (
+        {m: breakdown_of(t, setting.batch, device, breakdown_reps) for m, t in trainers.items()}
+        if breakdown_reps > 0
+        else {}
+    )
+    return Result(setting, device_name(device), student_ms, teacher_ms, method_ms, breakdown, skipped)
 
 
 def print_table(results: list[Result], reps: int, warmup: int) -> None:
     print(f"\nMedians of {reps} interleaved repetitions (after {warmup} untimed warm-up repetitions).\n")
     print(
-        "| setting | device | plain student step (ms) | teacher forward (ms) | DRKD step (ms) | ratio DRKD / (student + teacher) |"
+        "| setting | device | method | plain student step (ms) | teacher forward (ms) | distilled step (ms) "
+        "| ratio distilled / (student + teacher) |"
     )
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|")
     for r in results:
-        s, t, d = (statistics.median(x) for x in (r.student_ms, r.teacher_ms, r.drkd_ms))
-        print(f"| {r.setting.name} | {r.device_name} | {s:.1f} | {t:.1f} | {d:.1f} | {r.ratio:.3f} |")
-    for r in results:
-        spread = ", ".join(
-            f"{name} {min(x):.1f}–{max(x):.1f}"
-            for name, x in (("student", r.student_ms), ("teacher", r.teacher_ms), ("DRKD", r.drkd_ms))
-        )
-        print(f"\n{r.setting.name}: range (ms) {spread}")
-        if r.breakdown:
+        s, t = statistics.median(r.student_ms), statistics.median(r.teacher_ms)
+        for method, times in r.method_ms.items():
+            d = statistics.median(times)
             print(
-                "  breakdown (separate instrumented DRKD steps, medians): "
-                + ", ".join(f"{k} {v:.1f} ms" for k, v in r.breakdown.items())
+                f"| {r.setting.name} | {r.device_name} | {method} | {s:.1f} | {t:.1f} | {d:.1f} | {r.ratio(method):.3f} |"
+            )
+    for r in results:
+        timed = {"student": r.student_ms, "teacher": r.teacher_ms, **r.method_ms}
+        spread = ", ".join(f"{name} {min(x):.1f}–{max(x):.1f}" for name, x in timed.items())
+        print(f"\n{r.setting.name}: range (ms) {spread}")
+        for method, parts in r.breakdown.items():
+            print(
+                f"  {method} breakdown (separate instrumented steps, medians): "
+                + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items())
             )
         if r.skipped_steps:
             print(f"  note: the GradScaler skipped {r.skipped_steps} timed steps (inf gradients); raise --warmup")
@@ -327,7 +358,16 @@ def main() -> None:
         "--quick", action="store_true", help="3 repetitions, 1 warm-up, 1 breakdown step: checks that it runs"
     )
     parser.add_argument("--only", choices=("cpu", "gpu"), help="run one setting only")
+    parser.add_argument(
+        "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated distillation methods to time"
+    )
     args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(method_names()))
+    if not methods or unknown:
+        parser.error(
+            f"--methods {args.methods!r}: unknown {unknown or 'none given'}; choose from {', '.join(method_names())}"
+        )
     if args.quick:
         args.reps, args.warmup, args.breakdown_reps = 3, 1, 1
     if args.reps < 1 or args.warmup < 0 or args.breakdown_reps < 0:
@@ -342,11 +382,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="drkd_step_overhead_") as tmp:
             setting = tiny_cpu_setting(Path(tmp))
         print(f"measuring: {setting.name} on cpu", flush=True)
-        results.append(measure(setting, args.reps, args.warmup, args.breakdown_reps))
+        results.append(measure(setting, methods, args.reps, args.warmup, args.breakdown_reps))
     if args.only != "cpu" and torch.cuda.is_available():
         setting = paper_gpu_setting(torch.device("cuda"))
         print(f"measuring: {setting.name} on cuda", flush=True)
-        results.append(measure(setting, args.reps, args.warmup, args.breakdown_reps))
+        results.append(measure(setting, methods, args.reps, args.warmup, args.breakdown_reps))
     elif args.only is None:
         print("CUDA not available: skipping the GPU setting")
     print_table(results, args.reps, args.warmup)

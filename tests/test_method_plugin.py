@@ -149,6 +149,7 @@ def ray_with_echo(echo):
     ray.shutdown()
 
 
+@pytest.mark.slow  # ~70 s: a private Ray and two Ray Train trials; the plugin's training is tested above
 def test_searched_by_lambda_search_and_given_a_table6_row(
     ray_with_echo, tmp_path: Path, tiny_config, teacher_ckpt: str
 ) -> None:

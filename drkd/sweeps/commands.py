@@ -13,12 +13,12 @@ from typing import Any
 
 from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND, TEACHER_GRID
 from drkd.analysis.paper_tables.cells import frameworks_used, with_seeds
-from drkd.analysis.paper_tables.settings import CELL_KEY, ROLE_KEY, STUDENT
 from drkd.config import Config, ConfigError
 from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
 from drkd.config.presets import FRAMEWORK_ARCH, tiny_student_config
 from drkd.config.storage import default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings, load_sweep_config
+from drkd.config.trial_labels import CELL_KEY, ROLE_KEY, STUDENT
 from drkd.sweeps.optuna_searcher import startup_trials
 from drkd.sweeps.smoke_test import SMOKE_DIR, smoke_sizes, smoke_test
 from drkd.sweeps.teacher_handoff import publish_teachers, published_teacher, with_published_teacher

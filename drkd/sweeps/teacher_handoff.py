@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from drkd.analysis.paper_tables.settings import CELL_KEY
 from drkd.config import Config, ConfigError
 from drkd.config.storage import is_uri
+from drkd.config.trial_labels import CELL_KEY
 from drkd.train.checkpoint import CHECKPOINT_NAME
 
 log = logging.getLogger("drkd.sweeps")

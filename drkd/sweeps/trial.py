@@ -13,9 +13,9 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from drkd.analysis.paper_tables.settings import LABEL_KEYS
 from drkd.config import apply_overrides, config_from_dict
 from drkd.config.sweep_settings import SweepSettings
+from drkd.config.trial_labels import LABEL_KEYS
 from drkd.sweeps.ray_worker import MID_EPOCH_KEY, SCORE_KEY, train_loop_per_worker
 
 TRAIN_RUNS_DIR = ".train"  # inside the experiment directory; not a trial directory

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from drkd.analysis.paper_tables.settings import CELL_KEY, DRKD, ROLE_KEY, STUDENT, TEACHER, drkd_key
+from drkd.analysis.paper_tables.settings import DRKD, drkd_key
 from drkd.config import Config, ConfigError
 from drkd.config.methods import NO_DISTILLATION
 from drkd.config.presets import FRAMEWORK_ARCH
+from drkd.config.trial_labels import CELL_KEY, ROLE_KEY, STUDENT, TEACHER
 
 # DRKD's term switches (pr, ir, ins) by the paper's row names.
 TERM_SETS = {

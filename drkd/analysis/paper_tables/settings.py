@@ -16,13 +16,9 @@ import pandas as pd
 
 from drkd.config import TWO_STAGE_ARCHS, DetectorConfig, DistillConfig, TrainSettings
 from drkd.config.methods import NO_DISTILLATION
+from drkd.config.trial_labels import ROLE_KEY, STUDENT, TEACHER
 from drkd.distill.drkd import SPEC as DRKD_SPEC
 from drkd.distill.drkd.params import DRKDParams, paper_lambdas
-
-# Keys of a trial's flat parameters that label it for the analysis but are not config fields.
-CELL_KEY, ROLE_KEY = "cell", "role"
-LABEL_KEYS = (CELL_KEY, ROLE_KEY)
-TEACHER, STUDENT = "teacher", "student"  # the values of ROLE_KEY
 
 DRKD = DRKD_SPEC.name  # Tables 1-5 are the DRKD paper's ablations of its own method
 TERMS = ("pr", "ir", "ins")

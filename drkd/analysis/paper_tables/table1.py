@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from drkd.analysis.paper_tables import cells, labels
-from drkd.analysis.paper_tables.settings import ROLE_KEY
 from drkd.analysis.paper_tables.table_spec import METRICS, TableSpec
 from drkd.config import Config
 from drkd.config.presets import FRAMEWORK_ARCH
+from drkd.config.trial_labels import ROLE_KEY
 
 
 def grid(base: Config, teachers: dict[str, str]) -> list[cells.Cell]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from drkd.analysis.paper_tables import cells, labels
-from drkd.analysis.paper_tables.settings import ROLE_KEY
 from drkd.analysis.paper_tables.table_spec import TableSpec
 from drkd.config import Config
+from drkd.config.trial_labels import ROLE_KEY
 from drkd.distill.drkd.params import PIXEL_MODULES
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 
 from drkd.analysis.paper_tables import cells, labels
-from drkd.analysis.paper_tables.settings import CELL_KEY, ROLE_KEY
 from drkd.analysis.paper_tables.table_spec import METRICS, TableSpec
 from drkd.config import Config
 from drkd.config.methods import method_names
 from drkd.config.presets import FRAMEWORK_ARCH
 from drkd.config.schema import inherit_mismatch
+from drkd.config.trial_labels import CELL_KEY, ROLE_KEY
 
 INHERIT = "neck_head"  # FGD's and MGD's RetinaNet students inherit every teacher tensor outside the backbone
 
