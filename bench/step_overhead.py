@@ -9,8 +9,8 @@ reported:
 
 * plain student step: one `drkd.train.engine.train_one_epoch` iteration of `distill.method: none`
   (host→device copy, forward, loss, backward, SGD step, LR-scheduler step);
-* teacher forward: `drkd.models.feature_taps.teacher_features` (backbone + FPN under no_grad, autocast
-  on CUDA) on the transformed batch tensor the DRKD step feeds the teacher;
+* teacher forward: `drkd.models.feature_taps.teacher_features` (backbone + FPN under no_grad, in the
+  autocast the distilled step runs it in) on the transformed batch tensor a distilled step feeds the teacher;
 * distilled step, per method (DRKD, NLD, MKD, FitNet by default): the same `train_one_epoch`
   iteration with `distill.method` set to it (student, teacher backbone + FPN, the method's losses
   and their backward),
@@ -188,7 +188,7 @@ class Trainer:
 
 
 def teacher_forward(teacher: nn.Module, batch_tensor: torch.Tensor, precision: Precision) -> list[torch.Tensor]:
-    """The teacher's part of a DRKD step, under the autocast the training step runs it in."""
+    """The teacher's part of a distilled step, under the autocast the training step runs it in."""
     with precision.autocast():
         return teacher_features(teacher, batch_tensor)
 

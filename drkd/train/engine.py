@@ -123,11 +123,12 @@ def train_one_epoch(
     start = time.perf_counter()
     num_iters = n + len(loader) if hasattr(loader, "__len__") else None
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    precision = precision or Precision(device.type)
     for it, (images, targets) in enumerate(loader, start=n):
         images, targets = _to_device(images, targets, device, channels_last)
         if seed_iteration is not None:
             seed_iteration(it)
-        with (precision or Precision(device.type)).autocast():
+        with precision.autocast():
             loss, terms = model(images, targets)
         optimizer.zero_grad(set_to_none=True)
         (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -201,9 +202,10 @@ def predict(
     """
     detector.eval()
     detections: list[dict] = []
+    precision = precision or Precision(device.type)
     for images, targets in loader:
         images, _ = _to_device(images, [], device, channels_last)
-        with (precision or Precision(device.type)).autocast():
+        with precision.autocast():
             outputs = detector(images)
         outputs = [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
         detections.extend(detections_to_coco(outputs, [int(t["image_id"]) for t in targets], label_to_cat_id))
