@@ -74,6 +74,14 @@ def test_two_trial_search_end_to_end(local_ray, tmp_path: Path, tiny_config, tea
     assert all("startup_s" in result_lines(t)[0] and "startup_s" not in result_lines(t)[-1] for t in trials)
     printed = re.search(r"seconds to the first training iteration, per trial: (.*)", out)
     assert printed and len(printed.group(1).split(", ")) == 2
+    # one progress line per trial per epoch, and how each trial ended
+    ids = [json.loads((t / "result.json").read_text().splitlines()[0])["trial_id"] for t in trials]
+    for trial_id in ids:
+        for epoch in (1, 2):
+            assert re.search(rf"trial {trial_id} epoch {epoch}/2: mAP \d+\.\d\d AP_S .* loss \d", out)
+        assert re.search(rf"trial {trial_id} (finished at epoch 2/2|stopped early by the scheduler)", out)
+    # two trials cannot measure whether the grace epoch predicts the final ranking, and it says so
+    assert "rank agreement of epoch 1 (sweep.grace_period) with epoch 2: not measurable here" in out
     # the best and latest checkpoints are kept, earlier ones deleted: here (2 epochs) at most 2 per trial
     for run in (exp / ".train").iterdir():
         assert 1 <= len(list(run.glob("checkpoint_*"))) <= 2

@@ -13,6 +13,7 @@ from typing import Any
 
 from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND, TEACHER_GRID
 from drkd.analysis.paper_tables.cells import frameworks_used, with_seeds
+from drkd.analysis.rank_agreement import rank_agreement
 from drkd.config import Config, ConfigError
 from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
 from drkd.config.presets import FRAMEWORK_ARCH, tiny_student_config
@@ -24,6 +25,7 @@ from drkd.sweeps.smoke_test import SMOKE_DIR, smoke_sizes, smoke_test
 from drkd.sweeps.teacher_handoff import publish_teachers, published_teacher, with_published_teacher
 from drkd.sweeps.tuner import (
     SweepPlan,
+    epoch_histories,
     init_ray,
     results_root,
     run_sweep,
@@ -59,7 +61,13 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
         help="the same config with only its sizes cut (images, image size, epochs, trials, workers), results "
         "under <storage>/smoke_test: checks a setup in minutes before the real launch (printed at the start)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, and every Ray worker's output (pycocotools, Ray Train's reports) on this terminal; "
+        "default: the live table, one line per trial per epoch and the summary, the rest in Ray's log files",
+    )
 
 
 def _settings(args: argparse.Namespace, settings: SweepSettings, **more: Any) -> SweepSettings:
@@ -80,7 +88,7 @@ def _maybe_smoke_test(args: argparse.Namespace, base: Config, settings: SweepSet
         return base, settings
     import ray
 
-    init_ray(settings)  # the GPUs the cluster has decide whether the smoke test trains on them
+    init_ray(settings, args.verbose)  # the GPUs the cluster has decide whether the smoke test trains on them
     resources = ray.cluster_resources()
     base, settings, changes = smoke_test(
         base, settings, results_root(settings), resources.get("GPU", 0), resources.get("CPU", 0)
@@ -158,7 +166,7 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         base = with_published_teacher(base, results_root(settings), SEARCH_KIND)
         plan = SweepPlan(SEARCH_KIND, base, settings, space=_space(args.method, base))
         start = time.perf_counter()
-        results = run_sweep(plan, resume=args.resume)
+        results = run_sweep(plan, resume=args.resume, verbose=args.verbose)
         wall = time.perf_counter() - start
         best, path = write_best_config(plan, results)
     except ConfigError as err:
@@ -181,6 +189,7 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
             f"Optuna: TPE sampled at random until {random_start} trials had finished (sweep.random_trials): "
             f"{min(len(results), random_start)} to {at_most} of the {len(results)} trials were random, the rest TPE's"
         )
+        _print_rank_agreement(results, min(settings.grace_period, base.train.total_epochs), base.train.total_epochs)
     startups = seconds_to_first_iteration(results)
     if startups:
         print(
@@ -194,6 +203,23 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
             "went to starting the Ray Train jobs and reporting rather than epochs"
         )
     return 0
+
+
+def _print_rank_agreement(results: Any, grace: int, final: int) -> None:
+    """How well the grace epoch, where ASHA first cuts, predicts the final ranking in this search."""
+    if grace >= final:
+        return
+    rho, n = rank_agreement(epoch_histories(results), grace, final)
+    if rho is None:
+        print(
+            f"rank agreement of epoch {grace} (sweep.grace_period) with epoch {final}: not measurable here, {n} trial(s) "
+            "ran all epochs (3 or more with different mAP are needed; ASHA stopped the rest)"
+        )
+        return
+    print(
+        f"rank agreement of epoch {grace} (sweep.grace_period) with epoch {final}, over the {n} trials that ran all "
+        f"epochs: Spearman rho = {rho:+.2f} (1: the grace epoch ranks them as the last one does; near 0: ASHA's cut is noise)"
+    )
 
 
 @dataclass
@@ -253,7 +279,7 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         log.info(
             "%s: %d trials (%d cells x %d seeds)", args.grid, len(cells), len(cells) // settings.seeds, settings.seeds
         )
-        results = run_sweep(plan, resume=args.resume)
+        results = run_sweep(plan, resume=args.resume, verbose=args.verbose)
     except ConfigError as err:
         print(f"ablations.py: error: {err}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.sweeps.optuna_storage import open_optuna_storage, redacted_url
 from drkd.sweeps.ray_instance import join_ray, start_private_ray
 from drkd.sweeps.trial import run_trial, trial_overrides
+from drkd.sweeps.trial_progress import TrialProgress
 from drkd.train.preflight import check_inputs
 
 log = logging.getLogger("drkd.sweeps")
@@ -90,23 +91,42 @@ def absolute_paths(cfg: Config) -> Config:
     return cfg
 
 
-def init_ray(settings: SweepSettings) -> None:
+def init_ray(settings: SweepSettings, verbose: bool = False) -> None:
     """Join the running cluster (RAY_ADDRESS, or one started with `ray start`/`ray up` on this
     node); else, or where ``RAY_ADDRESS=local``, start a private local Ray sized for the trials
     (each trial's driver holds 1 CPU besides its workers' CPUs) that advertises
-    ``settings.driver_resource``."""
+    ``settings.driver_resource``.
+
+    Args:
+        settings: the sweep settings (trial sizes, driver resource).
+        verbose: stream every Ray worker's and actor's output (the Train workers' logs, pycocotools,
+            Ray Train's report lines) to this terminal; default False: it stays in Ray's log files
+            (``<session>/logs``, printed), and the terminal shows the live table and one line per
+            trial per epoch (:class:`~drkd.sweeps.trial_progress.TrialProgress`).
+    """
     if ray.is_initialized():
         return
+    quiet = {"log_to_driver": verbose}
     address = os.environ.get("RAY_ADDRESS")
     if address != "local":  # "local": a private instance, never another run's cluster
         try:
-            join_ray(address or "auto")
+            join_ray(address or "auto", **quiet)
+            _say_where_logs_are(verbose)
             return
         except ConnectionError:
             if address:
                 raise
     needed = settings.max_concurrent_trials * (1 + settings.workers_per_trial * settings.cpus_per_worker)
-    start_private_ray(num_cpus=max(needed, os.cpu_count() or 1), resources={settings.driver_resource: 1})
+    start_private_ray(num_cpus=max(needed, os.cpu_count() or 1), resources={settings.driver_resource: 1}, **quiet)
+    _say_where_logs_are(verbose)
+
+
+def _say_where_logs_are(verbose: bool) -> None:
+    if not verbose:
+        log.info(
+            "the trials' worker output goes to Ray's log files (/tmp/ray/session_latest/logs on each node); "
+            "--verbose shows it here"
+        )
 
 
 DRIVER_SHARE = 0.001  # of the driver resource per trial: a node advertising 1 hosts up to 1000 drivers
@@ -249,12 +269,15 @@ def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
             storage_path=plan.storage,
             progress_reporter=_reporter(plan),
             verbose=1,  # the live trial table, not every result dict
+            callbacks=[TrialProgress(plan.base.train.total_epochs)],
             failure_config=tune.FailureConfig(max_failures=1),
         ),
     )
 
 
-def run_sweep(plan: SweepPlan, resume: bool = False, command: str | None = None) -> tune.ResultGrid:
+def run_sweep(
+    plan: SweepPlan, resume: bool = False, command: str | None = None, verbose: bool = False
+) -> tune.ResultGrid:
     """Run (or resume) the experiment; returns Tune's ResultGrid.
 
     Validates ``plan.settings`` and every grid cell's overrides before any trial starts, joins or
@@ -265,6 +288,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str | None = None)
         plan: what to run.
         resume: continue the existing experiment at ``plan.path`` (default False).
         command: the command line recorded in the experiment file; ``None`` (default): this process's.
+        verbose: the workers' output on this terminal too (:func:`init_ray`); default False.
 
     Raises:
         ConfigError: invalid settings or grid cell, nothing to run, or see :func:`build_tuner`.
@@ -277,7 +301,7 @@ def run_sweep(plan: SweepPlan, resume: bool = False, command: str | None = None)
         check_inputs(apply_overrides(plan.base, trial_overrides(trial), where), where)
     if plan.is_search:
         check_inputs(plan.base, f"{plan.kind} base config")
-    init_ray(plan.settings)
+    init_ray(plan.settings, verbose)
     if not resume:
         _write_experiment_file(plan, command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
     tuner = build_tuner(plan, resume)
@@ -342,6 +366,21 @@ def seconds_to_first_iteration(results: tune.ResultGrid) -> dict[str, float]:
         first = frame["startup_s"].dropna()
         if not first.empty:
             out[str(result.metrics.get("trial_id", result.path))] = float(first.iloc[0])
+    return out
+
+
+def epoch_histories(results: tune.ResultGrid) -> dict[str, dict[int, float]]:
+    """Each trial's mAP by epoch, by trial id, from its reported history (trials that never
+    reported are left out)."""
+    out = {}
+    for result in results:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or "epoch" not in frame or METRIC not in frame:
+            continue
+        rows = frame[["epoch", METRIC]].dropna()
+        out[str(result.metrics.get("trial_id", result.path))] = {
+            int(e): float(m) for e, m in zip(rows["epoch"], rows[METRIC])
+        }
     return out
 
 

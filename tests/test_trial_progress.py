@@ -1,0 +1,95 @@
+"""What a sweep prints while it runs, and the rank agreement its summary reports."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from drkd.analysis.rank_agreement import rank_agreement
+from drkd.sweeps.trial_progress import TrialProgress, progress_line
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_progress_line_names_the_trial_epoch_metrics_and_time() -> None:
+    result = {
+        "epoch": 2,
+        "mAP": 1.234,
+        "AP_S": 0.5,
+        "AP_M": 2.0,
+        "AP_L": 3.0,
+        "loss_total": 1.23456,
+        "epoch_time_s": 12.6,
+    }
+    assert (
+        progress_line("ab12", result, 6)
+        == "trial ab12 epoch 2/6: mAP 1.23 AP_S 0.50 AP_M 2.00 AP_L 3.00 loss 1.235 (13 s)"
+    )
+    diverged = progress_line("ab12", {"epoch": 1, "diverged": True, "diverged_reason": "loss_pr = nan"}, None)
+    assert diverged == "trial ab12 epoch 1/?: ; diverged (loss_pr = nan)"
+
+
+def test_trial_progress_says_how_each_trial_ended() -> None:
+    out = io.StringIO()
+    progress = TrialProgress(total_epochs=6, stream=out)
+    early = SimpleNamespace(trial_id="t1", config={})
+    full = SimpleNamespace(trial_id="t2", config={"train.epochs": 2})  # a trial's own epochs win
+    for epoch in (1, 2):
+        progress.on_trial_result(epoch, [], early, {"epoch": epoch, "mAP": 0.1 * epoch})
+        progress.on_trial_result(epoch, [], full, {"epoch": epoch, "mAP": 0.2 * epoch})
+    progress.on_trial_complete(2, [], early)
+    progress.on_trial_complete(2, [], full)
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]  # without the time
+    assert lines == [
+        "trial t1 epoch 1/6: mAP 0.10",
+        "trial t2 epoch 1/2: mAP 0.20",
+        "trial t1 epoch 2/6: mAP 0.20",
+        "trial t2 epoch 2/2: mAP 0.40",
+        "trial t1 stopped early by the scheduler (ASHA) at epoch 2/6",
+        "trial t2 finished at epoch 2/2",
+    ]
+
+
+def test_rank_agreement_is_spearmans_rho_over_trials_with_both_epochs() -> None:
+    # early ranks a, b, c = 1, 2, 3; final ranks 3, 1, 2: d = -2, 1, 1, so rho = 1 - 6*6/(3*8) = -0.5
+    histories = {"a": {2: 1.0, 6: 3.0}, "b": {2: 2.0, 6: 1.0}, "c": {2: 3.0, 6: 2.0}, "d": {2: 5.0}}
+    rho, n = rank_agreement(histories, 2, 6)
+    assert n == 3 and rho == pytest.approx(-0.5)
+    same = {k: {2: v[2], 6: 10 * v[2]} for k, v in histories.items() if 6 in v}
+    assert rank_agreement(same, 2, 6) == (pytest.approx(1.0), 3)
+    # ties get average ranks: early 1, 1, 2 -> ranks 1.5, 1.5, 3 against 1, 2, 3: rho = 0.866
+    tied = {"a": {1: 1.0, 3: 1.0}, "b": {1: 1.0, 3: 2.0}, "c": {1: 2.0, 3: 3.0}}
+    assert rank_agreement(tied, 1, 3)[0] == pytest.approx(math.sqrt(3) / 2)
+    assert rank_agreement({"a": {2: 1.0, 6: 1.0}, "b": {2: 2.0, 6: 2.0}}, 2, 6) == (None, 2)
+    flat = {k: {2: 1.0, 6: float(i)} for i, k in enumerate("abc")}
+    assert rank_agreement(flat, 2, 6) == (None, 3)
+
+
+@pytest.mark.slow
+def test_the_search_terminal_shows_the_table_progress_and_summary_not_the_workers(tmp_path: Path) -> None:
+    """`python sweeps/lambda_search.py --smoke-test` as a user types it: pycocotools' index lines and
+    Ray Train's report dicts stay in Ray's log files; each trial's epochs and the summary are shown."""
+    env = {**os.environ, "RAY_ADDRESS": "local", "DRKD_RESULTS": str(tmp_path / "results")}
+    run = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "lambda_search.py"), "--smoke-test"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    for noise in ("creating index", "index created", "Reporting training result", "TrainingReport(", "RayTrainWorker"):
+        assert noise not in out, noise
+    assert "== Status ==" in out  # Tune's live table
+    epochs = [line for line in out.splitlines() if " epoch 1/1: mAP " in line]
+    assert len(epochs) == 2, out[-3000:]  # the smoke test's 2 trials of 1 epoch
+    assert "best trial: mAP" in out and "--verbose shows it here" in out
