@@ -555,6 +555,33 @@ def test_table6_measured_beside_paper(tiny_sweeps: SweepRun, report: Path) -> No
     )
 
 
+def test_table6_per_seed_runs_are_the_cells_runs(tiny_sweeps: SweepRun, report: Path) -> None:
+    """The per-seed plot draws exactly the runs each Table 6 cell averages: a distilled row's own
+    (seed, last mAP) pairs from the table6 sweep; the baseline row's mean and n match its cell."""
+    t6 = next(t for t in build_all(load_experiments([tiny_sweeps.root]), load_paper_numbers()) if t.name == "table6")
+    rows = t6.meta["per_seed"]
+    assert not any(r["labels"]["Method"] == "Teacher" for r in rows)
+    own: dict[tuple, list[tuple[int, float]]] = {}
+    for t in tiny_sweeps.experiments["ablation_table6"]:
+        if t.config["distill.method"] != "none" and t.history["epoch"].max() == t.config["train.epochs"]:
+            label = (FRAMEWORK[t.config["student.arch"]], METHOD_LABEL[t.config["distill.method"]])
+            own.setdefault(label, []).append((t.config["train.seed"], float(t.history.iloc[-1]["mAP"])))
+    drawn = {(r["labels"]["Framework"], r["labels"]["Method"]): r for r in rows}
+    for label, runs in own.items():
+        assert sorted(drawn[label]["runs"]) == pytest.approx(sorted(runs), abs=1e-9)
+        assert not drawn[label]["baseline"]
+    frame = t6.frame.set_index(["Framework", "Method"])
+    for label, r in drawn.items():
+        assert len(r["runs"]) == frame.loc[label, "mAP_n"]
+        if r["runs"]:
+            assert statistics.mean(v for _, v in r["runs"]) == pytest.approx(frame.loc[label, "mAP"], abs=1e-9)
+    baselines = [r for r in rows if r["baseline"]]
+    assert {r["labels"]["Method"] for r in baselines} == {METHOD_LABEL["none"]} and len(baselines) == 2
+    assert any(r["runs"] for r in baselines)  # a baseline band is drawn
+    png = report.parent / "plots" / "per_seed_table6.png"
+    assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 5000
+
+
 def teacher_cell(*teachers: str) -> dict[str, tuple]:
     """metric -> (mean, std or None, n) over distinct teachers' evaluations."""
     values = [teacher_metrics(t) for t in teachers]
@@ -656,7 +683,12 @@ def test_teacher_rows_fall_back_to_teacher_runs(tiny_sweeps: SweepRun, tmp_path:
 def test_plots_written_and_linked(tiny_sweeps: SweepRun, report: Path) -> None:
     plots = sorted((report.parent / "plots").glob("*.png"))
     names = {p.name for p in plots}
-    assert {"ap_by_size.png", "lambda_sensitivity.png", "search_progress_lambda_search.png"} <= names
+    assert {
+        "ap_by_size.png",
+        "lambda_sensitivity.png",
+        "per_seed_table6.png",
+        "search_progress_lambda_search.png",
+    } <= names
     assert sum(n.startswith("curves_") for n in names) == len(tiny_sweeps.experiments)  # best of each
     for png in plots:
         data = png.read_bytes()

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from drkd.analysis.rank_agreement import rank_agreement
+from drkd.analysis.rank_agreement import rank_agreement, spearman_interval
 from drkd.sweeps.trial_progress import TrialProgress, progress_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +70,18 @@ def test_rank_agreement_is_spearmans_rho_over_trials_with_both_epochs() -> None:
     assert rank_agreement({"a": {2: 1.0, 6: 1.0}, "b": {2: 2.0, 6: 2.0}}, 2, 6) == (None, 2)
     flat = {k: {2: 1.0, 6: float(i)} for i, k in enumerate("abc")}
     assert rank_agreement(flat, 2, 6) == (None, 3)
+
+
+def test_spearman_interval_is_fisher_z_with_the_rank_variance() -> None:
+    # rho 0.5, n 12: atanh(0.5) = 0.5493, half-width 1.96 * sqrt(1.06 / 9) = 0.6727 -> tanh(-0.1234), tanh(1.2220)
+    low, high = spearman_interval(0.5, 12)
+    assert (low, high) == (pytest.approx(-0.12272, abs=1e-5), pytest.approx(0.84023, abs=1e-5))
+    # symmetric in the sign of rho, narrower with more trials, finite at |rho| = 1
+    assert spearman_interval(-0.5, 12) == (pytest.approx(-high), pytest.approx(-low))
+    assert spearman_interval(0.5, 40)[1] - spearman_interval(0.5, 40)[0] < high - low
+    assert -1.0 < spearman_interval(1.0, 5)[0] < spearman_interval(1.0, 5)[1] <= 1.0
+    with pytest.raises(ValueError, match="n >= 4"):
+        spearman_interval(0.5, 3)
 
 
 @pytest.mark.slow

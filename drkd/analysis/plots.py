@@ -1,4 +1,5 @@
-"""Report figures (PNG, matplotlib Agg): λ sensitivity, AP by object size, search progress, training curves."""
+"""Report figures (PNG, matplotlib Agg): λ sensitivity, AP by object size, mAP per seed, search progress,
+training curves."""
 
 from __future__ import annotations
 
@@ -92,6 +93,55 @@ def _row_label(row: pd.Series) -> str:
     if row["Model"] != "Student":
         return str(row["Model"])
     return "+".join(t for t in ("PR", "IR", "INS") if row[t] == "✓") or "baseline"
+
+
+def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> Path:
+    """Each student row's mAP per seed beside the baseline's band, one panel per block (Table 6).
+
+    A dot per completed run (its seed beside it), a bar at the row's mean; the grey band is the
+    baseline row's mean ± one sample standard deviation over its seeds, the dashed line its mean.
+    A row whose dots all sit outside the band differs from the baseline by more than its seed
+    noise; the table's Δ interval says so exactly.
+
+    Args:
+        table: a built table whose ``meta["per_seed"]`` lists each student row's block, labels,
+            baseline flag and (seed, mAP) runs (:func:`~drkd.analysis.paper_tables.build.build_table`).
+        path: the PNG to write.
+        row_label: the label column that names a row on the x axis; default ``"Method"``.
+    """
+    rows = table.meta.get("per_seed", [])
+    blocks = list(dict.fromkeys(r["block"] for r in rows)) or [None]
+    fig, axes = plt.subplots(len(blocks), 1, figsize=(9, 3.3 * len(blocks)), squeeze=False)
+    for ax, block in zip(axes[:, 0], blocks):
+        mine = [r for r in rows if r["block"] == block]
+        ax.set_title(" ".join(str(b) for b in block) if block else table.title, fontsize=9)
+        if not any(r["runs"] for r in mine):
+            _no_data(ax)
+            continue
+        base = [v for r in mine if r["baseline"] for _, v in r["runs"]]
+        if base:
+            mean = float(np.mean(base))
+            std = float(np.std(base, ddof=1)) if len(base) > 1 else 0.0
+            ax.axhspan(mean - std, mean + std, color="grey", alpha=0.2, label=f"baseline mean ± std (n = {len(base)})")
+            ax.axhline(mean, color="grey", linestyle="--", linewidth=1)
+        for x, r in enumerate(mine):
+            values = [v for _, v in r["runs"]]
+            if not values:
+                ax.text(x, ax.get_ylim()[0], "—", ha="center", va="bottom", fontsize=8)
+                continue
+            color = "grey" if r["baseline"] else OURS_COLOR
+            ax.scatter([x] * len(values), values, s=18, color=color, zorder=3)
+            ax.hlines(float(np.mean(values)), x - 0.3, x + 0.3, color=color, linewidth=2, zorder=3)
+            for seed, v in r["runs"]:
+                if seed is not None:
+                    ax.annotate(str(seed), (x, v), xytext=(4, 0), textcoords="offset points", fontsize=6, va="center")
+        ax.set_xticks(range(len(mine)), [str(r["labels"].get(row_label, "")) for r in mine], fontsize=8, rotation=30)
+        ax.set_ylabel("mAP (%)")
+        ax.grid(axis="y", alpha=0.3)
+        if base:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{table.title}: mAP per seed (dots, seed beside), row mean (bar), baseline band", fontsize=10)
+    return _save(fig, path)
 
 
 def plot_ap_by_size(table1: PaperTable, path: Path) -> Path:

@@ -36,3 +36,21 @@ def rank_agreement(
 
     rho = spearmanr([e for e, _ in pairs], [f for _, f in pairs]).statistic
     return float(rho), n
+
+
+def spearman_interval(rho: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """An approximate 95 % confidence interval for Spearman's ρ over ``n`` pairs.
+
+    Fisher's transform with Fieller, Hartley and Pearson's variance for rank correlations:
+    atanh(ρ) ± z · √(1.06 / (n − 3)), mapped back with tanh.
+
+    Args:
+        rho: the measured ρ, in [-1, 1].
+        n: the number of trials it was measured over, at least 4.
+        z: the normal quantile; default 1.96 (95 %).
+    """
+    if n < 4:
+        raise ValueError(f"a confidence interval for Spearman's rho needs n >= 4, not {n}")
+    centre = math.atanh(max(-0.999999, min(0.999999, rho)))
+    half = z * math.sqrt(1.06 / (n - 3))
+    return math.tanh(centre - half), math.tanh(centre + half)

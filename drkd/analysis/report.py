@@ -9,8 +9,14 @@ import pandas as pd
 
 from drkd.analysis.experiment_store import ExperimentData, Pick, load_experiments
 from drkd.analysis.paper_numbers import load_paper_numbers
-from drkd.analysis.paper_tables import SEARCH_KIND, build_all, table1, table5, trial_results
-from drkd.analysis.plots import plot_ap_by_size, plot_lambda_sensitivity, plot_search_progress, plot_training_curves
+from drkd.analysis.paper_tables import SEARCH_KIND, build_all, table1, table5, table6, trial_results
+from drkd.analysis.plots import (
+    plot_ap_by_size,
+    plot_lambda_sensitivity,
+    plot_per_seed,
+    plot_search_progress,
+    plot_training_curves,
+)
 from drkd.analysis.render import safe_stem, to_markdown, write_table
 from drkd.config.storage import default_results_dir, is_uri
 
@@ -58,7 +64,8 @@ def make_report(
     """Read experiments, write every table in three formats, the plots, and ``report.md``; return its path.
 
     Tables go to ``<out_dir>/tables`` (Markdown, LaTeX, CSV), plots to ``<out_dir>/plots``: AP by
-    object size (Table 1), λ sensitivity (Table 5), search progress per λ search, and training curves.
+    object size (Table 1), λ sensitivity (Table 5), mAP per seed (Table 6), search progress per λ search,
+    and training curves.
 
     Args:
         experiment_dirs: experiment directories or results roots (local or URI); empty or ``None``
@@ -100,6 +107,9 @@ def make_report(
     if table5.SPEC.name in by_name:
         path = plot_lambda_sensitivity(by_name[table5.SPEC.name], plots_dir / "lambda_sensitivity.png")
         figures[table5.SPEC.name] = [_figure("λ sensitivity, ours against the paper", path, out)]
+    if table6.SPEC.name in by_name:
+        path = plot_per_seed(by_name[table6.SPEC.name], plots_dir / "per_seed_table6.png")
+        figures[table6.SPEC.name] = [_figure("mAP per seed against the baseline's band, Table 6 rows", path, out)]
     for table in tables:
         experiment = table.meta.get("experiment")
         if experiment and data.experiment(experiment).kind == SEARCH_KIND:

@@ -149,6 +149,16 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         help=f"whose space to search (default: {DEFAULT_METHOD})",
     )
     parser.add_argument("--num-trials", type=int, help="overrides sweep.num_trials")
+    parser.add_argument(
+        "--grace-period",
+        type=int,
+        help="overrides sweep.grace_period (ASHA's first cut, in epochs); train.epochs: no trial is stopped early",
+    )
+    parser.add_argument(
+        "--random-trials",
+        type=int,
+        help="overrides sweep.random_trials (TPE's random start); --num-trials: a purely random search",
+    )
     args = _parse(parser, argv)
     try:
         base, settings = _base_and_settings(args, _default_search)
@@ -156,6 +166,8 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
             args,
             settings,
             num_trials=args.num_trials,
+            grace_period=args.grace_period,
+            random_trials=args.random_trials,
             name=args.name or settings.name or f"lambda_search_{args.method}",
         )
         base, settings = _maybe_smoke_test(args, base, settings)

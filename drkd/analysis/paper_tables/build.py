@@ -408,6 +408,7 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
     own_blocks = {(t["arch"], t["schedule"]) for t in own}
 
     rows: list[Record] = []
+    per_seed: list[Record] = []  # each student row's completed runs, for the per-seed plot
     used: list[list[Record]] = []
     recorded: dict[str, list[Record]] = {}  # arch -> its distinct recorded teachers
     teacher_rows: dict[str, Record] = {}  # arch -> how its teacher row was filled
@@ -436,6 +437,15 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
                 if is_teacher(expected[k]) and cell:
                     teacher_rows[arch] = {"source": TEACHER_RUNS, "teachers": sorted({t["trial_id"] for t in cell})}
                 used.append([{**t, "_cell": (arch, schedule, k)} for t in cell])
+                if not is_teacher(expected[k]):
+                    per_seed.append(
+                        {
+                            "block": (arch, schedule),
+                            "labels": dict(row),
+                            "baseline": is_baseline(expected[k]),
+                            "runs": _seeded(done(cell), "mAP"),
+                        }
+                    )
             for metric in spec.metrics:
                 paper_value = next(
                     (
@@ -466,5 +476,5 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
         columns,
         frame,
         footnotes,
-        meta={"metrics": spec.metrics, "command": spec.command, "teacher_rows": teacher_rows},
+        meta={"metrics": spec.metrics, "command": spec.command, "teacher_rows": teacher_rows, "per_seed": per_seed},
     )

@@ -1,0 +1,65 @@
+"""Where ASHA's grace period belongs on the default search: the rank agreement of each epoch with the last.
+
+    python bench/grace_rank.py [--trials 12] [--name grace_rank] [--storage-path DIR]
+
+Runs `python sweeps/lambda_search.py` on the embedded default with every trial trained to its last
+epoch (``--grace-period`` = ``train.epochs``: ASHA stops nothing) and every trial sampled at random
+(``--random-trials`` = ``--trials``: a random sample of the DRKD space, not TPE's narrowing one), then
+prints, for each earlier epoch e, Spearman's ρ between the trials' mAP at e and at the last epoch,
+with its 95 % confidence interval (:func:`drkd.analysis.rank_agreement.spearman_interval`). An ASHA
+cut at epoch e keeps the right trials only where ρ is clearly above 0. An interrupted run continues
+(``--resume``) when started again with the same name. The default teacher is trained first if it
+is not cached (about 13½ minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import posixpath
+import statistics
+
+from drkd.analysis.experiment_store import load_experiments
+from drkd.analysis.rank_agreement import rank_agreement, spearman_interval
+from drkd.config.storage import default_results_dir
+from drkd.sweeps.commands import DEFAULT_SEARCH_EPOCHS, lambda_search
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=12, help="random trials, each run to its last epoch (default 12)")
+    parser.add_argument("--name", default="grace_rank", help="experiment name (default grace_rank)")
+    parser.add_argument("--storage-path", help="results root (default: $DRKD_RESULTS or ./results)")
+    args = parser.parse_args()
+    storage = args.storage_path or str(default_results_dir().resolve())
+    path = posixpath.join(storage, args.name)
+    argv = ["--name", args.name, "--storage-path", storage, "--num-trials", str(args.trials)]
+    argv += ["--random-trials", str(args.trials), "--grace-period", str(DEFAULT_SEARCH_EPOCHS)]
+    resume = ["--resume"] if posixpath.isdir(path) else []
+    if lambda_search(argv + resume) != 0:
+        raise SystemExit(f"grace_rank.py: the search failed (see above); rerun to continue it ({path})")
+
+    reports = load_experiments([path]).reports
+    histories = {
+        str(trial): {int(e): float(m) for e, m in zip(rows["epoch"], rows["mAP"])}
+        for trial, rows in reports.groupby("trial_id")
+    }
+    final = DEFAULT_SEARCH_EPOCHS
+    finals = [h[final] for h in histories.values() if final in h]
+    print(
+        f"\n{len(finals)} of {len(histories)} random trials reached epoch {final}; their final mAP: "
+        f"{min(finals):.2f} to {max(finals):.2f}, mean {statistics.mean(finals):.2f} ± {statistics.stdev(finals):.2f}"
+    )
+    print(f"| epoch | Spearman rho with epoch {final} | 95 % interval | n | mean mAP at the epoch |")
+    print("|---:|---:|---|---:|---:|")
+    for epoch in range(1, final):
+        rho, n = rank_agreement(histories, epoch, final)
+        at = [h[epoch] for h in histories.values() if epoch in h]
+        if rho is None:
+            print(f"| {epoch} | not measurable | | {n} | {statistics.mean(at):.2f} |")
+            continue
+        low, high = spearman_interval(rho, n)
+        print(f"| {epoch} | {rho:+.2f} | [{low:+.2f}, {high:+.2f}] | {n} | {statistics.mean(at):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
