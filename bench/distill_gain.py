@@ -2,6 +2,7 @@
 
     python bench/distill_gain.py [--seeds 3] [--framework one_stage] [--out runs/gain]
                                  [--roles teacher,none,fitnet,nld,mkd,drkd] [--jobs 2] [--default-weights]
+                                 [--pretrained-backbone] [--epochs N] [--train-images N]
 
 A role is `teacher` or a distillation method (`none` is the undistilled student). Every student
 trains for the same epochs from the seed-0 teacher, with the embedded default's settings
@@ -10,7 +11,11 @@ Runs `--jobs` trainings at a time, each in its own process on cores / jobs threa
 is skipped and an interrupted one resumes from its checkpoint, so the script can be stopped and
 started again. `--default-weights` trains the peers at their published weights instead (run
 directories and summary keys `<role>-paper`). A finished run is reused whatever settings made it: after changing the presets,
-pass a new `--out`. Prints mean ± std of the COCO metrics and wall time per role, and merges them into
+pass a new `--out`. `--pretrained-backbone` starts the teacher and every student from the
+ResNet-18 pretrained once on the dataset's object crops (`drkd.train.backbone_pretrain`, cached in
+`<results>/cache/backbone_resnet18/`), as COCO runs start from ImageNet's. `--epochs` and
+`--train-images` set the students' `train.epochs` and `data.train_limit` (the default search's
+budget: `--epochs 6 --train-images 200`); the teacher keeps its own. Prints mean ± std of the COCO metrics and wall time per role, and merges them into
 `<out>/<framework>/summary.json`.
 """
 
@@ -24,11 +29,15 @@ import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from drkd.config.methods import method_names
 from drkd.config.presets import tiny_student_config, tiny_teacher_config, tiny_weight_scale
-from drkd.train.job import run_training
+from drkd.config.schema import validate
+from drkd.config.storage import default_results_dir
+from drkd.train.backbone_pretrain import ensure_pretrained_backbone
+from drkd.train.job import prepare_data, run_training
 from drkd.train.run_context import LocalContext
 
 ROLES = ("teacher", *method_names(with_none=True))
@@ -36,12 +45,30 @@ PEERS = tuple(tiny_weight_scale())
 METRICS = ("mAP", "AP_S", "AP_M", "AP_L")
 
 
-def _config(framework: str, role: str, seed: int, teacher_ckpt: Path, default_weights: bool):
+@dataclass(frozen=True)
+class Budget:
+    """What every run of this invocation shares beside its role and seed."""
+
+    default_weights: bool = False
+    backbone: str | None = None  # crop-pretrained body for teacher and students
+    epochs: int | None = None  # students' train.epochs; None: the preset's
+    train_images: int | None = None  # students' data.train_limit; None: all
+
+
+def _config(framework: str, role: str, seed: int, teacher_ckpt: Path, budget: Budget):
     if role == "teacher":
-        return tiny_teacher_config(framework, seed=seed)
-    return tiny_student_config(
-        framework, role, teacher_checkpoint=teacher_ckpt, seed=seed, default_weights=default_weights
+        return tiny_teacher_config(framework, seed=seed, backbone_checkpoint=budget.backbone)
+    cfg = tiny_student_config(
+        framework,
+        role,
+        teacher_checkpoint=teacher_ckpt,
+        seed=seed,
+        default_weights=budget.default_weights,
+        backbone_checkpoint=budget.backbone,
     )
+    cfg.train.epochs = budget.epochs or cfg.train.epochs
+    cfg.data.train_limit = budget.train_images or cfg.data.train_limit
+    return validate(cfg)
 
 
 def _key(role: str, default_weights: bool) -> str:
@@ -49,16 +76,14 @@ def _key(role: str, default_weights: bool) -> str:
     return f"{role}-paper" if default_weights and role in PEERS else role
 
 
-def run(
-    framework: str, role: str, seed: int, out: Path, threads: int, default_weights: bool = False
-) -> tuple[dict, float]:
+def run(framework: str, role: str, seed: int, out: Path, threads: int, budget: Budget) -> tuple[dict, float]:
     """Train (or resume, or skip) one role/seed; its last-epoch metrics and summed epoch time."""
     import torch
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    cfg = _config(framework, role, seed, out / "teacher_s0" / "checkpoint.pt", default_weights)
-    run_dir = out / f"{_key(role, default_weights)}_s{seed}"
+    cfg = _config(framework, role, seed, out / "teacher_s0" / "checkpoint.pt", budget)
+    run_dir = out / f"{_key(role, budget.default_weights)}_s{seed}"
     ctx = LocalContext(run_dir, resume=True)
     done = ctx.history()
     if not (done and done[-1]["epoch"] == cfg.train.total_epochs):
@@ -84,6 +109,11 @@ def main() -> None:
     parser.add_argument(
         "--default-weights", action="store_true", help="peers at their published weights (no weight_scale)"
     )
+    parser.add_argument(
+        "--pretrained-backbone", action="store_true", help="teacher and students from the crop-pretrained ResNet-18"
+    )
+    parser.add_argument("--epochs", type=int, help="students' train.epochs (default: the preset's 12)")
+    parser.add_argument("--train-images", type=int, help="students' data.train_limit (default: all 400)")
     args = parser.parse_args()
     roles = args.roles.split(",")
     for role in roles:
@@ -94,13 +124,19 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out) / args.framework
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    backbone = None
+    if args.pretrained_backbone:
+        data = tiny_teacher_config(args.framework)
+        prepare_data(data)
+        backbone = str(ensure_pretrained_backbone(default_results_dir() / "cache", data.data))
+    budget = Budget(args.default_weights, backbone, args.epochs, args.train_images)
     jobs = [(role, seed) for role in roles for seed in range(args.seeds)]
     results: dict[str, list[tuple[dict, float]]] = {}
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         # Students need the seed-0 teacher: train it first if it is missing.
         if any(role != "teacher" for role, _ in jobs) and not (out / "teacher_s0" / "checkpoint.pt").exists():
-            pool.submit(run, args.framework, "teacher", 0, out, threads).result()
-        futures = {job: pool.submit(run, args.framework, *job, out, threads, args.default_weights) for job in jobs}
+            pool.submit(run, args.framework, "teacher", 0, out, threads, budget).result()
+        futures = {job: pool.submit(run, args.framework, *job, out, threads, budget) for job in jobs}
         failed: dict[str, list[str]] = {}
         for (role, seed), future in futures.items():
             try:

@@ -18,8 +18,11 @@ TEACHER_EPOCHS_1X = 12
 DEFAULT_DATA_ROOT = "data/synthetic"
 
 
-def tiny_detector(framework: str, role: str) -> DetectorConfig:
+def tiny_detector(framework: str, role: str, backbone_checkpoint: str | Path | None = None) -> DetectorConfig:
     """Teacher: ResNet-18 with a 128-channel FPN; student: ResNet-18 with a 64-channel FPN.
+
+    ``backbone_checkpoint``: a crop-pretrained ResNet-18 body (``detector.backbone_checkpoint``,
+    :func:`drkd.train.backbone_pretrain.ensure_pretrained_backbone`); default ``None``: random init.
 
     Anchors are sized for 10–130 px objects. From random initialisation and a few hundred
     iterations, a deeper teacher backbone (ResNet-34/50) learns *slower* than the student and ends
@@ -38,6 +41,7 @@ def tiny_detector(framework: str, role: str) -> DetectorConfig:
         rpn_pre_nms_top_n_train=600,
         rpn_post_nms_top_n_train=300,
         roi_batch_size_per_image=128,
+        backbone_checkpoint=str(backbone_checkpoint) if backbone_checkpoint else None,
     )
 
 
@@ -62,7 +66,12 @@ def tiny_train(schedule: str, epochs_1x: int, seed: int, output_dir: str) -> Tra
     )
 
 
-def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT_DATA_ROOT, seed: int = 0) -> Config:
+def tiny_teacher_config(
+    framework: str = "one_stage",
+    root: str | Path = DEFAULT_DATA_ROOT,
+    seed: int = 0,
+    backbone_checkpoint: str | Path | None = None,
+) -> Config:
     """Training the embedded default's teacher: a plain (method none) run of the big detector.
 
     The teacher detector of :func:`tiny_detector` on the 2× schedule (2 × ``TEACHER_EPOCHS_1X``
@@ -73,6 +82,7 @@ def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT
             else raises ValueError.
         root: the data root (the synthetic dataset); default ``DEFAULT_DATA_ROOT``.
         seed: ``train.seed``; default 0.
+        backbone_checkpoint: a crop-pretrained body to start from; default ``None`` (random init).
 
     Returns:
         A validated Config.
@@ -80,7 +90,7 @@ def tiny_teacher_config(framework: str = "one_stage", root: str | Path = DEFAULT
     return validate(
         Config(
             data=tiny_data(root),
-            student=tiny_detector(framework, "teacher"),
+            student=tiny_detector(framework, "teacher", backbone_checkpoint),
             distill=DistillConfig(method=NO_DISTILLATION),
             train=tiny_train("2x", TEACHER_EPOCHS_1X, seed, f"runs/tiny_{framework}_teacher"),
         )
@@ -110,6 +120,7 @@ def tiny_student_config(
     root: str | Path = DEFAULT_DATA_ROOT,
     seed: int = 0,
     default_weights: bool = False,
+    backbone_checkpoint: str | Path | None = None,
 ) -> Config:
     """A student run of the embedded default; `method: none` is the undistilled baseline.
 
@@ -127,6 +138,8 @@ def tiny_student_config(
         root: the data root (the synthetic dataset); default ``DEFAULT_DATA_ROOT``.
         seed: ``train.seed``; default 0.
         default_weights: keep every method's own loss weights (``weight_scale`` empty); default False.
+        backbone_checkpoint: a crop-pretrained body the student starts from; default ``None``
+            (random init). The teacher's comes with its checkpoint.
 
     Returns:
         A validated Config (ConfigError if ``method`` is unknown).
@@ -139,7 +152,7 @@ def tiny_student_config(
     return validate(
         Config(
             data=tiny_data(root),
-            student=tiny_detector(framework, "student"),
+            student=tiny_detector(framework, "student", backbone_checkpoint),
             teacher=teacher,
             distill=distill,
             train=tiny_train("1x", STUDENT_EPOCHS_1X, seed, f"runs/tiny_{framework}_{method}"),

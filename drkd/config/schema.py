@@ -148,6 +148,9 @@ class DetectorConfig:
     backbone: str = "resnet18"
     fpn_channels: int = 64
     backbone_weights: str | None = None  # torchvision weights name, e.g. "IMAGENET1K_V1" (downloads!)
+    # a backbone body saved by drkd's crop pretraining (drkd.train.backbone_pretrain), loaded into a
+    # ResNet/ResNeXt body before training: the embedded default's stand-in for ImageNet weights
+    backbone_checkpoint: str | None = None
     checkpoint: str | None = None  # local drkd or state-dict checkpoint to initialise from
     # teacher only: a torchvision COCO detector's weights (TORCHVISION_DETECTORS), e.g.
     # "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1": built by torchvision's builder, weights from the
@@ -156,7 +159,7 @@ class DetectorConfig:
     anchor_scale: float = 4.0  # anchor size = anchor_scale × level stride (torchvision: 4)
     trainable_backbone_layers: int = 5
     head_norm: str = "none"  # "gn": GroupNorm in the heads (trains from scratch); "none": torchvision's v1 heads
-    norm: str | None = None  # "bn" | "frozen_bn"; None: frozen_bn with pretrained weights, else bn
+    norm: str | None = None  # "bn" | "frozen_bn"; None: frozen_bn with backbone_weights, else bn
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
     roi_batch_size_per_image: int = 512  # Faster R-CNN: ROIs sampled per image for the box head
@@ -192,6 +195,17 @@ class DetectorConfig:
             check_choice(f"{where}.norm", self.norm, NORMS)
         if self.weights is not None:
             self._check_weights(where)
+        if self.backbone_checkpoint is not None:
+            if self.backbone_weights is not None:
+                raise ConfigError(
+                    f"{where}.backbone_checkpoint = {self.backbone_checkpoint!r}: give {where}.backbone_weights "
+                    f"or {where}.backbone_checkpoint, not both"
+                )
+            if not self.backbone.startswith("res"):
+                raise ConfigError(
+                    f"{where}.backbone_checkpoint = {self.backbone_checkpoint!r}: only for the ResNet/ResNeXt "
+                    f"backbones, not {where}.backbone = {self.backbone!r}"
+                )
 
     def _check_weights(self, where: str) -> None:
         """``weights`` is a known torchvision COCO detector and the section describes that model."""
@@ -206,11 +220,12 @@ class DetectorConfig:
             raise ConfigError(
                 f"{where}.checkpoint = {self.checkpoint!r}: give {where}.weights or {where}.checkpoint, not both"
             )
-        if self.backbone_weights is not None:
-            raise ConfigError(
-                f"{where}.backbone_weights = {self.backbone_weights!r}: {named} holds the whole detector, "
-                "backbone included; leave it unset"
-            )
+        for name in ("backbone_weights", "backbone_checkpoint"):
+            if getattr(self, name) is not None:
+                raise ConfigError(
+                    f"{where}.{name} = {getattr(self, name)!r}: {named} holds the whole detector, "
+                    "backbone included; leave it unset"
+                )
         if self.norm is not None:
             raise ConfigError(f"{where}.norm = {self.norm!r}: {named} picks its own norm layers; leave it unset")
 

@@ -61,6 +61,7 @@ def build_backbone(cfg: DetectorConfig) -> BackboneWithFPN:
         cfg: the detector's config section; reads
             ``backbone``: a torchvision ResNet/ResNeXt name or ``"mobilenet_v3_large"``;
             ``backbone_weights``: torchvision weights name (downloads) or ``None`` (random init);
+            ``backbone_checkpoint``: a body saved by crop pretraining (:func:`load_backbone_body`);
             ``norm``: ``"bn"`` | ``"frozen_bn"``; ``None``: frozen BN with pretrained weights, else BN;
             ``trainable_backbone_layers``: t in 0–5, the body stages left trainable from the top
             (ResNet: layer4, ..., layer1, then conv1 with bn1; MobileNet with t < 5: its last
@@ -77,6 +78,8 @@ def build_backbone(cfg: DetectorConfig) -> BackboneWithFPN:
     c = cfg.fpn_channels
     if cfg.backbone.startswith("res"):
         body = getattr(torchvision.models, cfg.backbone)(weights=weights, norm_layer=norm_layer)
+        if cfg.backbone_checkpoint:
+            load_backbone_body(body, cfg.backbone_checkpoint, cfg.backbone)
         layers = ["layer4", "layer3", "layer2", "layer1", "conv1"]
         trainable = cfg.trainable_backbone_layers
         _freeze_layers(body, layers + ["bn1"], trainable + (trainable == 5))  # the stem's bn1 goes with conv1
@@ -306,6 +309,43 @@ def _copy_rows(new: nn.Module, old: nn.Module, rows: list[int]) -> None:
     with torch.no_grad():
         new.weight = nn.Parameter(old.weight.index_select(0, index).clone(), old.weight.requires_grad)
         new.bias = nn.Parameter(old.bias.index_select(0, index).clone(), old.bias.requires_grad)
+
+
+def load_backbone_body(body: nn.Module, path: str | Path, backbone: str) -> None:
+    """Load a crop-pretrained body (:mod:`drkd.train.backbone_pretrain`'s file) into a ResNet ``body``.
+
+    Every body parameter and buffer must be in the file with its shape (the classifier ``fc`` is
+    neither saved nor needed); BatchNorm statistics load into FrozenBatchNorm too.
+
+    Args:
+        body: the torchvision ResNet/ResNeXt the FPN is built on.
+        path: the file (``detector.backbone_checkpoint``).
+        backbone: ``detector.backbone``; the file must name the same one.
+
+    Raises:
+        ConfigError: naming ``backbone_checkpoint`` and the path: no such file, another backbone's
+            file, or keys or shapes that do not fit.
+    """
+    where = f"backbone_checkpoint = {str(path)!r}"
+    if not Path(path).is_file():
+        raise ConfigError(f"{where}: file not found (python bench/distill_gain.py --pretrained-backbone makes one)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or "body" not in saved:
+        raise ConfigError(f"{where}: not a crop-pretrained backbone (no 'body' entry)")
+    if saved.get("backbone") != backbone:
+        raise ConfigError(f"{where}: holds a {saved.get('backbone')!r} body, but backbone = {backbone!r}")
+    own = {k for k in body.state_dict() if not k.startswith("fc.")}
+    state = _adapt_norm_keys(saved["body"], body)
+    missing = sorted(own - set(state))
+    unexpected = sorted(set(state) - set(body.state_dict()))
+    if missing or unexpected:
+        raise ConfigError(
+            f"{where}: does not fit: {_key_list('missing', missing)}; {_key_list('unexpected', unexpected)}"
+        )
+    try:
+        body.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatch
+        raise ConfigError(f"{where}: does not fit: {str(err).splitlines()[-1].strip()}") from None
 
 
 def load_detector_weights(model: nn.Module, path: str | Path) -> None:

@@ -31,7 +31,7 @@ def check_teacher(cfg: Config, source: str = "config") -> None:
 def check_inputs(cfg: Config, source: str = "config") -> None:
     """Everything a run reads exists where this process sees it (on a cluster, the driver sees the
     same shared storage as the workers): the teacher is trained (:func:`check_teacher`), the student
-    and teacher checkpoint files exist, and so do the data's annotation files and image directories
+    and teacher checkpoint (and backbone_checkpoint) files exist, and so do the data's annotation files and image directories
     (unless ``data.synthetic``, which the run generates).
 
     Args:
@@ -51,6 +51,13 @@ def check_inputs(cfg: Config, source: str = "config") -> None:
         if not Path(section.checkpoint).is_file():
             hint = " (train one with: python sweeps/ablations.py teacher --config ...)" if role == "teacher" else ""
             raise ConfigError(f"{source}: {role}.checkpoint: {section.checkpoint} not found{hint}")
+    for role in ("student", "teacher"):
+        section = getattr(cfg, role)
+        if section is None or (role == "teacher" and not cfg.uses_teacher):
+            continue
+        path = section.backbone_checkpoint
+        if path and not is_uri(path) and not Path(path).is_file():
+            raise ConfigError(f"{source}: {role}.backbone_checkpoint: {path} not found")
     if not cfg.data.synthetic:
         check_data_files(cfg, source)
 
