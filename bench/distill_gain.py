@@ -32,6 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from drkd.analysis.paper_tables.difference import delta_interval
 from drkd.config.methods import method_names
 from drkd.config.presets import tiny_student_config, tiny_teacher_config, tiny_weight_scale
 from drkd.config.schema import validate
@@ -99,6 +100,29 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
 
 
+def _print_effects(runs: dict[str, list[tuple[int, float]]]) -> None:
+    """Each distilled role's mAP gain over ``none`` with its 95 % interval (paired by seed where
+    the seeds pair), against the seed-to-seed spread: the signal-to-noise the miniature issue asks for."""
+    base = runs.get("none")
+    if not base or len(base) < 2:
+        return
+    base_std = statistics.stdev(v for _, v in base)
+    print("\n| role | Δ mAP vs none [95 % interval] | std none, role | Δ / larger std | std / mean (role) |")
+    print("|---|---|---|---:|---:|")
+    for role, own in runs.items():
+        if role in ("none", "teacher") or len(own) < 2:
+            continue
+        values = [v for _, v in own]
+        gap = statistics.mean(values) - statistics.mean(v for _, v in base)
+        ci = delta_interval(own, base)
+        std = statistics.stdev(values)
+        print(
+            f"| {role} | {gap:+.2f} [{ci.lo:+.2f}, {ci.hi:+.2f}{' paired' if ci.paired else ''}] | "
+            f"{base_std:.2f}, {std:.2f} | {abs(gap) / max(base_std, std, 1e-9):.1f} | "
+            f"{100 * std / max(statistics.mean(values), 1e-9):.0f} % |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -132,6 +156,7 @@ def main() -> None:
     budget = Budget(args.default_weights, backbone, args.epochs, args.train_images)
     jobs = [(role, seed) for role in roles for seed in range(args.seeds)]
     results: dict[str, list[tuple[dict, float]]] = {}
+    seeds: dict[str, list[int]] = {}
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         # Students need the seed-0 teacher: train it first if it is missing.
         if any(role != "teacher" for role, _ in jobs) and not (out / "teacher_s0" / "checkpoint.pt").exists():
@@ -146,6 +171,7 @@ def main() -> None:
                 failed.setdefault(_key(role, args.default_weights), []).append(f"seed {seed}: {err}")
             else:
                 results.setdefault(_key(role, args.default_weights), []).append(outcome)
+                seeds.setdefault(_key(role, args.default_weights), []).append(seed)
 
     print(f"\n{args.framework}: mean ± std over {args.seeds} seeds")
     print("| role | " + " | ".join(METRICS) + " | epochs | wall time per run (s) |")
@@ -160,6 +186,7 @@ def main() -> None:
     for role, errors in failed.items():
         print(f"| {role} | failed: {'; '.join(errors)} |")
         summary.setdefault(role, {})["failed"] = errors
+    _print_effects({role: list(zip(seeds[role], (m["mAP"] for m, _ in runs))) for role, runs in results.items()})
     summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
 
 
