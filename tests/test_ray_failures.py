@@ -41,6 +41,7 @@ def one_cell(tiny_config, teacher_ckpt: str, tmp_path: Path, name: str, epochs: 
     return SweepPlan("baseline", base, SweepSettings(name=name, storage_path=str(tmp_path), **settings), grid=[cell])
 
 
+@pytest.mark.slow  # ~1½ min on 2 cores: a two-node Cluster and a 3-epoch DDP trial, the default run's longest test
 def test_ddp_workers_on_two_nodes_stay_in_sync(tiny_config, teacher_ckpt: str, tmp_path: Path) -> None:
     """Two nodes; the second one alone advertises the driver resource, which the trial's driver asks for."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
