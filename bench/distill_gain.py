@@ -2,7 +2,7 @@
 
     python bench/distill_gain.py [--seeds 3] [--framework one_stage] [--out runs/gain]
                                  [--roles teacher,none,fitnet,nld,mkd,drkd] [--jobs 2] [--default-weights]
-                                 [--pretrained-backbone] [--epochs N] [--train-images N]
+                                 [--random-init] [--epochs N] [--train-images N]
 
 A role is `teacher` or a distillation method (`none` is the undistilled student). Every student
 trains for the same epochs from the seed-0 teacher, with the embedded default's settings
@@ -11,9 +11,11 @@ Runs `--jobs` trainings at a time, each in its own process on cores / jobs threa
 is skipped and an interrupted one resumes from its checkpoint, so the script can be stopped and
 started again. `--default-weights` trains the peers at their published weights instead (run
 directories and summary keys `<role>-paper`). A finished run is reused whatever settings made it: after changing the presets,
-pass a new `--out`. `--pretrained-backbone` starts the teacher and every student from the
-ResNet-18 pretrained once on the dataset's object crops (`drkd.train.backbone_pretrain`, cached in
-`<results>/cache/backbone_resnet18/`), as COCO runs start from ImageNet's. `--epochs` and
+pass a new `--out`. The teacher and every student start from the embedded default's ResNet-18
+pretrained once on the dataset's object crops (`drkd.train.default_teacher.ensure_default_backbone`,
+cached in `<results>/cache/backbone_resnet18/`), as COCO runs start from ImageNet's;
+`--random-init` starts them from random initialisation instead (the embedded default before it had
+the pretrained backbone). `--epochs` and
 `--train-images` set the students' `train.epochs` and `data.train_limit` (the default search's
 budget: `--epochs 6 --train-images 200`); the teacher keeps its own. Prints mean ± std of the COCO metrics and wall time per role, and merges them into
 `<out>/<framework>/summary.json`.
@@ -37,8 +39,8 @@ from drkd.config.methods import method_names
 from drkd.config.presets import tiny_student_config, tiny_teacher_config, tiny_weight_scale
 from drkd.config.schema import validate
 from drkd.config.storage import default_results_dir
-from drkd.train.backbone_pretrain import ensure_pretrained_backbone
-from drkd.train.job import prepare_data, run_training
+from drkd.train.default_teacher import ensure_default_backbone
+from drkd.train.job import run_training
 from drkd.train.run_context import LocalContext
 
 ROLES = ("teacher", *method_names(with_none=True))
@@ -134,7 +136,7 @@ def main() -> None:
         "--default-weights", action="store_true", help="peers at their published weights (no weight_scale)"
     )
     parser.add_argument(
-        "--pretrained-backbone", action="store_true", help="teacher and students from the crop-pretrained ResNet-18"
+        "--random-init", action="store_true", help="teacher and students from random init, not the crop-pretrained body"
     )
     parser.add_argument("--epochs", type=int, help="students' train.epochs (default: the preset's 12)")
     parser.add_argument("--train-images", type=int, help="students' data.train_limit (default: all 400)")
@@ -148,11 +150,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out) / args.framework
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    backbone = None
-    if args.pretrained_backbone:
-        data = tiny_teacher_config(args.framework)
-        prepare_data(data)
-        backbone = str(ensure_pretrained_backbone(default_results_dir() / "cache", data.data))
+    backbone = None if args.random_init else str(ensure_default_backbone(default_results_dir()))
     budget = Budget(args.default_weights, backbone, args.epochs, args.train_images)
     jobs = [(role, seed) for role in roles for seed in range(args.seeds)]
     results: dict[str, list[tuple[dict, float]]] = {}

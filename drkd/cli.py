@@ -1,4 +1,4 @@
-"""`drkd` command line: synth, train, eval, export, aws-setup."""
+"""`drkd` command line: synth, pretrain, train, eval, export, aws-setup."""
 
 from __future__ import annotations
 
@@ -30,6 +30,23 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     make = make_coco2017_miniature if args.layout == "coco2017" else make_synthetic_coco
     root = make(args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, image_size=args.image_size)
     print(f"wrote synthetic COCO dataset ({args.layout} layout) to {root}")
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from drkd.config import DataConfig
+    from drkd.data.synthetic import ensure_synthetic_coco
+    from drkd.train.backbone_pretrain import BACKBONE_FILE, PretrainSettings, pretrain_backbone
+
+    if args.root == DataConfig().root:
+        ensure_synthetic_coco(Path(args.root))
+    out = Path(args.out) / f"backbone_{args.backbone}" / BACKBONE_FILE
+    result = pretrain_backbone(
+        DataConfig(root=args.root, synthetic=False), args.backbone, out, PretrainSettings(epochs=args.epochs)
+    )
+    print(f"wrote {out} (val accuracy on object crops {result['val_accuracy']:.3f})")
     return 0
 
 
@@ -117,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
         "annotations/instances_{train,val}2017.json, JPEG named by 12-digit id, COCO's 80 categories)",
     )
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a ResNet body on a COCO-format dataset's object crops (the embedded default's backbone)",
+    )
+    p.add_argument("--root", default="data/synthetic", help="data root, drkd layout (default: %(default)s)")
+    p.add_argument("--backbone", default="resnet18", help="a torchvision ResNet/ResNeXt (default: %(default)s)")
+    p.add_argument(
+        "--out", default="results/cache", help="writes <out>/backbone_<backbone>/backbone.pt (default: %(default)s)"
+    )
+    p.add_argument("--epochs", type=int, default=8, help="default: %(default)s")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("train", help="train (and distil) one model in this process")
     p.add_argument("--config", required=True, help="YAML/JSON config file (see configs/)")

@@ -109,3 +109,30 @@ def test_ensure_pretrained_backbone_reuses_the_cached_file(pretrained: tuple[Pat
     before = path.stat().st_mtime_ns
     assert ensure_pretrained_backbone(path.parent.parent, DataConfig(), "resnet18") == path
     assert path.stat().st_mtime_ns == before
+
+
+def test_the_embedded_default_pretrains_once_and_its_student_starts_from_it(tiny_root: Path, tmp_path: Path) -> None:
+    from drkd.config.presets import tiny_student_config
+    from drkd.train.default_teacher import ensure_default_backbone
+
+    def cut(cfg) -> None:  # the dataset of the tests, 4 images a split, as the smoke test cuts sizes
+        cfg.data.root, cfg.data.synthetic, cfg.data.train_limit, cfg.data.val_limit = str(tiny_root), False, 4, 4
+
+    path = ensure_default_backbone(tmp_path / "results", cut)
+    assert path == tmp_path / "results" / "cache" / "backbone_resnet18" / "backbone.pt"
+    before = path.stat().st_mtime_ns
+    assert ensure_default_backbone(tmp_path / "results", cut) == path and path.stat().st_mtime_ns == before
+    student = tiny_student_config("one_stage", "none", backbone_checkpoint=path).student
+    body = build_detector(student, 7, DataConfig()).backbone.body
+    assert torch.equal(
+        body.state_dict()["layer2.0.conv1.weight"], torch.load(path, weights_only=True)["body"]["layer2.0.conv1.weight"]
+    )
+
+
+def test_drkd_pretrain_writes_the_backbone_the_tiny_configs_name(tiny_root: Path, tmp_path: Path, capsys) -> None:
+    from drkd.cli import main
+
+    assert main(["pretrain", "--root", str(tiny_root), "--out", str(tmp_path / "cache"), "--epochs", "1"]) == 0
+    path = tmp_path / "cache" / "backbone_resnet18" / "backbone.pt"
+    assert f"wrote {path} (val accuracy on object crops" in capsys.readouterr().out
+    assert torch.load(path, weights_only=True)["backbone"] == "resnet18"

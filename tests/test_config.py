@@ -185,14 +185,15 @@ def test_torchvision_teacher_sections_describe_their_model() -> None:
 def test_tiny_configs_are_the_presets() -> None:
     from drkd.config.presets import tiny_student_config, tiny_teacher_config
 
+    backbone = "results/cache/backbone_resnet18/backbone.pt"  # where `drkd pretrain` writes it
     teacher = load_config(REPO / "configs" / "tiny_teacher.yaml")
-    assert (
-        teacher.student == tiny_teacher_config().student
-        and teacher.train.total_epochs == tiny_teacher_config().train.total_epochs
-    )
+    preset = tiny_teacher_config(backbone_checkpoint=backbone)
+    assert teacher.student == preset.student and teacher.train.total_epochs == preset.train.total_epochs
+    assert teacher.train.output_dir == "results/cache/teacher_one_stage_pretrained"  # the default teacher's cache
     drkd = load_config(REPO / "configs" / "tiny_drkd.yaml")
-    expected = tiny_student_config(method="drkd")
+    expected = tiny_student_config(method="drkd", backbone_checkpoint=backbone)
     assert drkd.student == expected.student and drkd.distill == expected.distill and drkd.train.lr == expected.train.lr
+    assert drkd.teacher.checkpoint == f"{teacher.train.output_dir}/checkpoint.pt"
 
 
 def test_weight_scale_multiplies_the_chosen_methods_weights() -> None:

@@ -9,11 +9,11 @@ ImageNet pretraining.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from drkd.data.coco_dataset import CocoDetection
 
 BACKGROUND_LABEL = 0
 
@@ -41,7 +41,7 @@ def _overlaps(window: tuple[int, int, int, int], boxes: np.ndarray) -> bool:
 
 
 def object_crops(
-    dataset: CocoDetection,
+    dataset: Any,
     size: int = 64,
     context: float = 0.2,
     backgrounds_per_image: int = 1,
@@ -56,7 +56,8 @@ def object_crops(
     after 20 draws gives fewer.
 
     Args:
-        dataset: the detection dataset, without transforms (its images as float (3, H, W) in [0, 1]).
+        dataset: a :class:`~drkd.data.coco_dataset.CocoDetection` (or a ``Subset`` of one) without
+            transforms: its samples are float (3, H, W) images in [0, 1] and their targets.
         size: side of every crop in pixels; default 64.
         context: margin around the box, as a fraction of its longer side; default 0.2.
         backgrounds_per_image: background crops drawn per image; default 1.

@@ -328,7 +328,7 @@ def load_backbone_body(body: nn.Module, path: str | Path, backbone: str) -> None
     """
     where = f"backbone_checkpoint = {str(path)!r}"
     if not Path(path).is_file():
-        raise ConfigError(f"{where}: file not found (python bench/distill_gain.py --pretrained-backbone makes one)")
+        raise ConfigError(f"{where}: file not found (drkd.train.backbone_pretrain.pretrain_backbone makes one)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or "body" not in saved:
         raise ConfigError(f"{where}: not a crop-pretrained backbone (no 'body' entry)")

@@ -118,7 +118,8 @@ def _base_and_settings(
 
 def _default_search() -> tuple[Config, SweepSettings]:
     """The embedded default's search: the tiny DRKD student on part of the data (its teacher, the
-    cached default teacher, is set once the smoke test, if any, has cut the sizes)."""
+    cached default teacher, and its crop-pretrained backbone are set once the smoke test, if any,
+    has cut the sizes)."""
     base = tiny_student_config("one_stage")
     base.train.epochs = DEFAULT_SEARCH_EPOCHS
     base.data.train_limit = DEFAULT_SEARCH_TRAIN_IMAGES
@@ -132,6 +133,15 @@ def _default_teachers(frameworks: set[str], smoke: bool) -> dict[str, str]:
 
     root, cut = (default_results_dir() / SMOKE_DIR, smoke_sizes) if smoke else (default_results_dir(), None)
     return {f: str(ensure_default_teacher(root, f, cut=cut)) for f in sorted(frameworks)}
+
+
+def _default_backbone(smoke: bool) -> str:
+    """The embedded default's crop-pretrained ResNet-18, which its students start from (cached as
+    the teachers are, apart under ``--smoke-test``)."""
+    from drkd.train.default_teacher import ensure_default_backbone
+
+    root, cut = (default_results_dir() / SMOKE_DIR, smoke_sizes) if smoke else (default_results_dir(), None)
+    return str(ensure_default_backbone(root, cut))
 
 
 def lambda_search(argv: Sequence[str] | None = None) -> int:
@@ -174,6 +184,7 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         if not args.config:
             assert base.teacher is not None
             base.teacher.checkpoint = _default_teachers({"one_stage"}, args.smoke_test)["one_stage"]
+            base.student.backbone_checkpoint = _default_backbone(args.smoke_test)
         base.distill.method = args.method
         base = with_published_teacher(base, results_root(settings), SEARCH_KIND)
         plan = SweepPlan(SEARCH_KIND, base, settings, space=_space(args.method, base))
@@ -284,6 +295,8 @@ def ablations(argv: Sequence[str] | None = None) -> int:
             base.train.epochs_1x = args.epochs_1x
         settings = _settings(args, settings, seeds=args.seeds, name=args.name or settings.name or args.grid)
         base, settings = _maybe_smoke_test(args, base, settings)
+        if not args.config:
+            base.student.backbone_checkpoint = _default_backbone(args.smoke_test)
         cells = GRIDS[args.grid](base, {})
         teachers = _teacher_checkpoints(args.grid, base, settings, cells, bool(args.config), args.smoke_test)
         cells = with_seeds(GRIDS[args.grid](base, teachers), settings.seeds)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torch.utils.data import Subset
 
 from drkd.config import DataConfig
 from drkd.data.coco_dataset import CocoDetection
@@ -54,6 +55,10 @@ def _split(data: DataConfig, train: bool) -> CocoDetection:
     return CocoDetection(root / images, root / annotations, train=True)
 
 
+def _first(dataset: CocoDetection, limit: int | None) -> CocoDetection | Subset:
+    return Subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
+
+
 def _normalise(crops: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
@@ -80,8 +85,9 @@ def pretrain_backbone(
     each flipped horizontally at random; reports the accuracy on the validation split's crops per epoch.
 
     Args:
-        data: the data section; its training split is the pretraining set, its validation split
-            only measures; the files must exist (generate the synthetic set first).
+        data: the data section; its training split (the first ``train_limit`` images) is the
+            pretraining set, its validation split (``val_limit``) only measures; the files must
+            exist (generate the synthetic set first).
         backbone: a torchvision ResNet/ResNeXt name (``detector.backbone``).
         out_file: where the result goes, written atomically: ``{"backbone": name, "body": state dict
             without the classifier ``fc``, "val_accuracy", "history", "settings"}``.
@@ -96,8 +102,9 @@ def pretrain_backbone(
     s = settings or PretrainSettings()
     torch.manual_seed(s.seed)
     train_set = _split(data, train=True)
-    crops, labels = object_crops(train_set, s.crop_size, seed=s.seed)
-    val_crops, val_labels = object_crops(_split(data, train=False), s.crop_size, seed=s.seed + 1)
+    crops, labels = object_crops(_first(train_set, data.train_limit), s.crop_size, seed=s.seed)
+    val_set = _first(_split(data, train=False), data.val_limit)
+    val_crops, val_labels = object_crops(val_set, s.crop_size, seed=s.seed + 1)
     num_classes = train_set.num_classes  # the categories and the background (label 0)
     log.info(
         "pretraining %s on %d object crops of %s (%d classes with background; %d val crops), %d epochs",
@@ -155,7 +162,9 @@ def pretrain_backbone(
     return result
 
 
-def ensure_pretrained_backbone(cache_dir: Path, data: DataConfig, backbone: str = "resnet18") -> Path:
+def ensure_pretrained_backbone(
+    cache_dir: Path, data: DataConfig, backbone: str = "resnet18", settings: PretrainSettings | None = None
+) -> Path:
     """The crop-pretrained ``backbone`` for ``data``, trained once into ``cache_dir`` and reused.
 
     Args:
@@ -163,10 +172,11 @@ def ensure_pretrained_backbone(cache_dir: Path, data: DataConfig, backbone: str 
             (the embedded default: ``<results>/cache``, beside the default teacher).
         data: the data section (its files must exist).
         backbone: a ResNet/ResNeXt name; default ``resnet18`` (the embedded default's).
+        settings: how it trains if it is not cached; default :class:`PretrainSettings`.
     """
     path = cache_dir / f"backbone_{backbone}" / BACKBONE_FILE
     if path.is_file():
         log.info("using the cached crop-pretrained %s at %s", backbone, path)
         return path
-    pretrain_backbone(data, backbone, path)
+    pretrain_backbone(data, backbone, path, settings)
     return path

@@ -102,6 +102,8 @@ def teacher(framework: str, base: Config) -> Cell:
     }
     if t.backbone_weights:
         cell["student.backbone_weights"] = t.backbone_weights
+    if t.backbone_checkpoint:
+        cell["student.backbone_checkpoint"] = t.backbone_checkpoint
     return cell
 
 
