@@ -105,3 +105,12 @@ def test_the_search_terminal_shows_the_table_progress_and_summary_not_the_worker
     epochs = [line for line in out.splitlines() if " epoch 1/1: mAP " in line]
     assert len(epochs) == 2, out[-3000:]  # the smoke test's 2 trials of 1 epoch
     assert "best trial: mAP" in out and "--verbose shows it here" in out
+
+
+def test_a_search_whose_grace_period_is_the_last_epoch_says_asha_stopped_nothing(capsys) -> None:
+    from drkd.sweeps.commands import _default_search, _print_rank_agreement
+
+    base, settings = _default_search()
+    assert settings.grace_period == base.train.total_epochs == 6  # measured by bench/grace_rank.py
+    _print_rank_agreement([], settings.grace_period, base.train.total_epochs)
+    assert capsys.readouterr().out.startswith("ASHA stopped no trial early: sweep.grace_period (6) is the last epoch")
