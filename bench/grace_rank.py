@@ -8,8 +8,8 @@ epoch (``--grace-period`` = ``train.epochs``: ASHA stops nothing) and every tria
 prints, for each earlier epoch e, Spearman's ρ between the trials' mAP at e and at the last epoch,
 with its 95 % confidence interval (:func:`drkd.analysis.rank_agreement.spearman_interval`). An ASHA
 cut at epoch e keeps the right trials only where ρ is clearly above 0. An interrupted run continues
-(``--resume``) when started again with the same name. The default teacher is trained first if it
-is not cached (about 13½ minutes on 2 cores).
+(``--resume``) when started again with the same name. The backbone is pretrained and the default
+teacher trained first if they are not cached (as `lambda_search.py` does on a first run).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def build_backbone(cfg: DetectorConfig) -> BackboneWithFPN:
             ``backbone``: a torchvision ResNet/ResNeXt name or ``"mobilenet_v3_large"``;
             ``backbone_weights``: torchvision weights name (downloads) or ``None`` (random init);
             ``backbone_checkpoint``: a body saved by crop pretraining (:func:`load_backbone_body`);
-            ``norm``: ``"bn"`` | ``"frozen_bn"``; ``None``: frozen BN with pretrained weights, else BN;
+            ``norm``: ``"bn"`` | ``"frozen_bn"``; ``None``: frozen BN with ``backbone_weights``, else BN;
             ``trainable_backbone_layers``: t in 0–5, the body stages left trainable from the top
             (ResNet: layer4, ..., layer1, then conv1 with bn1; MobileNet with t < 5: its last
             max(1, round(n·t/5)) of n blocks); the FPN is always trainable;
@@ -328,16 +328,16 @@ def load_backbone_body(body: nn.Module, path: str | Path, backbone: str) -> None
     """
     where = f"backbone_checkpoint = {str(path)!r}"
     if not Path(path).is_file():
-        raise ConfigError(f"{where}: file not found (drkd.train.backbone_pretrain.pretrain_backbone makes one)")
+        raise ConfigError(f"{where}: file not found (`drkd pretrain` makes one)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or "body" not in saved:
         raise ConfigError(f"{where}: not a crop-pretrained backbone (no 'body' entry)")
     if saved.get("backbone") != backbone:
         raise ConfigError(f"{where}: holds a {saved.get('backbone')!r} body, but backbone = {backbone!r}")
-    own = {k for k in body.state_dict() if not k.startswith("fc.")}
+    keys = set(body.state_dict())
     state = _adapt_norm_keys(saved["body"], body)
-    missing = sorted(own - set(state))
-    unexpected = sorted(set(state) - set(body.state_dict()))
+    missing = sorted(k for k in keys - set(state) if not k.startswith("fc."))
+    unexpected = sorted(set(state) - keys)
     if missing or unexpected:
         raise ConfigError(
             f"{where}: does not fit: {_key_list('missing', missing)}; {_key_list('unexpected', unexpected)}"

@@ -130,12 +130,18 @@ def _default_search() -> tuple[Config, SweepSettings]:
     return base, SweepSettings(grace_period=DEFAULT_SEARCH_EPOCHS)
 
 
+def _embedded_cache(smoke: bool) -> tuple[Path, Callable[[Config], object] | None]:
+    """Where the embedded default's backbone and teachers are cached, and the size cut they are
+    trained with: the results root as shipped, or ``<results>/smoke_test`` with the smoke test's sizes."""
+    return (default_results_dir() / SMOKE_DIR, smoke_sizes) if smoke else (default_results_dir(), None)
+
+
 def _default_teachers(frameworks: set[str], smoke: bool) -> dict[str, str]:
     """The embedded default's teachers, trained once and cached; under ``--smoke-test`` with the
     smoke test's sizes, cached apart (``<results>/smoke_test``), so a smoke test takes minutes."""
     from drkd.train.default_teacher import ensure_default_teacher
 
-    root, cut = (default_results_dir() / SMOKE_DIR, smoke_sizes) if smoke else (default_results_dir(), None)
+    root, cut = _embedded_cache(smoke)
     return {f: str(ensure_default_teacher(root, f, cut=cut)) for f in sorted(frameworks)}
 
 
@@ -144,8 +150,7 @@ def _default_backbone(smoke: bool) -> str:
     the teachers are, apart under ``--smoke-test``)."""
     from drkd.train.default_teacher import ensure_default_backbone
 
-    root, cut = (default_results_dir() / SMOKE_DIR, smoke_sizes) if smoke else (default_results_dir(), None)
-    return str(ensure_default_backbone(root, cut))
+    return str(ensure_default_backbone(*_embedded_cache(smoke)))
 
 
 def lambda_search(argv: Sequence[str] | None = None) -> int:
