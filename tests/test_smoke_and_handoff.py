@@ -1,4 +1,5 @@
-"""`--smoke-test` changes only sizes; a sweep without a teacher checkpoint finds the published one."""
+"""`--smoke-test` changes only sizes; a sweep without a teacher checkpoint finds the published one;
+its relative paths reach the trials absolute."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from drkd.config import ConfigError
+from drkd.config.presets import tiny_student_config
 from drkd.config.sweep_settings import load_sweep_config
 from drkd.sweeps.commands import _teacher_checkpoints
 from drkd.sweeps.smoke_test import smoke_test
@@ -73,3 +75,24 @@ def test_a_sweep_without_teacher_checkpoint_uses_the_published_teacher(tmp_path:
     assert _teacher_checkpoints("table1", base, settings, [{"student.arch": "fasterrcnn"}], True) == {
         "two_stage": str(path)
     }
+
+
+def test_a_sweeps_relative_paths_reach_its_trials_absolute_and_uris_unchanged(tmp_path: Path, monkeypatch) -> None:
+    """Ray runs trials in other working directories: the relative backbone file of configs/tiny_*.yaml
+    failed there ('file not found') before absolute_paths resolved it."""
+    from drkd.analysis.paper_tables.cells import teacher
+    from drkd.sweeps.tuner import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_student_config("one_stage", "drkd", teacher_checkpoint="s3://bucket/teacher.pt")
+    cfg.student.backbone_checkpoint = "results/cache/backbone.pt"
+    assert cfg.teacher is not None
+    cfg.teacher.backbone_checkpoint = "cache/teacher_body.pt"
+    out = absolute_paths(cfg)
+    assert out.data.root == str(tmp_path / "data" / "synthetic")
+    assert out.student.backbone_checkpoint == str(tmp_path / "results" / "cache" / "backbone.pt")
+    assert out.teacher is not None and out.teacher.backbone_checkpoint == str(tmp_path / "cache" / "teacher_body.pt")
+    assert out.teacher.checkpoint == "s3://bucket/teacher.pt"
+    assert cfg.student.backbone_checkpoint == "results/cache/backbone.pt"  # the plan's config is not changed
+    # the teacher grid's cell carries the teacher's backbone as a trial override, which absolute_paths does not see
+    assert teacher("one_stage", cfg)["student.backbone_checkpoint"] == str(tmp_path / "cache" / "teacher_body.pt")

@@ -51,7 +51,8 @@ def trial_dirs(exp: Path) -> list[Path]:
 
 def test_two_trial_search_end_to_end(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str, capsys) -> None:
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt)
-    assert lambda_search(["--config", str(path), "--name", "search"]) == 0
+    # --train-images 8: one iteration per epoch of 2 workers x 4 images
+    assert lambda_search(["--config", str(path), "--name", "search", "--train-images", "8"]) == 0
     out = capsys.readouterr().out
     exp = tmp_path / "results" / "search"
     assert json.loads((exp / "drkd_experiment.json").read_text())["kind"] == "lambda_search"
@@ -68,7 +69,7 @@ def test_two_trial_search_end_to_end(local_ray, tmp_path: Path, tiny_config, tea
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len(study.trials) == 2
     best = load_config(exp / "best_config.yaml")
-    assert best.distill.method == "drkd"
+    assert best.distill.method == "drkd" and best.data.train_limit == 8
     assert "best trial: mAP" in out and str(exp / "best_config.yaml") in out
     # each trial's seconds to its first iteration, reported with its first epoch and printed
     assert all("startup_s" in result_lines(t)[0] and "startup_s" not in result_lines(t)[-1] for t in trials)
@@ -113,7 +114,7 @@ def test_ablation_grid_runs_every_cell_and_renders_as_table4(
     from drkd.analysis.report import make_report
 
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt, workers_per_trial=1, max_concurrent_trials=2)
-    assert ablations(["table4", "--config", str(path), "--epochs-1x", "1"]) == 0
+    assert ablations(["table4", "--config", str(path), "--epochs-1x", "1", "--first-seed", "7"]) == 0
     exp = tmp_path / "results" / "table4"
     # The analysis reads this real sweep: every distilled row of Table 4 is a trial's reported mAP.
     report = make_report([tmp_path / "results"], tmp_path / "report")
@@ -136,6 +137,7 @@ def test_ablation_grid_runs_every_cell_and_renders_as_table4(
     )
     for trial in trial_dirs(exp):
         assert result_lines(trial)[-1]["epoch"] == 1
+        assert json.loads((trial / "params.json").read_text())["train.seed"] == 7  # --first-seed
 
 
 @pytest.mark.slow

@@ -114,3 +114,29 @@ def test_a_search_whose_grace_period_is_the_last_epoch_says_asha_stopped_nothing
     assert settings.grace_period == base.train.total_epochs == 6  # measured by bench/grace_rank.py
     _print_rank_agreement([], settings.grace_period, base.train.total_epochs)
     assert capsys.readouterr().out.startswith("ASHA stopped no trial early: sweep.grace_period (6) is the last epoch")
+
+
+def test_the_embedded_default_splits_drkd_trains_batch_over_a_trials_workers() -> None:
+    from drkd.config import ConfigError
+    from drkd.sweeps.commands import _default_search, _embedded_total_batch
+
+    for workers, per_worker in ((1, 8), (2, 4), (4, 2)):
+        base, settings = _default_search()
+        settings.workers_per_trial = workers
+        _embedded_total_batch(base, settings)
+        assert base.data.batch_size * workers == 8 and base.data.batch_size == per_worker
+    base, settings = _default_search()
+    settings.workers_per_trial = 3
+    with pytest.raises(ConfigError, match=r"--workers 3: .* 8 images per optimiser step.*divisor of 8"):
+        _embedded_total_batch(base, settings)
+
+
+def test_bad_training_overrides_are_refused_naming_the_flag_before_any_work(capsys) -> None:
+    from drkd.sweeps.commands import ablations, lambda_search
+
+    assert ablations(["table4", "--first-seed", "-1"]) == 2
+    assert "ablations.py: error: --first-seed -1: must be >= 0" in capsys.readouterr().err
+    assert ablations(["table4", "--train-images", "0"]) == 2
+    assert "ablations.py: error: --train-images 0: must be a positive number of images" in capsys.readouterr().err
+    assert lambda_search(["--workers", "3"]) == 2
+    assert "lambda_search.py: error: --workers 3: the embedded default trains on 8 images" in capsys.readouterr().err

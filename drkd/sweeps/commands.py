@@ -17,7 +17,7 @@ from drkd.analysis.rank_agreement import rank_agreement
 from drkd.config import Config, ConfigError
 from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
 from drkd.config.presets import FRAMEWORK_ARCH, tiny_student_config
-from drkd.config.storage import default_results_dir, is_uri
+from drkd.config.storage import absolute_location, default_results_dir
 from drkd.config.sweep_settings import SweepSettings, load_sweep_config
 from drkd.config.trial_labels import CELL_KEY, ROLE_KEY, STUDENT
 from drkd.sweeps.optuna_searcher import startup_trials
@@ -56,6 +56,12 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, help="DDP workers per trial (overrides sweep.workers_per_trial)")
     parser.add_argument(
+        "--train-images",
+        type=int,
+        help="train on the first N training images (overrides data.train_limit; the embedded search: "
+        f"{DEFAULT_SEARCH_TRAIN_IMAGES}, its ablations: all)",
+    )
+    parser.add_argument(
         "--smoke-test",
         action="store_true",
         help="the same config with only its sizes cut (images, image size, epochs, trials, workers), results "
@@ -80,6 +86,33 @@ def _settings(args: argparse.Namespace, settings: SweepSettings, **more: Any) ->
         if value is not None:
             setattr(settings, key, value)
     return settings.validate("command line")
+
+
+def _training_overrides(args: argparse.Namespace, base: Config) -> Config:
+    """The command line's changes to the training sections (``--train-images``), validated."""
+    if args.train_images is not None:
+        if args.train_images <= 0:
+            raise ConfigError(f"--train-images {args.train_images}: must be a positive number of images")
+        base.data.train_limit = args.train_images
+    return base
+
+
+def _embedded_total_batch(base: Config, settings: SweepSettings) -> None:
+    """Split the embedded default's batch over a trial's DDP workers, so that a trial takes the
+    optimiser steps `drkd train` and ``bench/distill_gain.py`` take (``data.batch_size`` images per
+    step in all, the same lr by the linear scaling rule) rather than half as many steps of twice
+    the batch at twice the lr; the miniature's mAP after a few hundred steps depends on their number.
+
+    Raises:
+        ConfigError: the workers (``--workers``, ``sweep.workers_per_trial``) do not divide the batch.
+    """
+    total, workers = base.data.batch_size, settings.workers_per_trial
+    if total % workers:
+        raise ConfigError(
+            f"--workers {workers}: the embedded default trains on {total} images per optimiser step, split "
+            f"evenly over a trial's DDP workers; use a divisor of {total}"
+        )
+    base.data.batch_size = total // workers
 
 
 def _maybe_smoke_test(args: argparse.Namespace, base: Config, settings: SweepSettings) -> tuple[Config, SweepSettings]:
@@ -189,7 +222,9 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
             random_trials=args.random_trials,
             name=args.name or settings.name or f"lambda_search_{args.method}",
         )
-        base, settings = _maybe_smoke_test(args, base, settings)
+        if not args.config:
+            _embedded_total_batch(base, settings)
+        base, settings = _maybe_smoke_test(args, _training_overrides(args, base), settings)
         if not args.config:
             assert base.teacher is not None
             base.teacher.checkpoint = _default_teachers({"one_stage"}, args.smoke_test)["one_stage"]
@@ -300,19 +335,30 @@ def ablations(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("grid", choices=sorted(GRIDS), help="table1..table6 (the paper's tables), teacher or baseline")
     _common_args(parser)
     parser.add_argument("--seeds", type=int, help="repeats of each cell (overrides sweep.seeds; default 1)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="train.seed of each cell's first repeat (default 0): adds seeds to a grid run before, "
+        "under another --name (make_tables pools the two)",
+    )
     parser.add_argument("--epochs-1x", type=int, help="epochs of the 1x schedule (2x doubles it)")
     args = _parse(parser, argv)
     try:
+        if args.first_seed < 0:
+            raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
         base, settings = _base_and_settings(args, lambda: (tiny_student_config("one_stage"), SweepSettings()))
         if args.epochs_1x:
             base.train.epochs_1x = args.epochs_1x
         settings = _settings(args, settings, seeds=args.seeds, name=args.name or settings.name or args.grid)
-        base, settings = _maybe_smoke_test(args, base, settings)
+        if not args.config:
+            _embedded_total_batch(base, settings)
+        base, settings = _maybe_smoke_test(args, _training_overrides(args, base), settings)
         if not args.config:
             base.student.backbone_checkpoint = _default_backbone(args.smoke_test)
         cells = GRIDS[args.grid](base, {})
         teachers = _teacher_checkpoints(args.grid, base, settings, cells, bool(args.config), args.smoke_test)
-        cells = with_seeds(GRIDS[args.grid](base, teachers), settings.seeds)
+        cells = with_seeds(GRIDS[args.grid](base, teachers), settings.seeds, args.first_seed)
         plan = SweepPlan(args.grid, base, settings, grid=cells)
         log.info(
             "%s: %d trials (%d cells x %d seeds)", args.grid, len(cells), len(cells) // settings.seeds, settings.seeds
@@ -395,4 +441,4 @@ def _teacher_checkpoints(
             f"{grid}: no trained teacher for {', '.join(missing)}: neither sweep.teacher_checkpoints.{missing[0]}{where} "
             "(train and publish one with: python sweeps/ablations.py teacher --config <this config>)"
         )
-    return {f: teachers[f] if is_uri(teachers[f]) else str(Path(teachers[f]).resolve()) for f in needed}
+    return {f: absolute_location(teachers[f]) for f in needed}

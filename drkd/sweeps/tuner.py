@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from drkd.analysis.experiment_store import EXPERIMENT_FILE
 from drkd.config import Config, ConfigError, apply_overrides, save_config
-from drkd.config.storage import default_results_dir, is_uri
+from drkd.config.storage import absolute_location, default_results_dir, is_uri
 from drkd.config.sweep_settings import SweepSettings
 from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.sweeps.optuna_storage import open_optuna_storage, redacted_url
@@ -82,12 +82,17 @@ def results_root(settings: SweepSettings) -> str:
 
 
 def absolute_paths(cfg: Config) -> Config:
-    """Tune runs trials in their own directories: make every file path in the config absolute."""
+    """Tune runs trials in their own directories: make every local file path in the config
+    absolute (the data root, each detector's checkpoint and crop-pretrained backbone); URIs stay."""
     cfg = cfg.copy()
-    cfg.data.root = str(Path(cfg.data.root).resolve())
+    cfg.data.root = absolute_location(cfg.data.root)
     for det in (cfg.student, cfg.teacher):
-        if det is not None and det.checkpoint:
-            det.checkpoint = str(Path(det.checkpoint).resolve())
+        if det is None:
+            continue
+        if det.checkpoint:
+            det.checkpoint = absolute_location(det.checkpoint)
+        if det.backbone_checkpoint:
+            det.backbone_checkpoint = absolute_location(det.backbone_checkpoint)
     return cfg
 
 

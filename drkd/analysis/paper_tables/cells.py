@@ -9,6 +9,7 @@ from drkd.analysis.paper_tables.settings import DRKD, drkd_key
 from drkd.config import Config, ConfigError
 from drkd.config.methods import NO_DISTILLATION
 from drkd.config.presets import FRAMEWORK_ARCH
+from drkd.config.storage import absolute_location
 from drkd.config.trial_labels import CELL_KEY, ROLE_KEY, STUDENT, TEACHER
 
 # DRKD's term switches (pr, ir, ins) by the paper's row names.
@@ -102,8 +103,8 @@ def teacher(framework: str, base: Config) -> Cell:
     }
     if t.backbone_weights:
         cell["student.backbone_weights"] = t.backbone_weights
-    if t.backbone_checkpoint:
-        cell["student.backbone_checkpoint"] = t.backbone_checkpoint
+    if t.backbone_checkpoint:  # a trial override: absolute_paths does not reach it
+        cell["student.backbone_checkpoint"] = absolute_location(t.backbone_checkpoint)
     return cell
 
 
