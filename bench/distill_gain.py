@@ -2,7 +2,7 @@
 
     python bench/distill_gain.py [--seeds 3] [--framework one_stage] [--out runs/gain]
                                  [--roles teacher,none,fitnet,nld,mkd,drkd] [--jobs 2] [--default-weights]
-                                 [--random-init] [--epochs N] [--train-images N]
+                                 [--random-init] [--epochs N] [--train-images N] [--best-config FILE]
 
 A role is `teacher` or a distillation method (`none` is the undistilled student). Every student
 trains for the same epochs from the seed-0 teacher, with the embedded default's settings
@@ -17,8 +17,12 @@ cached in `<results>/cache/backbone_resnet18/`), as COCO runs start from ImageNe
 `--random-init` starts them from random initialisation instead (the embedded default before it had
 the pretrained backbone). `--epochs` and
 `--train-images` set the students' `train.epochs` and `data.train_limit` (the default search's
-budget: `--epochs 6 --train-images 200`); the teacher keeps its own. Prints mean ± std of the COCO metrics and wall time per role, and merges them into
-`<out>/<framework>/summary.json`.
+budget: `--epochs 6 --train-images 200`); the teacher keeps its own. `--best-config FILE` (a
+`best_config.yaml` that `sweeps/lambda_search.py` wrote) adds the role `best`: the student with
+that file's `distill` section and everything else as the other roles have it, so that it and `drkd`
+(the paper's λ) differ only in what the search chose. Prints mean ± std of the COCO metrics and
+wall time per role, each distilled role's Δ against `none` (and `best`'s against `drkd`) with its
+95 % interval paired by seed, and merges them into `<out>/<framework>/summary.json`.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drkd.analysis.paper_tables.difference import delta_interval
-from drkd.config.methods import method_names
+from drkd.config import ConfigError, load_config
+from drkd.config.methods import DEFAULT_METHOD, method_names
 from drkd.config.presets import tiny_student_config, tiny_teacher_config, tiny_weight_scale
 from drkd.config.schema import validate
 from drkd.config.storage import default_results_dir
@@ -43,7 +48,8 @@ from drkd.train.default_teacher import ensure_default_backbone
 from drkd.train.job import run_training
 from drkd.train.run_context import LocalContext
 
-ROLES = ("teacher", *method_names(with_none=True))
+BEST = "best"  # the student with a search's best distill section (--best-config)
+ROLES = ("teacher", *method_names(with_none=True), BEST)
 PEERS = tuple(tiny_weight_scale())
 METRICS = ("mAP", "AP_S", "AP_M", "AP_L")
 
@@ -56,6 +62,7 @@ class Budget:
     backbone: str | None = None  # crop-pretrained body for teacher and students
     epochs: int | None = None  # students' train.epochs; None: the preset's
     train_images: int | None = None  # students' data.train_limit; None: all
+    best_config: str | None = None  # role `best`: the distill section of this config file
 
 
 def _config(framework: str, role: str, seed: int, teacher_ckpt: Path, budget: Budget):
@@ -63,12 +70,15 @@ def _config(framework: str, role: str, seed: int, teacher_ckpt: Path, budget: Bu
         return tiny_teacher_config(framework, seed=seed, backbone_checkpoint=budget.backbone)
     cfg = tiny_student_config(
         framework,
-        role,
+        DEFAULT_METHOD if role == BEST else role,
         teacher_checkpoint=teacher_ckpt,
         seed=seed,
         default_weights=budget.default_weights,
         backbone_checkpoint=budget.backbone,
     )
+    if role == BEST:
+        assert budget.best_config is not None
+        cfg.distill = load_config(budget.best_config).distill
     cfg.train.epochs = budget.epochs or cfg.train.epochs
     cfg.data.train_limit = budget.train_images or cfg.data.train_limit
     return validate(cfg)
@@ -102,17 +112,20 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
 
 
-def _print_effects(runs: dict[str, list[tuple[int, float]]]) -> None:
-    """Each distilled role's mAP gain over ``none`` with its 95 % interval (paired by seed where
-    the seeds pair), against the seed-to-seed spread: the signal-to-noise the miniature issue asks for."""
-    base = runs.get("none")
+def _print_effects(runs: dict[str, list[tuple[int, float]]], reference: str = "none") -> None:
+    """Each other student role's mAP gain over ``reference`` with its 95 % interval (paired by seed
+    where the seeds pair), against the seed-to-seed spread: the signal-to-noise the miniature issue
+    asks for. ``runs``: role -> [(seed, mAP)]."""
+    base = runs.get(reference)
     if not base or len(base) < 2:
         return
     base_std = statistics.stdev(v for _, v in base)
-    print("\n| role | Δ mAP vs none [95 % interval] | std none, role | Δ / larger std | std / mean (role) |")
+    print(
+        f"\n| role | Δ mAP vs {reference} [95 % interval] | std {reference}, role | Δ / larger std | std / mean (role) |"
+    )
     print("|---|---|---|---:|---:|")
     for role, own in runs.items():
-        if role in ("none", "teacher") or len(own) < 2:
+        if role in (reference, "teacher") or len(own) < 2:
             continue
         values = [v for _, v in own]
         gap = statistics.mean(values) - statistics.mean(v for _, v in base)
@@ -140,18 +153,26 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, help="students' train.epochs (default: the preset's 12)")
     parser.add_argument("--train-images", type=int, help="students' data.train_limit (default: all 400)")
+    parser.add_argument("--best-config", help=f"role {BEST!r}: the distill section of this config (a best_config.yaml)")
     args = parser.parse_args()
     roles = args.roles.split(",")
     for role in roles:
         if role not in ROLES:
             parser.error(f"--roles: unknown role {role!r} (known: {', '.join(ROLES)})")
+    if (BEST in roles) != bool(args.best_config):
+        parser.error(f"--best-config FILE and the role {BEST!r} go together")
+    if args.best_config:
+        try:
+            load_config(args.best_config)
+        except (ConfigError, OSError) as err:
+            parser.error(f"--best-config: {err}")
     if args.seeds < 1 or args.jobs < 1:
         parser.error("--seeds and --jobs must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     out = Path(args.out) / args.framework
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     backbone = None if args.random_init else str(ensure_default_backbone(default_results_dir()))
-    budget = Budget(args.default_weights, backbone, args.epochs, args.train_images)
+    budget = Budget(args.default_weights, backbone, args.epochs, args.train_images, args.best_config)
     jobs = [(role, seed) for role in roles for seed in range(args.seeds)]
     results: dict[str, list[tuple[dict, float]]] = {}
     seeds: dict[str, list[int]] = {}
@@ -184,7 +205,10 @@ def main() -> None:
     for role, errors in failed.items():
         print(f"| {role} | failed: {'; '.join(errors)} |")
         summary.setdefault(role, {})["failed"] = errors
-    _print_effects({role: list(zip(seeds[role], (m["mAP"] for m, _ in runs))) for role, runs in results.items()})
+    per_seed = {role: list(zip(seeds[role], (m["mAP"] for m, _ in runs))) for role, runs in results.items()}
+    _print_effects(per_seed)
+    if BEST in per_seed and DEFAULT_METHOD in per_seed:  # what the search chose against the paper's λ
+        _print_effects({r: per_seed[r] for r in (DEFAULT_METHOD, BEST)}, reference=DEFAULT_METHOD)
     summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
 
 
