@@ -53,15 +53,17 @@ def test_object_crops_are_the_annotated_objects_and_background_that_holds_none(t
 def pretrained(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("pretrain") / "backbone_resnet18" / "backbone.pt"
     data = DataConfig(root=str(tiny_root), synthetic=False)
-    result = pretrain_backbone(data, "resnet18", out, PretrainSettings(epochs=4, crop_size=32, batch_size=16, lr=0.02))
+    # lr 0.02 (as once here) made the first epochs' loss jump above its start on some runs and end
+    # near it (CI: 2.20 -> 2.53); at 0.005 the loss halves in 6 epochs on 1 and 2 threads alike.
+    result = pretrain_backbone(data, "resnet18", out, PretrainSettings(epochs=6, crop_size=32, batch_size=16, lr=0.005))
     return out, result
 
 
 def test_pretraining_learns_the_crops_and_saves_the_body(pretrained: tuple[Path, dict]) -> None:
     path, result = pretrained
     history = result["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
-    assert history[-1]["loss"] < history[0]["loss"]  # it fits its training crops
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert history[-1]["loss"] < 0.75 * history[0]["loss"]  # it fits its training crops
     assert 0.0 <= result["val_accuracy"] <= 1.0
     saved = torch.load(path, weights_only=True)
     assert saved["backbone"] == "resnet18" and saved["num_classes"] == 7  # six shapes and background

@@ -131,11 +131,30 @@ def test_the_embedded_default_splits_drkd_trains_batch_over_a_trials_workers() -
         _embedded_total_batch(base, settings)
 
 
+def test_frameworks_keeps_only_that_frameworks_cells() -> None:
+    from drkd.analysis.paper_tables import GRIDS
+    from drkd.analysis.paper_tables.cells import only_frameworks
+    from drkd.config.presets import tiny_student_config
+
+    cells = GRIDS["table6"](tiny_student_config("one_stage"), {})
+    kept = only_frameworks(cells, ["one_stage"])
+    assert kept == [c for c in cells if c["student.arch"] == "retinanet"] and 0 < len(kept) < len(cells)
+    assert only_frameworks(cells, ["one_stage", "two_stage"]) == cells
+
+
 def test_bad_training_overrides_are_refused_naming_the_flag_before_any_work(capsys) -> None:
     from drkd.sweeps.commands import ablations, lambda_search
 
     assert ablations(["table4", "--first-seed", "-1"]) == 2
     assert "ablations.py: error: --first-seed -1: must be >= 0" in capsys.readouterr().err
+    assert ablations(["table6", "--frameworks", "one_stage,three_stage"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "ablations.py: error: --frameworks one_stage,three_stage: 'three_stage' is not one of one_stage, two_stage"
+        in err
+    )
+    assert ablations(["table4", "--frameworks", "two_stage"]) == 2  # Table 4 is one-stage only
+    assert "ablations.py: error: --frameworks two_stage: this grid trains none of them" in capsys.readouterr().err
     assert ablations(["table4", "--train-images", "0"]) == 2
     assert "ablations.py: error: --train-images 0: must be a positive number of images" in capsys.readouterr().err
     assert lambda_search(["--workers", "3"]) == 2

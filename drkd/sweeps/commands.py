@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND, TEACHER_GRID
-from drkd.analysis.paper_tables.cells import frameworks_used, with_seeds
+from drkd.analysis.paper_tables.cells import frameworks_used, only_frameworks, with_seeds
 from drkd.analysis.rank_agreement import rank_agreement
 from drkd.config import Config, ConfigError
 from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
@@ -343,10 +343,16 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         "under another --name (make_tables pools the two)",
     )
     parser.add_argument("--epochs-1x", type=int, help="epochs of the 1x schedule (2x doubles it)")
+    parser.add_argument(
+        "--frameworks",
+        help="comma-separated: only the cells of these frameworks (one_stage, two_stage); default: all the grid has",
+    )
     args = _parse(parser, argv)
     try:
         if args.first_seed < 0:
             raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
+        frameworks = args.frameworks.split(",") if args.frameworks else list(FRAMEWORK_ARCH)
+        only_frameworks(GRIDS[args.grid](tiny_student_config("one_stage"), {}), frameworks)  # refuse before any work
         base, settings = _base_and_settings(args, lambda: (tiny_student_config("one_stage"), SweepSettings()))
         if args.epochs_1x:
             base.train.epochs_1x = args.epochs_1x
@@ -356,9 +362,10 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         base, settings = _maybe_smoke_test(args, _training_overrides(args, base), settings)
         if not args.config:
             base.student.backbone_checkpoint = _default_backbone(args.smoke_test)
-        cells = GRIDS[args.grid](base, {})
+        cells = only_frameworks(GRIDS[args.grid](base, {}), frameworks)
         teachers = _teacher_checkpoints(args.grid, base, settings, cells, bool(args.config), args.smoke_test)
-        cells = with_seeds(GRIDS[args.grid](base, teachers), settings.seeds, args.first_seed)
+        cells = only_frameworks(GRIDS[args.grid](base, teachers), frameworks)
+        cells = with_seeds(cells, settings.seeds, args.first_seed)
         plan = SweepPlan(args.grid, base, settings, grid=cells)
         log.info(
             "%s: %d trials (%d cells x %d seeds)", args.grid, len(cells), len(cells) // settings.seeds, settings.seeds

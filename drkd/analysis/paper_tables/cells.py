@@ -114,6 +114,24 @@ def frameworks_used(cells: list[Cell]) -> set[str]:
     return {f for f, a in FRAMEWORK_ARCH.items() if a in archs}
 
 
+def only_frameworks(cells: list[Cell], frameworks: Sequence[str]) -> list[Cell]:
+    """The cells that train a detector of one of ``frameworks`` (``one_stage``, ``two_stage``).
+
+    Raises:
+        ConfigError: a name is not a framework, or no cell trains one of them.
+    """
+    unknown = sorted(set(frameworks) - set(FRAMEWORK_ARCH))
+    if unknown:
+        raise ConfigError(
+            f"--frameworks {','.join(frameworks)}: {unknown[0]!r} is not one of {', '.join(FRAMEWORK_ARCH)}"
+        )
+    archs = {FRAMEWORK_ARCH[f] for f in frameworks}
+    kept = [c for c in cells if c["student.arch"] in archs]
+    if not kept:
+        raise ConfigError(f"--frameworks {','.join(frameworks)}: this grid trains none of them")
+    return kept
+
+
 def with_seeds(cells: list[Cell], seeds: int, first_seed: int = 0) -> list[Cell]:
     """Each cell repeated with train.seed = first_seed .. first_seed + seeds - 1."""
     return [{**cell, "train.seed": first_seed + s} for cell in cells for s in range(seeds)]
