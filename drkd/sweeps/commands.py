@@ -186,6 +186,26 @@ def _default_backbone(smoke: bool) -> str:
     return str(ensure_default_backbone(*_embedded_cache(smoke)))
 
 
+def _use_embedded_teacher_and_backbone(base: Config, smoke: bool) -> None:
+    """Point the embedded default search's teacher and student backbone at the cached ones
+    (trained first where they are not cached)."""
+    assert base.teacher is not None
+    base.teacher.checkpoint = _default_teachers({"one_stage"}, smoke)["one_stage"]
+    base.student.backbone_checkpoint = _default_backbone(smoke)
+
+
+def embedded_search_base(name: str) -> tuple[Config, SweepSettings]:
+    """The base config and settings `python sweeps/lambda_search.py` (no flags) trains every trial
+    from: the tiny DRKD student on the search's images and epochs, its batch split over the
+    trial's workers, the cached teacher and crop-pretrained backbone; experiment ``name``."""
+    base, settings = _default_search()
+    settings.name = name
+    _embedded_total_batch(base, settings)
+    _use_embedded_teacher_and_backbone(base, smoke=False)
+    base.distill.method = DEFAULT_METHOD
+    return base, settings
+
+
 def lambda_search(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lambda_search.py",
@@ -226,9 +246,7 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
             _embedded_total_batch(base, settings)
         base, settings = _maybe_smoke_test(args, _training_overrides(args, base), settings)
         if not args.config:
-            assert base.teacher is not None
-            base.teacher.checkpoint = _default_teachers({"one_stage"}, args.smoke_test)["one_stage"]
-            base.student.backbone_checkpoint = _default_backbone(args.smoke_test)
+            _use_embedded_teacher_and_backbone(base, args.smoke_test)
         base.distill.method = args.method
         base = with_published_teacher(base, results_root(settings), SEARCH_KIND)
         plan = SweepPlan(SEARCH_KIND, base, settings, space=_space(args.method, base))

@@ -1,0 +1,164 @@
+"""A search strategy replayed over a measured grid: what Ray Tune with Optuna (random or TPE) and
+ASHA would have found, and at what compute, had it searched the grid's space for real.
+
+Every trial of the default search trains from the same seed (``train.seed``), so training one
+configuration twice gives (up to floating-point nondeterminism) the same mAP at every epoch. A grid
+that trained every configuration of a discrete space once is then a lookup table for any search of
+that space: the searcher and the scheduler run for real (Ray Tune, Optuna's samplers, ASHA), only
+each trial's training is replaced by its measured per-epoch mAP. Many replays with
+different sampler seeds give the spread of a strategy's outcome that one real search cannot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import optuna
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch, startup_trials
+
+METRIC, MODE = "mAP", "max"
+STRATEGIES = ("random", "tpe", "tpe_asha")
+
+# a configuration: its value on each axis, in the order of the axes
+Point = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class MeasuredGrid:
+    """Every configuration of a discrete space with its measured mAP after each epoch.
+
+    Args:
+        axes: dotted config key -> the values the grid tried, in order.
+        curves: configuration (one value per axis, in the axes' order) -> mAP after epochs 1..E.
+    """
+
+    axes: Mapping[str, Sequence[Any]]
+    curves: Mapping[Point, Sequence[float]]
+
+    def __post_init__(self) -> None:
+        expected = 1
+        for values in self.axes.values():
+            expected *= len(values)
+        if len(self.curves) != expected:
+            raise ValueError(f"the grid has {len(self.curves)} measured configurations of the {expected} its axes span")
+        lengths = {len(c) for c in self.curves.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"every configuration needs the same number of epochs; found {sorted(lengths)}")
+
+    @property
+    def epochs(self) -> int:
+        return len(next(iter(self.curves.values())))
+
+    @property
+    def best(self) -> float:
+        """The grid's best final (last-epoch) mAP: what searching the whole grid finds."""
+        return max(c[-1] for c in self.curves.values())
+
+    @property
+    def compute(self) -> int:
+        """Epochs the whole grid trained."""
+        return self.epochs * len(self.curves)
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """One replayed search: the final mAP of the trial it would call best, and the epochs it trained."""
+
+    best_final: float
+    epochs: int
+    trials: int
+
+
+@dataclass(frozen=True)
+class _CategoricalSpace:
+    """Optuna define-by-run over the grid's axes, each categorical (picklable: Tune saves the searcher)."""
+
+    axes: Mapping[str, Sequence[Any]]
+
+    def __call__(self, trial: optuna.trial.Trial) -> None:
+        for key, values in self.axes.items():
+            trial.suggest_categorical(key, list(values))
+
+
+def report_measured_curve(config: dict[str, Any], grid: MeasuredGrid) -> None:
+    """A Ray Tune trainable that trains nothing: it reports the configuration's measured mAP after
+    each epoch, as a real trial would (checks :func:`replay_search` against a real Tune run)."""
+    from ray import tune
+
+    for epoch, value in enumerate(grid.curves[tuple(config[key] for key in grid.axes)], start=1):
+        tune.report({METRIC: value, "epoch": epoch})
+
+
+def replay_search(
+    grid: MeasuredGrid, strategy: str, budget: int, seed: int, grace_period: int = 1, reduction_factor: int = 2
+) -> ReplayOutcome:
+    """One search of ``grid``'s space, every trial's per-epoch mAP looked up in ``grid``.
+
+    The searcher (:class:`PrunedAwareOptunaSearch`, as ``lambda_search.py`` builds it) and the
+    scheduler (Ray Tune's ``ASHAScheduler`` or FIFO) are the real objects, called as Tune's
+    controller calls them when one trial runs at a time (``sweep.max_concurrent_trials`` 1, the
+    embedded default): suggest, then each epoch's result to both until the scheduler stops the
+    trial or it reaches its last epoch, then completion to both. Starting a Tune trial actor per
+    lookup (tens of seconds each here) would only add time, not change a decision.
+
+    Args:
+        grid: the measured grid.
+        strategy: ``random`` (Optuna's RandomSampler, every trial run to the end), ``tpe`` (TPE with
+            the default search's random start, :func:`startup_trials`, every trial to the end) or
+            ``tpe_asha`` (the same TPE under ASHA over epochs).
+        budget: trials the search samples (``sweep.num_trials``).
+        seed: the sampler's seed (and ASHA's bracket draw); replays differ only in it.
+        grace_period: ASHA's first cut, in epochs (``tpe_asha`` only; default 1).
+        reduction_factor: ASHA's reduction factor (default 2, ``sweep.reduction_factor``'s default).
+
+    Returns:
+        The final mAP of the best trial that ran every epoch (as ``write_best_config`` picks it),
+        the epochs all trials trained, and the trial count.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+    sampler = (
+        optuna.samplers.RandomSampler(seed=seed)
+        if strategy == "random"
+        else optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(budget, None))
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = PrunedAwareOptunaSearch(
+        space=_CategoricalSpace(grid.axes), metric=METRIC, mode=MODE, sampler=sampler, total_epochs=grid.epochs
+    )
+    scheduler: TrialScheduler = (
+        ASHAScheduler(
+            time_attr="epoch",
+            metric=METRIC,
+            mode=MODE,
+            max_t=grid.epochs,
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+        )
+        if strategy == "tpe_asha"
+        else FIFOScheduler()
+    )
+    np.random.seed(seed)  # ASHAScheduler draws each trial's bracket from numpy's global generator
+    finals, epochs = [], 0
+    for index in range(budget):
+        trial = SimpleNamespace(trial_id=f"replay_{index:05d}")  # all the scheduler reads of a Trial
+        config = searcher.suggest(trial.trial_id)
+        scheduler.on_trial_add(None, trial)
+        curve = grid.curves[tuple(config[key] for key in grid.axes)]
+        for epoch, value in enumerate(curve, start=1):
+            result = {METRIC: value, "epoch": epoch, "training_iteration": epoch}  # as Tune adds it
+            searcher.on_trial_result(trial.trial_id, result)
+            if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                break
+        epochs += epoch
+        if epoch == grid.epochs:
+            finals.append(value)
+        scheduler.on_trial_complete(None, trial, result)
+        searcher.on_trial_complete(trial.trial_id, result)
+    return ReplayOutcome(best_final=max(finals), epochs=epochs, trials=budget)
