@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from drkd.config import DataConfig
+from drkd.data.atomic_file import atomic_write_bytes
 from drkd.data.coco_dataset import CocoDetection
 from drkd.data.object_crops import object_crops
 from drkd.train.checkpoint import save_atomic
@@ -157,8 +158,9 @@ def pretrain_backbone(
         "num_classes": num_classes,
     }
     save_atomic(result, out_file)
-    (out_file.parent / "pretrain.json").write_text(
-        json.dumps({k: v for k, v in result.items() if k != "body"}, indent=1)
+    atomic_write_bytes(
+        out_file.parent / "pretrain.json",
+        json.dumps({k: v for k, v in result.items() if k != "body"}, indent=1).encode(),
     )
     return result
 

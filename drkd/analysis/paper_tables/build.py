@@ -112,10 +112,6 @@ def baseline_runs(pool: list[Record], arch: str, schedule: str) -> list[Record]:
     return [t for t in done(pool) if is_baseline(t) and t["arch"] == arch and t["schedule"] == schedule]
 
 
-def baseline_mean(pool: list[Record], arch: str, schedule: str, metric: str) -> float:
-    return stats(t[metric] for t in baseline_runs(pool, arch, schedule))[0]
-
-
 def block_order(paper_blocks: Sequence[Block], ours: Iterable[Block]) -> list[Block]:
     """The paper's blocks first, then ours by detector family."""
     arch_rank = {a: i for i, a in enumerate(ARCH_NAMES)}
@@ -127,20 +123,27 @@ def _seeded(trials: Iterable[Record], metric: str) -> list[tuple[int | None, flo
     return [(t.get("seed"), float(t[metric])) for t in trials if not missing(t[metric])]
 
 
-def metric_record(
-    metric: str,
-    cell: list[Record],
-    base_mean: float,
-    paper: float,
-    prefix: str = "",
-    base: list[Record] | None = None,
-) -> Record:
-    """Ours (mean, std, n over completed trials), the paper's value, Δ to our baseline and its 95 %
-    interval (:func:`~drkd.analysis.paper_tables.difference.delta_interval` against the completed
-    ``base`` trials; NaN without them, for the baseline row itself, or under 2 runs a side)."""
+def _trial_key(t: Record) -> tuple[str | None, str | None]:
+    # a teacher recorded by the students that distilled from it is no trial: it has neither key
+    return t.get("experiment"), t.get("trial_id")
+
+
+def metric_record(metric: str, cell: list[Record], base: list[Record], paper: float, prefix: str = "") -> Record:
+    """Ours (mean, std, n over completed trials), the paper's value, Δ to our baseline's mean and its
+    95 % interval (:func:`~drkd.analysis.paper_tables.difference.delta_interval`); the interval is NaN
+    for the baseline row itself (its trials are all in ``base``) and under 2 runs a side.
+
+    Args:
+        metric: the metric column (``mAP``, ``AP_S``, ...).
+        cell: the row's trials; only completed ones count.
+        base: the block's completed baseline trials (:func:`baseline_runs`); Δ is NaN without them.
+        paper: the paper's value, NaN where it reports none.
+        prefix: put before every field name (Table 5's per-λ panels).
+    """
     finished = done(cell)
     mean, std, n = stats(t[metric] for t in finished)
-    own = base is None or {id(t) for t in finished} <= {id(t) for t in base}
+    base_mean = stats(t[metric] for t in base)[0]
+    own = {_trial_key(t) for t in finished} <= {_trial_key(t) for t in base}
     interval = NO_INTERVAL if own else delta_interval(_seeded(finished, metric), _seeded(base, metric))
     return {
         f"{prefix}{metric}": mean,
@@ -446,6 +449,7 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
                             "runs": _seeded(done(cell), "mAP"),
                         }
                     )
+            base = baseline_runs(pool, arch, schedule)
             for metric in spec.metrics:
                 paper_value = next(
                     (
@@ -455,10 +459,7 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
                     ),
                     math.nan,
                 )
-                base = baseline_runs(pool, arch, schedule)
-                row.update(
-                    metric_record(metric, cell, baseline_mean(pool, arch, schedule, metric), paper_value, base=base)
-                )
+                row.update(metric_record(metric, cell, base, paper_value))
             rows.append(row)
 
     columns = [Column(h, h) for h, _ in spec.labels] + [c for m in spec.metrics for c in metric_columns(m)]

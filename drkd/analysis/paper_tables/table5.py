@@ -11,7 +11,6 @@ from drkd.analysis.experiment_store import Pick
 from drkd.analysis.paper_tables import cells
 from drkd.analysis.paper_tables.build import (
     Record,
-    baseline_mean,
     baseline_runs,
     block_order,
     caption,
@@ -96,7 +95,6 @@ def build(trials: pd.DataFrame, paper: pd.DataFrame, pick: Pick = "last") -> Pap
             used.append([{**t, "_cell": (arch, schedule, lam, t[lam])} for t in members])
             paper_vals = {r[lam]: r["value"] for r in paper_rows if r["arch"] == arch and r[lam] is not None}
             panels[lam] = (sorted({t[lam] for t in members} | set(paper_vals)), members, paper_vals)
-        base_mean = baseline_mean(pool, arch, schedule, "mAP")
         base = baseline_runs(pool, arch, schedule)
         for i in range(max(len(values) for values, _, _ in panels.values())):
             row: Record = {"Model": model({"arch": arch, "schedule": schedule})}
@@ -110,10 +108,9 @@ def build(trials: pd.DataFrame, paper: pd.DataFrame, pick: Pick = "last") -> Pap
                     metric_record(
                         "mAP",
                         [t for t in members if t[lam] == value],
-                        base_mean,
+                        base,
                         paper_vals.get(value, math.nan),
                         prefix=f"{lam}_",
-                        base=base,
                     )
                 )
             rows.append(row)
