@@ -8,7 +8,7 @@
    seed 0, 2 DDP workers): λ1 (PR) and λ3 (INS) at ⅛, 1 and 8 × the paper's one-stage value (the
    ends of the range `lambda_search.py` samples), all three terms on, λ2 and the relation filter
    at the paper's; 9 trials of 6 epochs, one Ray Tune experiment
-   (`--resume`d when started again with the same name; make_tables reads it like any other).
+   (resumed when started again with the same name; make_tables reads it like any other).
 2. Replays each strategy over that measured grid (:mod:`drkd.sweeps.search_replay`: the real
    Optuna samplers and Ray Tune's ASHA scheduler, each trial's mAP looked up; the default search
    trains every trial from seed 0, so a lookup is what retraining would give): random search, TPE
@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import posixpath
 import statistics
 
+from ray import tune
 from scipy import stats
 
 from drkd.analysis.experiment_store import load_experiments
@@ -39,7 +39,7 @@ from drkd.config.trial_labels import CELL_KEY, ROLE_KEY, STUDENT
 from drkd.distill.drkd.params import paper_lambdas
 from drkd.sweeps.commands import embedded_search_base
 from drkd.sweeps.search_replay import MeasuredGrid, replay_search
-from drkd.sweeps.tuner import SweepPlan, results_root, run_sweep
+from drkd.sweeps.tuner import SweepPlan, run_sweep
 
 KIND = "search_grid"
 LAMBDA_PR, LAMBDA_IR, LAMBDA_INS = paper_lambdas(two_stage=False)
@@ -72,18 +72,31 @@ def grid_cells(epochs: int) -> list[dict]:
     return cells
 
 
-def measured_grid(path: str, epochs: int) -> MeasuredGrid:
-    """The grid's per-epoch mAP by configuration, read back from its experiment."""
+def measured_grid(path: str, cells: list[dict], epochs: int) -> MeasuredGrid:
+    """The grid's per-epoch mAP by configuration, read back from its experiment; every trial must be
+    one of ``cells`` (an experiment of another grid under the same name is refused), each once."""
     reports = load_experiments([path]).reports
+    expected = {c[CELL_KEY]: c for c in cells}
     curves = {}
-    for _, rows in reports.groupby("trial_id"):
+    for trial_id, rows in reports.groupby("trial_id"):
         rows = rows.sort_values("epoch")
         first = rows.iloc[0]
+        cell = expected.get(first["config/cell"])
+        if cell is None:
+            raise SystemExit(
+                f"search_efficiency.py: trial {trial_id} of {path} is the cell {first['config/cell']!r}, not one of "
+                "this grid's: pass another --name"
+            )
         point = tuple(_as(AXES[k], first[f"config/{k}"]) for k in AXES)
+        if point != tuple(cell[k] for k in AXES) or point in curves:
+            raise SystemExit(
+                f"search_efficiency.py: trial {trial_id} of {path} repeats or mislabels {cell[CELL_KEY]!r}"
+            )
         curve = [float(m) for m in rows["mAP"]]
         if len(curve) != epochs:
             raise SystemExit(
-                f"search_efficiency.py: trial {first['trial_id']} reported {len(curve)} of {epochs} epochs"
+                f"search_efficiency.py: trial {trial_id} ({cell[CELL_KEY]}) reported {len(curve)} of {epochs} epochs "
+                "(diverged or interrupted: rerun to resume it, or lower its λ)"
             )
         curves[point] = curve
     return MeasuredGrid(AXES, curves)
@@ -122,10 +135,10 @@ def main() -> None:
     if args.storage_path:
         settings.storage_path = args.storage_path
     epochs = base.train.total_epochs
-    plan = SweepPlan(KIND, base, settings, grid=grid_cells(epochs))
-    path = posixpath.join(results_root(settings), args.name)
-    run_sweep(plan, resume=posixpath.isdir(path))
-    grid = measured_grid(path, epochs)
+    cells = grid_cells(epochs)
+    plan = SweepPlan(KIND, base, settings, grid=cells)
+    run_sweep(plan, resume=tune.Tuner.can_restore(plan.path))
+    grid = measured_grid(plan.path, cells, epochs)
 
     finals = sorted((c[-1], p) for p, c in grid.curves.items())
     print(f"\nthe grid: {len(finals)} configurations x {epochs} epochs = {grid.compute} epochs of training")

@@ -31,14 +31,18 @@ def _random_grid(seed: int, epochs: int = 4) -> MeasuredGrid:
 def test_a_grid_must_measure_every_configuration_for_the_same_epochs() -> None:
     grid = _random_grid(0)
     assert grid.epochs == 4 and grid.compute == 24 and grid.best == max(c[-1] for c in grid.curves.values())
-    with pytest.raises(ValueError, match="5 measured configurations of the 6"):
+    with pytest.raises(ValueError, match="not the 6 its axes span: 1 missing, 0 outside"):
         MeasuredGrid(AXES, dict(list(grid.curves.items())[:5]))
+    with pytest.raises(ValueError, match="1 missing, 1 outside the axes"):
+        MeasuredGrid(AXES, {**dict(list(grid.curves.items())[:5]), (0.002, True): [1.0] * 4})
     uneven = dict(grid.curves)
     uneven[(0.001, False)] = [1.0, 2.0]
-    with pytest.raises(ValueError, match=r"same number of epochs; found \[2, 4\]"):
+    with pytest.raises(ValueError, match=r"same number \(>= 1\) of epochs; found \[2, 4\]"):
         MeasuredGrid(AXES, uneven)
     with pytest.raises(ValueError, match="strategy 'grid'"):
         replay_search(grid, "grid", 4, 0)
+    with pytest.raises(ValueError, match="budget 0"):
+        replay_search(grid, "tpe", 0, 0)
 
 
 def test_random_search_replays_exactly_what_optunas_random_sampler_proposes() -> None:
@@ -86,8 +90,12 @@ def test_asha_spends_less_when_its_grace_epoch_ranks_as_the_last_does_and_loses_
 
 @pytest.mark.slow
 def test_the_replay_decides_as_a_real_ray_tune_run_of_the_same_searcher_and_scheduler(tmp_path) -> None:
-    grid = _random_grid(4)
-    budget, seed = 6, 1
+    # at 12 trials TPE's "good" set (the top tenth) is filled from pruned trials when fewer have
+    # finished, so the value each was stopped on, and when Optuna learns it, decide the proposals
+    epochs = 4
+    points = list(itertools.product(*AXES.values()))
+    grid = MeasuredGrid(AXES, {p: [10.0 - i] + [1.0 + i] * (epochs - 1) for i, p in enumerate(points)})
+    budget, seed = 12, 2
     start_private_ray(num_cpus=2, log_to_driver=False, configure_logging=False)
     try:
         np.random.seed(seed)  # ASHA's bracket draw, as the replay seeds it

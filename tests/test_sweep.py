@@ -292,6 +292,32 @@ def test_optuna_searcher_reads_the_trials_own_epochs_from_a_flattened_result() -
     assert trial_epochs({"config": {"train.epochs": 3}}, 9) == 3 and trial_epochs({}, 9) == 9
 
 
+def test_a_pruned_trial_reaches_optuna_with_the_value_asha_stopped_it_on() -> None:
+    from optuna.trial import TrialState
+
+    from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch
+
+    searcher = PrunedAwareOptunaSearch(
+        space=lambda trial: {"x": trial.suggest_float("x", 0.0, 1.0)}, metric="mAP", mode="max", total_epochs=4
+    )
+    for trial_id, reported, stopped_on in (("cut_at_grace", [], 0.3), ("cut_later", [0.2, 0.5], 0.7)):
+        searcher.suggest(trial_id)
+        for step, value in enumerate(reported, start=1):  # results the scheduler let continue
+            searcher.on_trial_result(trial_id, {"mAP": value, "epoch": step, "training_iteration": step})
+        # Tune hands the result ASHA stops on to the searcher only at completion
+        step = len(reported) + 1
+        searcher.on_trial_complete(trial_id, {"mAP": stopped_on, "epoch": step, "training_iteration": step})
+    first, second = searcher._ot_study.trials
+    assert first.state == second.state == TrialState.PRUNED
+    assert first.intermediate_values == {1: 0.3}
+    assert second.intermediate_values == {1: 0.2, 2: 0.5, 3: 0.7}
+    # a trial that ended early after its last result was already told (diverged) keeps that value once
+    searcher.suggest("diverged")
+    searcher.on_trial_result("diverged", {"mAP": 0.1, "epoch": 1, "training_iteration": 1})
+    searcher.on_trial_complete("diverged", {"mAP": 0.1, "epoch": 1, "training_iteration": 1})
+    assert searcher._ot_study.trials[2].intermediate_values == {1: 0.1}
+
+
 def test_random_start_is_sized_to_the_budget_and_a_shared_study_is_not_joined(tmp_path: Path, tiny_config) -> None:
     from drkd.config import ConfigError
     from drkd.config.sweep_settings import SweepSettings

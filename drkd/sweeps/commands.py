@@ -369,7 +369,7 @@ def ablations(argv: Sequence[str] | None = None) -> int:
     try:
         if args.first_seed < 0:
             raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
-        frameworks = args.frameworks.split(",") if args.frameworks else list(FRAMEWORK_ARCH)
+        frameworks = [f.strip() for f in args.frameworks.split(",")] if args.frameworks else list(FRAMEWORK_ARCH)
         only_frameworks(GRIDS[args.grid](tiny_student_config("one_stage"), {}), frameworks)  # refuse before any work
         base, settings = _base_and_settings(args, lambda: (tiny_student_config("one_stage"), SweepSettings()))
         if args.epochs_1x:

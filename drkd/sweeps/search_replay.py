@@ -11,6 +11,7 @@ different sampler seeds give the spread of a strategy's outcome that one real se
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -42,14 +43,16 @@ class MeasuredGrid:
     curves: Mapping[Point, Sequence[float]]
 
     def __post_init__(self) -> None:
-        expected = 1
-        for values in self.axes.values():
-            expected *= len(values)
-        if len(self.curves) != expected:
-            raise ValueError(f"the grid has {len(self.curves)} measured configurations of the {expected} its axes span")
+        points = set(itertools.product(*self.axes.values()))
+        if set(self.curves) != points:
+            missing, extra = len(points - set(self.curves)), len(set(self.curves) - points)
+            raise ValueError(
+                f"the grid's measured configurations are not the {len(points)} its axes span: "
+                f"{missing} missing, {extra} outside the axes"
+            )
         lengths = {len(c) for c in self.curves.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"every configuration needs the same number of epochs; found {sorted(lengths)}")
+        if len(lengths) != 1 or 0 in lengths:
+            raise ValueError(f"every configuration needs the same number (>= 1) of epochs; found {sorted(lengths)}")
 
     @property
     def epochs(self) -> int:
@@ -101,11 +104,13 @@ def replay_search(
     """One search of ``grid``'s space, every trial's per-epoch mAP looked up in ``grid``.
 
     The searcher (:class:`PrunedAwareOptunaSearch`, as ``lambda_search.py`` builds it) and the
-    scheduler (Ray Tune's ``ASHAScheduler`` or FIFO) are the real objects, called as Tune's
+    scheduler (Ray Tune's ``ASHAScheduler`` or FIFO) are the real objects, called as Ray Tune 2.58's
     controller calls them when one trial runs at a time (``sweep.max_concurrent_trials`` 1, the
-    embedded default): suggest, then each epoch's result to both until the scheduler stops the
-    trial or it reaches its last epoch, then completion to both. Starting a Tune trial actor per
-    lookup (tens of seconds each here) would only add time, not change a decision.
+    embedded default; ``TuneController._process_trial_result`` and ``stop_trial``): suggest, then
+    each epoch's result to the scheduler, and to the searcher only where the scheduler lets the
+    trial continue; on a stop, or after the last epoch, completion to the scheduler and then the
+    searcher with the last result. Starting a Tune trial actor per lookup (tens of seconds each
+    here) would only add time, not change a decision.
 
     Args:
         grid: the measured grid.
@@ -123,6 +128,8 @@ def replay_search(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+    if budget < 1:
+        raise ValueError(f"budget {budget}: a search needs at least one trial")
     sampler = (
         optuna.samplers.RandomSampler(seed=seed)
         if strategy == "random"
@@ -153,9 +160,9 @@ def replay_search(
         curve = grid.curves[tuple(config[key] for key in grid.axes)]
         for epoch, value in enumerate(curve, start=1):
             result = {METRIC: value, "epoch": epoch, "training_iteration": epoch}  # as Tune adds it
-            searcher.on_trial_result(trial.trial_id, result)
             if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
                 break
+            searcher.on_trial_result(trial.trial_id, result)
         epochs += epoch
         if epoch == grid.epochs:
             finals.append(value)
