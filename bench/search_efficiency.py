@@ -2,6 +2,7 @@
 
     python bench/search_efficiency.py [--replays 200] [--budgets 2,3,4,6] [--grace 1,2,3]
                                       [--name search_grid] [--storage-path DIR]
+    python bench/search_efficiency.py --experiment results/table6 --axis distill.method --seeds 0,1,2
 
 1. Trains every configuration of a small DRKD space on the embedded default's search budget, as
    `python sweeps/lambda_search.py` trains its trials (the same base config, teacher, backbone,
@@ -18,6 +19,9 @@
    the best final mAP reached: its mean over replays, the mean gap to the grid's best with a 95 %
    interval, and how often it came within 0.2 mAP of the grid's best (the miniature issue's goal:
    TPE + ASHA within 0.2 mAP on at most 40 % of the grid's compute).
+
+With ``--experiment`` it runs nothing: it replays over a grid already run, one axis of it, one grid
+per training seed (Table 6's one-stage half is a 9-point grid of ``distill.method`` per seed).
 
 What the replay cannot show: a search of the continuous space `lambda_search.py` samples (log-
 uniform λ, the terms switched), nor another training seed; the grid's best is itself one seed's
@@ -37,7 +41,7 @@ from scipy import stats
 from drkd.analysis.experiment_store import load_experiments
 from drkd.config.trial_labels import CELL_KEY, ROLE_KEY, STUDENT
 from drkd.distill.drkd.params import paper_lambdas
-from drkd.sweeps.commands import embedded_search_base
+from drkd.sweeps.commands import DEFAULT_SEARCH_EPOCHS, embedded_search_base
 from drkd.sweeps.search_replay import MeasuredGrid, replay_search
 from drkd.sweeps.tuner import SweepPlan, run_sweep
 
@@ -118,33 +122,38 @@ def _interval(gaps: list[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--replays", type=int, default=200, help="replays of each strategy and budget (default 200)")
-    parser.add_argument("--budgets", default="2,3,4,6", help="trial budgets, comma-separated (default 2,3,4,6)")
-    parser.add_argument(
-        "--grace", default="1,2,3", help="ASHA grace periods to replay, comma-separated (default 1,2,3)"
-    )
-    parser.add_argument("--name", default=KIND, help=f"the grid's experiment name (default {KIND})")
-    parser.add_argument("--storage-path", help="results root (default: $DRKD_RESULTS or ./results)")
-    args = parser.parse_args()
-    budgets = [int(b) for b in args.budgets.split(",")]
-    graces = [int(g) for g in args.grace.split(",")]
+def grid_of_experiment(path: str, axis: str, seed: int, epochs: int) -> MeasuredGrid:
+    """A one-axis grid read from an experiment that already ran every value of ``axis`` (for
+    example Table 6's ``distill.method``): the trials of ``train.seed`` ``seed`` that ran ``epochs``
+    epochs, one per value."""
+    reports = load_experiments([path]).reports
+    column = f"config/{axis}"
+    if column not in reports:
+        raise SystemExit(f"search_efficiency.py: no trial of {path} sets {axis}")
+    curves: dict = {}
+    for trial_id, rows in reports[reports["config/train.seed"] == seed].groupby("trial_id"):
+        rows = rows.sort_values("epoch")
+        value = rows.iloc[0][column]
+        if (value,) in curves:
+            raise SystemExit(f"search_efficiency.py: {axis}={value!r} ran twice with seed {seed} in {path}")
+        curve = [float(m) for m in rows["mAP"]]
+        if len(curve) != epochs:
+            raise SystemExit(
+                f"search_efficiency.py: trial {trial_id} ({axis}={value!r}) reported {len(curve)} of {epochs} epochs"
+            )
+        curves[(value,)] = curve
+    if not curves:
+        raise SystemExit(f"search_efficiency.py: no trial of {path} ran with train.seed {seed}")
+    return MeasuredGrid({axis: sorted(v for (v,) in curves)}, curves)
 
-    base, settings = embedded_search_base(args.name)
-    if args.storage_path:
-        settings.storage_path = args.storage_path
-    epochs = base.train.total_epochs
-    cells = grid_cells(epochs)
-    plan = SweepPlan(KIND, base, settings, grid=cells)
-    run_sweep(plan, resume=tune.Tuner.can_restore(plan.path))
-    grid = measured_grid(plan.path, cells, epochs)
 
+def print_efficiency(grid: MeasuredGrid, budgets: list[int], graces: list[int], replays: int) -> None:
+    """The grid's spread, then per budget and strategy the compute spent and the best final mAP reached."""
     finals = sorted((c[-1], p) for p, c in grid.curves.items())
-    print(f"\nthe grid: {len(finals)} configurations x {epochs} epochs = {grid.compute} epochs of training")
+    print(f"\nthe grid: {len(finals)} configurations x {grid.epochs} epochs = {grid.compute} epochs of training")
     print(f"final mAP {finals[0][0]:.2f} to {finals[-1][0]:.2f}, mean {statistics.mean(f for f, _ in finals):.2f} "
           f"± {statistics.stdev(f for f, _ in finals):.2f}; best {finals[-1][0]:.2f} at "
-          + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(AXES, finals[-1][1])))  # fmt: skip
+          + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(grid.axes, finals[-1][1])))  # fmt: skip
     near = sum(f >= grid.best - WITHIN for f, _ in finals)
     print(f"{near} of {len(finals)} configurations end within {WITHIN} mAP of the best\n")
     print(
@@ -157,9 +166,7 @@ def main() -> None:
     ]
     for budget in budgets:
         for strategy, label, grace in strategies:
-            outcomes = [
-                replay_search(grid, strategy, budget, seed, grace_period=grace or 1) for seed in range(args.replays)
-            ]
+            outcomes = [replay_search(grid, strategy, budget, seed, grace_period=grace or 1) for seed in range(replays)]
             gaps = [grid.best - o.best_final for o in outcomes]
             spent = statistics.mean(o.epochs for o in outcomes)
             low, high = _interval(gaps)
@@ -168,6 +175,50 @@ def main() -> None:
                 f"| {label} | {budget} | {spent:.1f} ({100 * spent / grid.compute:.0f} %) | "
                 f"{statistics.mean(o.best_final for o in outcomes):.2f} | {statistics.mean(gaps):.2f} [{low:.2f}, {high:.2f}] | {100 * hit:.0f} % |"
             )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replays", type=int, default=200, help="replays of each strategy and budget (default 200)")
+    parser.add_argument("--budgets", default="2,3,4,6", help="trial budgets, comma-separated (default 2,3,4,6)")
+    parser.add_argument(
+        "--grace", default="1,2,3", help="ASHA grace periods to replay, comma-separated (default 1,2,3)"
+    )
+    parser.add_argument("--name", default=KIND, help=f"the grid's experiment name (default {KIND})")
+    parser.add_argument("--storage-path", help="results root (default: $DRKD_RESULTS or ./results)")
+    parser.add_argument(
+        "--experiment",
+        help="replay over this finished grid experiment instead of running the λ grid (with --axis; "
+        "one grid per seed of --seeds)",
+    )
+    parser.add_argument(
+        "--axis", default="distill.method", help="with --experiment: the grid's axis (default distill.method)"
+    )
+    parser.add_argument(
+        "--seeds", default="0", help="with --experiment: the train.seed values, each its own grid (default 0)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=DEFAULT_SEARCH_EPOCHS, help="with --experiment: the trials' epochs"
+    )
+    args = parser.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    graces = [int(g) for g in args.grace.split(",")]
+
+    if args.experiment:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            print(f"\n## {args.experiment}, {args.axis}, train.seed {seed}")
+            print_efficiency(
+                grid_of_experiment(args.experiment, args.axis, seed, args.epochs), budgets, graces, args.replays
+            )
+        return
+    base, settings = embedded_search_base(args.name)
+    if args.storage_path:
+        settings.storage_path = args.storage_path
+    epochs = base.train.total_epochs
+    cells = grid_cells(epochs)
+    plan = SweepPlan(KIND, base, settings, grid=cells)
+    run_sweep(plan, resume=tune.Tuner.can_restore(plan.path))
+    print_efficiency(measured_grid(plan.path, cells, epochs), budgets, graces, args.replays)
 
 
 if __name__ == "__main__":
