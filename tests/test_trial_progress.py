@@ -133,13 +133,18 @@ def test_the_embedded_default_splits_drkd_trains_batch_over_a_trials_workers() -
 
 def test_frameworks_keeps_only_that_frameworks_cells() -> None:
     from drkd.analysis.paper_tables import GRIDS
-    from drkd.analysis.paper_tables.cells import only_frameworks
+    from drkd.analysis.paper_tables.cells import only_frameworks, only_methods
     from drkd.config.presets import tiny_student_config
 
     cells = GRIDS["table6"](tiny_student_config("one_stage"), {})
     kept = only_frameworks(cells, ["one_stage"])
     assert kept == [c for c in cells if c["student.arch"] == "retinanet"] and 0 < len(kept) < len(cells)
     assert only_frameworks(cells, ["one_stage", "two_stage"]) == cells
+    chosen = only_methods(kept, ["drkd", "none"])  # in the order named
+    assert [c["distill.method"] for c in chosen] == ["drkd", "none"]
+    assert chosen == [c for c in kept if c["distill.method"] == "drkd"] + [
+        c for c in kept if c["distill.method"] == "none"
+    ]
 
 
 def test_bad_training_overrides_are_refused_naming_the_flag_before_any_work(capsys) -> None:
@@ -155,6 +160,8 @@ def test_bad_training_overrides_are_refused_naming_the_flag_before_any_work(caps
     )
     assert ablations(["table4", "--frameworks", "two_stage"]) == 2  # Table 4 is one-stage only
     assert "ablations.py: error: --frameworks two_stage: this grid trains none of them" in capsys.readouterr().err
+    assert ablations(["table6", "--methods", "drkd,kd"]) == 2
+    assert "ablations.py: error: --methods drkd,kd: no cell of this grid distils with 'kd'" in capsys.readouterr().err
     assert ablations(["table4", "--train-images", "0"]) == 2
     assert "ablations.py: error: --train-images 0: must be a positive number of images" in capsys.readouterr().err
     assert lambda_search(["--workers", "3"]) == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND, TEACHER_GRID
-from drkd.analysis.paper_tables.cells import frameworks_used, only_frameworks, with_seeds
+from drkd.analysis.paper_tables.cells import frameworks_used, only_frameworks, only_methods, with_seeds
 from drkd.analysis.rank_agreement import rank_agreement
 from drkd.config import Config, ConfigError
 from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
@@ -365,12 +365,20 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         "--frameworks",
         help="comma-separated: only the cells of these frameworks (one_stage, two_stage); default: all the grid has",
     )
+    parser.add_argument(
+        "--methods",
+        help="comma-separated: only the cells of these methods (none, fitnet, ..., drkd), run in this order; "
+        "default: every cell, in the grid's order",
+    )
     args = _parse(parser, argv)
     try:
         if args.first_seed < 0:
             raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
         frameworks = [f.strip() for f in args.frameworks.split(",")] if args.frameworks else list(FRAMEWORK_ARCH)
-        only_frameworks(GRIDS[args.grid](tiny_student_config("one_stage"), {}), frameworks)  # refuse before any work
+        methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+        chosen = only_frameworks(GRIDS[args.grid](tiny_student_config("one_stage"), {}), frameworks)
+        if methods:
+            only_methods(chosen, methods)  # refuse before any work
         base, settings = _base_and_settings(args, lambda: (tiny_student_config("one_stage"), SweepSettings()))
         if args.epochs_1x:
             base.train.epochs_1x = args.epochs_1x
@@ -381,8 +389,10 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         if not args.config:
             base.student.backbone_checkpoint = _default_backbone(args.smoke_test)
         cells = only_frameworks(GRIDS[args.grid](base, {}), frameworks)
+        cells = only_methods(cells, methods) if methods else cells
         teachers = _teacher_checkpoints(args.grid, base, settings, cells, bool(args.config), args.smoke_test)
         cells = only_frameworks(GRIDS[args.grid](base, teachers), frameworks)
+        cells = only_methods(cells, methods) if methods else cells
         cells = with_seeds(cells, settings.seeds, args.first_seed)
         plan = SweepPlan(args.grid, base, settings, grid=cells)
         log.info(

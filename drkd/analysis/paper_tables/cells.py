@@ -132,6 +132,21 @@ def only_frameworks(cells: list[Cell], frameworks: Sequence[str]) -> list[Cell]:
     return kept
 
 
+def only_methods(cells: list[Cell], methods: Sequence[str]) -> list[Cell]:
+    """The cells that distil with one of ``methods`` (``none`` for no distillation), in the order
+    ``methods`` names them (the grid's order within each method).
+
+    Raises:
+        ConfigError: no cell of the grid uses one of them (an unknown name included).
+    """
+    rank = {m: i for i, m in enumerate(methods)}
+    kept = [c for c in cells if c.get("distill.method") in rank]
+    missing = [m for m in methods if not any(c.get("distill.method") == m for c in cells)]
+    if missing:
+        raise ConfigError(f"--methods {','.join(methods)}: no cell of this grid distils with {missing[0]!r}")
+    return sorted(kept, key=lambda c: rank[c["distill.method"]])
+
+
 def with_seeds(cells: list[Cell], seeds: int, first_seed: int = 0) -> list[Cell]:
     """Each cell repeated with train.seed = first_seed .. first_seed + seeds - 1."""
     return [{**cell, "train.seed": first_seed + s} for cell in cells for s in range(seeds)]
