@@ -2,7 +2,7 @@
 
     python bench/search_efficiency.py [--replays 200] [--budgets 2,3,4,6] [--grace 1,2,3]
                                       [--name search_grid] [--storage-path DIR]
-    python bench/search_efficiency.py --experiment results/table6 --axis distill.method --seeds 0,1,2
+    python bench/search_efficiency.py --experiment results/table6 [results/table6_rest] --seeds 0,1,2
 
 1. Trains every configuration of a small DRKD space on the embedded default's search budget, as
    `python sweeps/lambda_search.py` trains its trials (the same base config, teacher, backbone,
@@ -122,28 +122,32 @@ def _interval(gaps: list[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def grid_of_experiment(path: str, axis: str, seed: int, epochs: int) -> MeasuredGrid:
-    """A one-axis grid read from an experiment that already ran every value of ``axis`` (for
-    example Table 6's ``distill.method``): the trials of ``train.seed`` ``seed`` that ran ``epochs``
-    epochs, one per value."""
-    reports = load_experiments([path]).reports
+def grid_of_experiment(paths: list[str], axis: str, seed: int, epochs: int) -> MeasuredGrid:
+    """A one-axis grid read from experiments that ran every value of ``axis`` (for example Table 6's
+    ``distill.method``, pooled over an interrupted run and its continuation): the trials of
+    ``train.seed`` ``seed`` that ran all ``epochs`` epochs, one per value; an unfinished trial
+    (interrupted, diverged) is left out and named."""
+    reports = load_experiments(paths).reports
     column = f"config/{axis}"
     if column not in reports:
-        raise SystemExit(f"search_efficiency.py: no trial of {path} sets {axis}")
+        raise SystemExit(f"search_efficiency.py: no trial of {', '.join(paths)} sets {axis}")
     curves: dict = {}
-    for trial_id, rows in reports[reports["config/train.seed"] == seed].groupby("trial_id"):
+    for (experiment, trial_id), rows in reports[reports["config/train.seed"] == seed].groupby(
+        ["experiment", "trial_id"]
+    ):
         rows = rows.sort_values("epoch")
         value = rows.iloc[0][column]
-        if (value,) in curves:
-            raise SystemExit(f"search_efficiency.py: {axis}={value!r} ran twice with seed {seed} in {path}")
         curve = [float(m) for m in rows["mAP"]]
         if len(curve) != epochs:
-            raise SystemExit(
-                f"search_efficiency.py: trial {trial_id} ({axis}={value!r}) reported {len(curve)} of {epochs} epochs"
+            print(
+                f"left out: {experiment} trial {trial_id} ({axis}={value!r}) reported {len(curve)} of {epochs} epochs"
             )
+            continue
+        if (value,) in curves:
+            raise SystemExit(f"search_efficiency.py: {axis}={value!r} finished twice with seed {seed}")
         curves[(value,)] = curve
     if not curves:
-        raise SystemExit(f"search_efficiency.py: no trial of {path} ran with train.seed {seed}")
+        raise SystemExit(f"search_efficiency.py: no trial of {', '.join(paths)} finished with train.seed {seed}")
     return MeasuredGrid({axis: sorted(v for (v,) in curves)}, curves)
 
 
@@ -188,6 +192,7 @@ def main() -> None:
     parser.add_argument("--storage-path", help="results root (default: $DRKD_RESULTS or ./results)")
     parser.add_argument(
         "--experiment",
+        nargs="+",
         help="replay over this finished grid experiment instead of running the λ grid (with --axis; "
         "one grid per seed of --seeds)",
     )
@@ -206,7 +211,7 @@ def main() -> None:
 
     if args.experiment:
         for seed in (int(s) for s in args.seeds.split(",")):
-            print(f"\n## {args.experiment}, {args.axis}, train.seed {seed}")
+            print(f"\n## {', '.join(args.experiment)}, {args.axis}, train.seed {seed}")
             print_efficiency(
                 grid_of_experiment(args.experiment, args.axis, seed, args.epochs), budgets, graces, args.replays
             )
