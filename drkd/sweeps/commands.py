@@ -376,9 +376,12 @@ def ablations(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
         frameworks = [f.strip() for f in args.frameworks.split(",")] if args.frameworks else list(FRAMEWORK_ARCH)
         methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
-        chosen = only_frameworks(GRIDS[args.grid](tiny_student_config("one_stage"), {}), frameworks)
-        if methods:
-            only_methods(chosen, methods)  # refuse before any work
+
+        def chosen_cells(base: Config, teachers: dict[str, str]) -> list[dict[str, Any]]:
+            cells = only_frameworks(GRIDS[args.grid](base, teachers), frameworks)
+            return only_methods(cells, methods) if methods else cells
+
+        chosen_cells(tiny_student_config("one_stage"), {})  # refuse a bad --frameworks/--methods before any work
         base, settings = _base_and_settings(args, lambda: (tiny_student_config("one_stage"), SweepSettings()))
         if args.epochs_1x:
             base.train.epochs_1x = args.epochs_1x
@@ -388,12 +391,9 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         base, settings = _maybe_smoke_test(args, _training_overrides(args, base), settings)
         if not args.config:
             base.student.backbone_checkpoint = _default_backbone(args.smoke_test)
-        cells = only_frameworks(GRIDS[args.grid](base, {}), frameworks)
-        cells = only_methods(cells, methods) if methods else cells
+        cells = chosen_cells(base, {})
         teachers = _teacher_checkpoints(args.grid, base, settings, cells, bool(args.config), args.smoke_test)
-        cells = only_frameworks(GRIDS[args.grid](base, teachers), frameworks)
-        cells = only_methods(cells, methods) if methods else cells
-        cells = with_seeds(cells, settings.seeds, args.first_seed)
+        cells = with_seeds(chosen_cells(base, teachers), settings.seeds, args.first_seed)
         plan = SweepPlan(args.grid, base, settings, grid=cells)
         log.info(
             "%s: %d trials (%d cells x %d seeds)", args.grid, len(cells), len(cells) // settings.seeds, settings.seeds

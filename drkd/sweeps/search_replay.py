@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch, startup_trials
@@ -159,7 +160,7 @@ def replay_search(
         scheduler.on_trial_add(None, trial)
         curve = grid.curves[tuple(config[key] for key in grid.axes)]
         for epoch, value in enumerate(curve, start=1):
-            result = {METRIC: value, "epoch": epoch, "training_iteration": epoch}  # as Tune adds it
+            result = {METRIC: value, "epoch": epoch, TRAINING_ITERATION: epoch}  # as Tune adds it
             if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
                 break
             searcher.on_trial_result(trial.trial_id, result)
