@@ -36,9 +36,9 @@ import itertools
 import statistics
 
 from ray import tune
-from scipy import stats
 
 from drkd.analysis.experiment_store import load_experiments
+from drkd.analysis.paper_tables.difference import mean_interval
 from drkd.config.trial_labels import CELL_KEY, ROLE_KEY, STUDENT
 from drkd.distill.drkd.params import paper_lambdas
 from drkd.sweeps.commands import DEFAULT_SEARCH_EPOCHS, embedded_search_base
@@ -114,14 +114,6 @@ def _as(values: list, stored: object) -> object:
     raise SystemExit(f"search_efficiency.py: a trial's value {stored!r} is none of {values}")
 
 
-def _interval(gaps: list[float]) -> tuple[float, float]:
-    mean = statistics.mean(gaps)
-    if len(gaps) < 2 or statistics.stdev(gaps) == 0:
-        return mean, mean
-    half = stats.t.ppf(0.975, len(gaps) - 1) * statistics.stdev(gaps) / len(gaps) ** 0.5
-    return mean - half, mean + half
-
-
 def grid_of_experiment(paths: list[str], axis: str, seed: int, epochs: int) -> MeasuredGrid:
     """A one-axis grid read from experiments that ran every value of ``axis`` (for example Table 6's
     ``distill.method``, pooled over an interrupted run and its continuation): the trials of
@@ -173,7 +165,7 @@ def print_efficiency(grid: MeasuredGrid, budgets: list[int], graces: list[int], 
             outcomes = [replay_search(grid, strategy, budget, seed, grace_period=grace or 1) for seed in range(replays)]
             gaps = [grid.best - o.best_final for o in outcomes]
             spent = statistics.mean(o.epochs for o in outcomes)
-            low, high = _interval(gaps)
+            low, high = mean_interval(gaps)
             hit = sum(g <= WITHIN for g in gaps) / len(gaps)
             print(
                 f"| {label} | {budget} | {spent:.1f} ({100 * spent / grid.compute:.0f} %) | "

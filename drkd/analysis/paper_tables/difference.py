@@ -36,6 +36,15 @@ def _t(df: float) -> float:
     return float(scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, df))
 
 
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The 95 % t interval on the mean of ``values``: v̄ ± t_{0.975, n−1} · s / √n (NaN under 2 values)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return math.nan, math.nan
+    half = _t(len(v) - 1) * float(np.std(v, ddof=1)) / math.sqrt(len(v))
+    return float(v.mean()) - half, float(v.mean()) + half
+
+
 def delta_interval(row: Sequence[tuple[int | None, float]], base: Sequence[tuple[int | None, float]]) -> Interval:
     """The 95 % interval on mean(row) − mean(base).
 
@@ -53,9 +62,7 @@ def delta_interval(row: Sequence[tuple[int | None, float]], base: Sequence[tuple
     seeds, base_seeds = [s for s, _ in row], [s for s, _ in base]
     if None not in seeds and len(set(seeds)) == len(seeds) and sorted(seeds) == sorted(base_seeds):  # type: ignore[type-var]
         base_by_seed = dict(base)
-        d = x - np.array([base_by_seed[s] for s in seeds])
-        half = _t(len(d) - 1) * float(np.std(d, ddof=1)) / math.sqrt(len(d))
-        return Interval(float(d.mean()) - half, float(d.mean()) + half, True)
+        return Interval(*mean_interval(x - np.array([base_by_seed[s] for s in seeds])), True)
     vx, vb = float(np.var(x, ddof=1)) / len(x), float(np.var(b, ddof=1)) / len(b)
     se = math.sqrt(vx + vb)
     diff = float(x.mean() - b.mean())
