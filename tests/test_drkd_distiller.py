@@ -83,6 +83,32 @@ def test_terms_match_standalone_modules():
     assert d.pr.distance == d.ir.distance == d.ins.distance == "squared"
 
 
+def test_ir_and_ins_share_one_roi_align_and_get_the_gradients_they_get_apart():
+    torch.manual_seed(5)
+    d = DRKDDistiller(6, 4, 3, instance_levels=(0, 2))
+    pooled = []
+    for loss in (d.ir, d.ins):
+        pool = loss.instances
+
+        def counting(feat, boxes, shape, pool=pool):
+            pooled.append(feat.shape)
+            return pool(feat, boxes, shape)
+
+        loss.instances = counting
+    t, s, boxes = make_batch(counts=(3, 0), requires_grad=True)
+    together = d(t, s, boxes, IMAGE)
+    assert len(pooled) == 4  # 2 levels x (teacher, student), once for both losses
+    d.weighted_total(together).backward()
+    shared_grads = [x.grad.clone() for x in s]
+    for x in s:
+        x.grad = None
+    apart = {"loss_pr": d.pr(t, s), "loss_ir": d.ir(t, s, boxes, IMAGE), "loss_ins": d.ins(t, s, boxes, IMAGE)}
+    assert len(pooled) == 12  # each loss on its own pools them again
+    assert all(together[k].item() == pytest.approx(apart[k].item(), rel=1e-6) for k in apart)
+    d.weighted_total(apart).backward()
+    assert all(torch.allclose(a, x.grad, rtol=1e-5, atol=1e-8) for a, x in zip(shared_grads, s))
+
+
 def test_zero_when_student_equals_teacher():
     torch.manual_seed(2)
     d = DRKDDistiller(4, 4, 3)

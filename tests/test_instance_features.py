@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from drkd.config import ConfigError, config_from_dict
-from drkd.distill.instance_features import extract_instances, instance_counts, level_stride
+from drkd.distill.instance_features import extract_instances, instance_counts, level_stride, pad_by_image
 
 IMAGE = (1024, 1024)  # (H, W) of the padded batch tensor; large enough that no sample hits a border
 STRIDES = (4, 8, 16, 32, 64, 128)  # P2 (Faster R-CNN) .. P7 (RetinaNet)
@@ -80,3 +80,23 @@ def test_the_losses_pool_with_their_roi_options(aligned: bool, sampling_ratio: i
         InstanceRelationLoss(3, 3, roi_aligned=aligned, roi_sampling_ratio=sampling_ratio),
     ):
         torch.testing.assert_close(loss.instances(feat, boxes, (64, 64)), expected, rtol=0, atol=0)
+
+
+def test_pad_by_image_lays_rows_out_per_image_and_passes_gradients_back() -> None:
+    x = torch.arange(12.0).view(6, 2).requires_grad_(True)
+    padded, valid = pad_by_image(x, [2, 0, 3, 1])
+    assert padded.shape == (4, 3, 2)
+    assert valid.tolist() == [[True, True, False], [False] * 3, [True, True, True], [True, False, False]]
+    assert torch.equal(padded[0, :2], x[:2]) and torch.equal(padded[2], x[2:5]) and torch.equal(padded[3, 0], x[5])
+    assert torch.equal(padded[~valid], torch.zeros(int((~valid).sum()), 2))
+    (padded * torch.arange(1.0, 25.0).view(4, 3, 2)).sum().backward()
+    # each row's gradient is the weight of the slot it landed in: image 0 slots 0-1, image 2 slots 0-2, image 3 slot 0
+    expected = torch.arange(1.0, 25.0).view(12, 2)[[0, 1, 6, 7, 8, 9]]
+    assert torch.equal(x.grad, expected)
+
+
+def test_pad_by_image_without_instances_and_with_wrong_counts() -> None:
+    padded, valid = pad_by_image(torch.zeros(0, 5), [0, 0])
+    assert padded.shape == (2, 0, 5) and valid.shape == (2, 0)
+    with pytest.raises(ValueError, match=r"sum to 3, but there are 4 rows"):
+        pad_by_image(torch.zeros(4, 5), [1, 2])

@@ -5,6 +5,7 @@ import torch
 
 from drkd.distill.drkd.instance_loss import check_instance_size
 from drkd.distill.drkd.instance_relation import InstanceRelationLoss
+from drkd.distill.feature_distance import feature_distance
 
 IMAGE = (8, 8)
 # Two boxes well inside the top-left and bottom-right quadrants of an 8×8 stride-1 map: ROI Align
@@ -340,3 +341,51 @@ def test_bad_target_and_teacher_filter():
         InstanceRelationLoss(4, 3, target="z")
     with pytest.raises(ValueError, match="teacher_filter must be one of"):
         InstanceRelationLoss(4, 3, teacher_filter="learned")
+
+
+def _per_image_distances(loss, index, t, s, counts):
+    """Eq. 7's distance image by image, each image's ψ on its own (the computation ``image_distances`` batches)."""
+    out = []
+    for t_img, s_img in zip(t.split(counts), s.split(counts)):
+        target_t, target_s = loss.relations(index, t_img, s_img)
+        out.append(feature_distance(target_t.reshape(1, -1), target_s.reshape(1, -1), loss.distance)[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("teacher_filter", ["identity", "shared", "random"])
+def test_batched_images_equal_the_per_image_relations_in_value_and_gradient(teacher_filter):
+    torch.manual_seed(8)
+    loss = InstanceRelationLoss(4, 3, teacher_filter=teacher_filter)
+    _active_filters(loss)  # trained filters, as training leaves them
+    counts = [4, 0, 1, 6]  # padded to 6: an empty image, a single instance, the longest image
+    t_feats, s_feats, boxes, shape = _random_case(counts, requires_grad=True)
+    t = loss.instances(t_feats[0].detach(), boxes, shape)
+    loss.zero_grad()  # _active_filters leaves its last step's gradients
+    grads = []
+    for fn in (loss.image_distances, lambda *a: _per_image_distances(loss, *a)):
+        s = loss.instances(s_feats[0], boxes, shape)
+        distances = fn(0, t, s, counts)
+        weights = torch.arange(1.0, 5.0)  # a different weight per image: each image's gradient is checked
+        (distances * weights).sum().backward()
+        grads.append((distances.detach(), s_feats[0].grad.clone(), loss.adapters[0].weight.grad.clone()))
+        s_feats[0].grad = None
+        loss.zero_grad()
+    (batched, g_batched, a_batched), (looped, g_looped, a_looped) = grads
+    assert batched[1] == 0.0 and looped[1] == 0.0
+    assert torch.allclose(batched, looped, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(g_batched, g_looped, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(a_batched, a_looped, rtol=1e-4, atol=1e-7)
+
+
+def test_batched_psi_is_each_images_own_psi_padded_with_zeros():
+    torch.manual_seed(9)
+    loss = InstanceRelationLoss(4, 3)
+    _active_filters(loss)
+    module = loss.student_relation[0]
+    x = torch.randn(3, 5, 3 * 9)
+    valid = torch.tensor([[True] * 5, [True, True, False, False, False], [False] * 5])
+    psi = module.batched(x, valid)
+    assert torch.allclose(psi[0], module(x[0].view(5, 3, 3, 3)), atol=1e-6)
+    assert torch.allclose(psi[1, :2, :2], module(x[1, :2].view(2, 3, 3, 3)), atol=1e-6)
+    assert torch.allclose(psi[1, :2, :2].sum(dim=0), torch.ones(2))  # columns sum to 1 over the image only
+    assert psi[1][~(valid[1][:, None] & valid[1][None, :])].abs().max() == 0 and psi[2].abs().max() == 0

@@ -96,3 +96,19 @@ def test_bad_args():
     with pytest.raises(ValueError, match=r"\(N, E\)"):
         RelationFilter(3)(torch.zeros(2, 3), torch.zeros(3, 3))
     assert math.isclose(RelationFilter(2)(torch.ones(1, 2)).item(), 1.0)
+
+
+def test_a_batch_of_images_gives_each_image_its_own_weights():
+    torch.manual_seed(6)
+    filt = RelationFilter(4, hidden_dim=8)
+    _randomise(filt)
+    q, k = torch.randn(3, 5, 4), torch.randn(3, 5, 4)
+    w = filt(q, k)
+    assert w.shape == (3, 5, 5)
+    for b in range(3):
+        assert torch.allclose(w[b], filt(q[b], k[b]), atol=1e-6)
+
+
+def test_batch_shape_mismatch_is_refused():
+    with pytest.raises(ValueError, match=r"\(B, N, E\)"):
+        RelationFilter(4)(torch.randn(2, 3, 4), torch.randn(3, 4))

@@ -65,3 +65,23 @@ def instance_counts(boxes: Sequence[torch.Tensor]) -> list[int]:
         boxes: per image its GT boxes, (N_i, 4).
     """
     return [int(b.shape[0]) for b in boxes]
+
+
+def pad_by_image(x: torch.Tensor, counts: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lay the instances of a batch out per image, padded with zeros, so per-image work runs batched.
+
+    Args:
+        x: (ΣN_i, ...) per-instance rows, image 0 first (as :func:`extract_instances` returns them).
+        counts: N_i per image (:func:`instance_counts`), summing to ``x.shape[0]``.
+
+    Returns:
+        ``padded`` (B, N_max, ...), image b's rows in ``padded[b, :N_b]`` and zeros after them
+        (differentiable with respect to ``x``), and ``valid`` (B, N_max) bool, True on real rows.
+    """
+    if sum(counts) != x.shape[0]:
+        raise ValueError(f"counts {list(counts)} sum to {sum(counts)}, but there are {x.shape[0]} rows")
+    n_max = max(counts, default=0)
+    valid = torch.arange(n_max, device=x.device)[None, :] < torch.tensor(counts, device=x.device)[:, None]
+    padded = x.new_zeros((len(counts), n_max, *x.shape[1:]))
+    padded[valid] = x
+    return padded, valid

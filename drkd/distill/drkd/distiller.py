@@ -140,6 +140,8 @@ class DRKDDistiller(Distiller):
         if use_ins:
             self.ins = InstanceDistillLoss(teacher_channels, student_channels, **instance_options)
             self.loss_weights["loss_ins"] = float(lambda_ins)
+        if self.ir is not None and self.ins is not None and not self.ir.same_instances(self.ins):
+            raise AssertionError("IR and INS must pool the same instances to share their ROI features")
 
     def losses(
         self,
@@ -151,8 +153,14 @@ class DRKDDistiller(Distiller):
         losses: dict[str, torch.Tensor] = {}
         if self.pr is not None:
             losses["loss_pr"] = self.pr(teacher_feats, student_feats)
-        if self.ir is not None:
-            losses["loss_ir"] = self.ir(teacher_feats, student_feats, boxes, image_shape)
-        if self.ins is not None:
-            losses["loss_ins"] = self.ins(teacher_feats, student_feats, boxes, image_shape)
+        instance_losses = [
+            (name, loss) for name, loss in (("loss_ir", self.ir), ("loss_ins", self.ins)) if loss is not None
+        ]
+        if instance_losses:
+            # IR and INS pool the same boxes on the same levels (one instance_options): ROI-align once
+            first = instance_losses[0][1]
+            first.check_inputs(teacher_feats, student_feats)
+            levels = first.level_instances(teacher_feats, student_feats, boxes, image_shape)
+            for name, loss in instance_losses:
+                losses[name] = loss.from_instances(levels, boxes)
         return losses

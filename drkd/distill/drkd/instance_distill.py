@@ -80,11 +80,16 @@ class InstanceDistillLoss(InstanceLoss):
         image_shape: tuple[int, int],
     ) -> torch.Tensor:
         self.check_inputs(teacher_feats, student_feats)
+        return self.from_instances(self.level_instances(teacher_feats, student_feats, boxes, image_shape), boxes)
+
+    def from_instances(
+        self, levels: Sequence[tuple[torch.Tensor, torch.Tensor]], boxes: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """L_INS from the ROI features of :meth:`~drkd.distill.drkd.instance_loss.InstanceLoss.level_instances`."""
         counts = instance_counts(boxes)
         level_terms = []
-        for adapter, level in zip(self.adapters, self.levels):
-            t = self.instances(teacher_feats[level].detach(), boxes, image_shape)
-            s = adapter(self.instances(student_feats[level], boxes, image_shape))
+        for adapter, (t, s_roi) in zip(self.adapters, levels):
+            s = adapter(s_roi)
             if self.reduction == "authors":  # one distance per image over all its instances, summed
                 per_image = [
                     batch_distance(ti, si, self.distance, self.reduction)

@@ -70,6 +70,27 @@ class InstanceLoss(nn.Module):
         """The K×K ROI features of every image's boxes on one level, (ΣN_i, C, K, K), image 0 first."""
         return extract_instances(feat, boxes, image_shape, self.instance_size, **self.roi)
 
+    def level_instances(
+        self,
+        teacher_feats: Sequence[torch.Tensor],
+        student_feats: Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor],
+        image_shape: tuple[int, int],
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per configured level, the (teacher, student) ROI features of the GT boxes, each (ΣN_i, C, K, K);
+        the teacher's from detached features (no gradient can reach the teacher detector)."""
+        return [
+            (
+                self.instances(teacher_feats[level].detach(), boxes, image_shape),
+                self.instances(student_feats[level], boxes, image_shape),
+            )
+            for level in self.levels
+        ]
+
+    def same_instances(self, other: InstanceLoss) -> bool:
+        """True if ``other`` pools the same instances (K, levels, ROI Align), so both can share them."""
+        return (self.instance_size, self.levels, self.roi) == (other.instance_size, other.levels, other.roi)
+
     def check_inputs(self, teacher_feats: Sequence[torch.Tensor], student_feats: Sequence[torch.Tensor]) -> None:
         """Every configured level exists on both sides."""
         check_levels(self.levels, min(len(teacher_feats), len(student_feats)))

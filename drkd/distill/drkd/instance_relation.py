@@ -60,7 +60,7 @@ from drkd.distill.drkd.params import IR_TARGETS, TEACHER_FILTERS
 from drkd.distill.drkd.reduction import over_levels
 from drkd.distill.drkd.relation_filter import RelationFilter
 from drkd.distill.feature_distance import DEFAULT_DISTANCE, feature_distance
-from drkd.distill.instance_features import instance_counts
+from drkd.distill.instance_features import instance_counts, pad_by_image
 
 
 class InstanceRelationModule(nn.Module):
@@ -87,17 +87,42 @@ class InstanceRelationModule(nn.Module):
         self.filter = RelationFilter(embed_dim, init=filter_init) if relation_filter else None
 
     def forward(self, instances: torch.Tensor, relation_filter: RelationFilter | None = None) -> torch.Tensor:
-        """ψ (N, N) of ``instances`` (N, D, K, K); ``relation_filter``, if given, is used in place of the
-        module's own filter, with its parameters detached (it gets no gradient from this side)."""
-        x = instances.flatten(1)
+        """ψ (N, N) of one image's ``instances`` (N, D, K, K); ``relation_filter``, if given, is used in
+        place of the module's own filter, with its parameters detached (it gets no gradient from this side)."""
+        valid = torch.ones(1, instances.shape[0], dtype=torch.bool, device=instances.device)
+        return self.batched(instances.flatten(1).unsqueeze(0), valid, relation_filter)[0]
+
+    def batched(
+        self, x: torch.Tensor, valid: torch.Tensor, relation_filter: RelationFilter | None = None
+    ) -> torch.Tensor:
+        """ψ of every image of a padded batch at once, as :meth:`forward` computes it per image.
+
+        Args:
+            x: (B, N_max, D·K·K) flattened instance features per image, padded
+                (:func:`~drkd.distill.instance_features.pad_by_image`).
+            valid: (B, N_max) bool, True on real instances.
+            relation_filter: as in :meth:`forward`.
+
+        Returns:
+            (B, N_max, N_max): image b's ψ (N_b × N_b, columns summing to 1) in its top-left block, zeros
+            elsewhere. Padded rows are left out of each column's softmax (Eq. 6's Σ_i runs over the image's
+            instances only).
+        """
         q, k = self.g1(x), self.g2(x)
-        logits = q @ k.t()
+        logits = q @ k.transpose(-1, -2)
         if relation_filter is not None:
             detached = {name: p.detach() for name, p in relation_filter.named_parameters()}
             logits = torch.func.functional_call(relation_filter, detached, (q, k)) * logits
         elif self.filter is not None:
             logits = self.filter(q, k) * logits
-        return torch.softmax(logits, dim=0)
+        # the dtype's lowest finite value, not -inf: an image without instances must not give NaN
+        logits = logits.masked_fill(~valid[:, :, None], torch.finfo(logits.dtype).min)
+        return torch.softmax(logits, dim=1) * pair_mask(valid)
+
+
+def pair_mask(valid: torch.Tensor) -> torch.Tensor:
+    """(B, N, N) bool: True where both instances i and j of image b are real ones, from ``valid`` (B, N)."""
+    return valid[:, :, None] & valid[:, None, :]
 
 
 class RelationAdapter(nn.Module):
@@ -222,6 +247,34 @@ class InstanceRelationLoss(InstanceLoss):
         psi_t = self.teacher_relation[level_index](teacher_instances, shared)
         return psi_t, self.adapters[level_index](student(student_instances))
 
+    def image_distances(
+        self, level_index: int, teacher_instances: torch.Tensor, student_instances: torch.Tensor, counts: list[int]
+    ) -> torch.Tensor:
+        """Eq. 7's distance per image at the ``level_index``-th configured level, (B,) float32.
+
+        Args:
+            teacher_instances, student_instances: the level's ROI features, (ΣN_i, D_t, K, K) and
+                (ΣN_i, D_s, K, K), image 0 first.
+            counts: N_i per image.
+        """
+        if self.target == "features":  # per image: each block draws a random mask per call
+            terms = [
+                self.relations(level_index, t_img, s_img)
+                for t_img, s_img in zip(teacher_instances.split(counts), student_instances.split(counts))
+            ]
+            return torch.stack(
+                [feature_distance(t.reshape(1, -1), s.reshape(1, -1), self.distance)[0] for t, s in terms]
+            )
+        # the "relation" target, every image at once on padded (B, N_max, N_max) relation matrices
+        t, valid = pad_by_image(teacher_instances.flatten(1), counts)
+        s, _ = pad_by_image(student_instances.flatten(1), counts)
+        student = self.student_relation[level_index]
+        shared = student.filter if self.teacher_filter == "shared" else None
+        psi_t = self.teacher_relation[level_index].batched(t, valid, shared)
+        # f(ψ_s) off the image's block is f(0) = b: masked, so only the N_b² real pairs are compared
+        f_psi_s = self.adapters[level_index](student.batched(s, valid)) * pair_mask(valid)
+        return feature_distance(psi_t.flatten(1), f_psi_s.flatten(1), self.distance)
+
     def forward(
         self,
         teacher_feats: Sequence[torch.Tensor],
@@ -230,17 +283,17 @@ class InstanceRelationLoss(InstanceLoss):
         image_shape: tuple[int, int],
     ) -> torch.Tensor:
         self.check_inputs(teacher_feats, student_feats)
+        return self.from_instances(self.level_instances(teacher_feats, student_feats, boxes, image_shape), boxes)
+
+    def from_instances(
+        self, levels: Sequence[tuple[torch.Tensor, torch.Tensor]], boxes: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """L_IR from the ROI features of :meth:`~drkd.distill.drkd.instance_loss.InstanceLoss.level_instances`."""
         counts = instance_counts(boxes)
         images_with_instances = max(1, sum(1 for n in counts if n > 0))
         level_terms = []
-        for index, level in enumerate(self.levels):
-            t = self.instances(teacher_feats[level].detach(), boxes, image_shape)
-            s = self.instances(student_feats[level], boxes, image_shape)
-            total = None
-            # Images without instances run on empty tensors and add an exact, graph-connected 0.
-            for t_img, s_img in zip(t.split(counts), s.split(counts)):
-                target_t, target_s = self.relations(index, t_img, s_img)
-                term = feature_distance(target_t.reshape(1, -1), target_s.reshape(1, -1), self.distance)[0]
-                total = term if total is None else total + term
+        # Images without instances add an exact, graph-connected 0.
+        for index, (t, s) in enumerate(levels):
+            total = self.image_distances(index, t, s, counts).sum()
             level_terms.append(total if self.reduction == "authors" else total / images_with_instances)
         return over_levels(level_terms, self.reduction)

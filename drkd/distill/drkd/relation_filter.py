@@ -55,19 +55,22 @@ class RelationFilter(nn.Module):
             nn.init.zeros_(self.out.bias)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
-        """W (N, N) with W[i, j] = w_ij for query instance i and key instance j.
+        """W (..., N, N) with W[..., i, j] = w_ij for query instance i and key instance j.
 
         Args:
-            q: query embeddings g1(x), (N, E).
-            k: key embeddings g2(x), (N, E), the same shape as ``q``; default ``q``.
+            q: query embeddings g1(x), (N, E), or (B, N, E) for a batch of images (one W each).
+            k: key embeddings g2(x), the same shape as ``q``; default ``q``.
         """
         k = q if k is None else k
-        if q.dim() != 2 or q.shape != k.shape:
-            raise ValueError(f"expected q and k of equal shape (N, E), got {tuple(q.shape)} and {tuple(k.shape)}")
-        n, e = q.shape
-        q = F.normalize(q, dim=1)
-        k = F.normalize(k, dim=1)
-        qi = q[:, None, :].expand(n, n, e)
-        kj = k[None, :, :].expand(n, n, e)
+        if q.dim() not in (2, 3) or q.shape != k.shape:
+            raise ValueError(
+                f"expected q and k of equal shape (N, E) or (B, N, E), got {tuple(q.shape)} and {tuple(k.shape)}"
+            )
+        n, e = q.shape[-2:]
+        pair_shape = (*q.shape[:-2], n, n, e)
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        qi = q.unsqueeze(-2).expand(pair_shape)
+        kj = k.unsqueeze(-3).expand(pair_shape)
         pairs = torch.cat([qi, kj, qi * kj], dim=-1)
         return 1.0 + torch.tanh(self.out(F.relu(self.hidden(pairs))).squeeze(-1))
