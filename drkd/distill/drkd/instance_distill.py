@@ -72,16 +72,6 @@ class InstanceDistillLoss(InstanceLoss):
         )
         self.adapters = nn.ModuleList(Adapter(student_channels, teacher_channels) for _ in self.levels)
 
-    def forward(
-        self,
-        teacher_feats: Sequence[torch.Tensor],
-        student_feats: Sequence[torch.Tensor],
-        boxes: Sequence[torch.Tensor],
-        image_shape: tuple[int, int],
-    ) -> torch.Tensor:
-        self.check_inputs(teacher_feats, student_feats)
-        return self.from_instances(self.level_instances(teacher_feats, student_feats, boxes, image_shape), boxes)
-
     def from_instances(
         self, levels: Sequence[tuple[torch.Tensor, torch.Tensor]], boxes: Sequence[torch.Tensor]
     ) -> torch.Tensor:

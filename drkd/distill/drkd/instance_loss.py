@@ -91,6 +91,23 @@ class InstanceLoss(nn.Module):
         """True if ``other`` pools the same instances (K, levels, ROI Align), so both can share them."""
         return (self.instance_size, self.levels, self.roi) == (other.instance_size, other.levels, other.roi)
 
+    def forward(
+        self,
+        teacher_feats: Sequence[torch.Tensor],
+        student_feats: Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor],
+        image_shape: tuple[int, int],
+    ) -> torch.Tensor:
+        """The loss: the instances of :meth:`level_instances`, handed to the subclass's ``from_instances``."""
+        self.check_inputs(teacher_feats, student_feats)
+        return self.from_instances(self.level_instances(teacher_feats, student_feats, boxes, image_shape), boxes)
+
+    def from_instances(
+        self, levels: Sequence[tuple[torch.Tensor, torch.Tensor]], boxes: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """The loss from each configured level's (teacher, student) ROI features; ``boxes`` gives N_i per image."""
+        raise NotImplementedError
+
     def check_inputs(self, teacher_feats: Sequence[torch.Tensor], student_feats: Sequence[torch.Tensor]) -> None:
         """Every configured level exists on both sides."""
         check_levels(self.levels, min(len(teacher_feats), len(student_feats)))

@@ -275,16 +275,6 @@ class InstanceRelationLoss(InstanceLoss):
         f_psi_s = self.adapters[level_index](student.batched(s, valid)) * pair_mask(valid)
         return feature_distance(psi_t.flatten(1), f_psi_s.flatten(1), self.distance)
 
-    def forward(
-        self,
-        teacher_feats: Sequence[torch.Tensor],
-        student_feats: Sequence[torch.Tensor],
-        boxes: Sequence[torch.Tensor],
-        image_shape: tuple[int, int],
-    ) -> torch.Tensor:
-        self.check_inputs(teacher_feats, student_feats)
-        return self.from_instances(self.level_instances(teacher_feats, student_feats, boxes, image_shape), boxes)
-
     def from_instances(
         self, levels: Sequence[tuple[torch.Tensor, torch.Tensor]], boxes: Sequence[torch.Tensor]
     ) -> torch.Tensor:
