@@ -127,7 +127,17 @@ def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> P
         for x, r in enumerate(mine):
             values = [v for _, v in r["runs"]]
             if not values:
-                ax.text(x, ax.get_ylim()[0], "—", ha="center", va="bottom", fontsize=8)
+                # x in data, y in axes coordinates: a label at the panel's foot, not a mark on the mAP scale
+                ax.text(
+                    x,
+                    0.02,
+                    "not run",
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color="grey",
+                )
                 continue
             color = "grey" if r["baseline"] else OURS_COLOR
             ax.scatter([x] * len(values), values, s=18, color=color, zorder=3)
@@ -135,7 +145,9 @@ def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> P
             for seed, v in r["runs"]:
                 if seed is not None:
                     ax.annotate(str(seed), (x, v), xytext=(4, 0), textcoords="offset points", fontsize=6, va="center")
-        ax.set_xticks(range(len(mine)), [str(r["labels"].get(row_label, "")) for r in mine], fontsize=8, rotation=30)
+        ax.set_xticks(
+            range(len(mine)), [str(r["labels"].get(row_label, "")) for r in mine], fontsize=8, rotation=30, ha="right"
+        )
         ax.set_ylabel("mAP (%)")
         ax.grid(axis="y", alpha=0.3)
         if base:
