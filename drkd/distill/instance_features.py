@@ -81,7 +81,9 @@ def pad_by_image(x: torch.Tensor, counts: Sequence[int]) -> tuple[torch.Tensor, 
     if sum(counts) != x.shape[0]:
         raise ValueError(f"counts {list(counts)} sum to {sum(counts)}, but there are {x.shape[0]} rows")
     n_max = max(counts, default=0)
-    valid = torch.arange(n_max, device=x.device)[None, :] < torch.tensor(counts, device=x.device)[:, None]
-    padded = x.new_zeros((len(counts), n_max, *x.shape[1:]))
-    padded[valid] = x
-    return padded, valid
+    # Built on the host and copied: a boolean-mask assignment on the device would wait for the
+    # device (to count the mask's True entries) at every call.
+    valid = torch.arange(n_max)[None, :] < torch.tensor(counts)[:, None]
+    slots = torch.arange(len(counts) * n_max)[valid.flatten()]
+    padded = x.new_zeros((len(counts) * n_max, *x.shape[1:])).index_copy(0, slots.to(x.device), x)
+    return padded.view(len(counts), n_max, *x.shape[1:]), valid.to(x.device)

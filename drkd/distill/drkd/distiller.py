@@ -141,7 +141,7 @@ class DRKDDistiller(Distiller):
             self.ins = InstanceDistillLoss(teacher_channels, student_channels, **instance_options)
             self.loss_weights["loss_ins"] = float(lambda_ins)
         if self.ir is not None and self.ins is not None and not self.ir.same_instances(self.ins):
-            raise AssertionError("IR and INS must pool the same instances to share their ROI features")
+            raise ValueError("IR and INS must pool the same instances (instance_size, levels, ROI Align) to share them")
 
     def losses(
         self,
