@@ -34,7 +34,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+from collections.abc import Iterator
 
+import pandas as pd
 from ray import tune
 
 from drkd.analysis.experiment_store import load_experiments
@@ -76,15 +78,20 @@ def grid_cells(epochs: int) -> list[dict]:
     return cells
 
 
+def trial_curves(reports: pd.DataFrame) -> Iterator[tuple[tuple, pd.Series, list[float]]]:
+    """Per trial of ``reports`` (Tune's per-epoch rows): its (experiment, trial_id), its first row
+    (the trial's config columns) and its mAP per epoch, in epoch order."""
+    for key, rows in reports.groupby(["experiment", "trial_id"]):
+        rows = rows.sort_values("epoch")
+        yield key, rows.iloc[0], [float(m) for m in rows["mAP"]]
+
+
 def measured_grid(path: str, cells: list[dict], epochs: int) -> MeasuredGrid:
     """The grid's per-epoch mAP by configuration, read back from its experiment; every trial must be
     one of ``cells`` (an experiment of another grid under the same name is refused), each once."""
-    reports = load_experiments([path]).reports
     expected = {c[CELL_KEY]: c for c in cells}
     curves = {}
-    for trial_id, rows in reports.groupby("trial_id"):
-        rows = rows.sort_values("epoch")
-        first = rows.iloc[0]
+    for (_, trial_id), first, curve in trial_curves(load_experiments([path]).reports):
         cell = expected.get(first["config/cell"])
         if cell is None:
             raise SystemExit(
@@ -96,7 +103,6 @@ def measured_grid(path: str, cells: list[dict], epochs: int) -> MeasuredGrid:
             raise SystemExit(
                 f"search_efficiency.py: trial {trial_id} of {path} repeats or mislabels {cell[CELL_KEY]!r}"
             )
-        curve = [float(m) for m in rows["mAP"]]
         if len(curve) != epochs:
             raise SystemExit(
                 f"search_efficiency.py: trial {trial_id} ({cell[CELL_KEY]}) reported {len(curve)} of {epochs} epochs "
@@ -124,12 +130,8 @@ def grid_of_experiment(paths: list[str], axis: str, seed: int, epochs: int) -> M
     if column not in reports:
         raise SystemExit(f"search_efficiency.py: no trial of {', '.join(paths)} sets {axis}")
     curves: dict = {}
-    for (experiment, trial_id), rows in reports[reports["config/train.seed"] == seed].groupby(
-        ["experiment", "trial_id"]
-    ):
-        rows = rows.sort_values("epoch")
-        value = rows.iloc[0][column]
-        curve = [float(m) for m in rows["mAP"]]
+    for (experiment, trial_id), first, curve in trial_curves(reports[reports["config/train.seed"] == seed]):
+        value = first[column]
         if len(curve) != epochs:
             print(
                 f"left out: {experiment} trial {trial_id} ({axis}={value!r}) reported {len(curve)} of {epochs} epochs"
