@@ -28,6 +28,7 @@ from drkd.analysis.report import make_report
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "analysis"))
 import make_tables  # noqa: E402  (the entry script)
+from table6_labels import METHOD_LABEL  # noqa: E402
 
 EPOCHS = 3
 SEARCH_EPOCHS = 4
@@ -516,19 +517,6 @@ def test_other_tables_and_search_summary(tiny_sweeps: SweepRun, report: Path) ->
     assert search.loc[0, "Trial"] == best.trial_id
     assert search.loc[0, "mAP"] == pytest.approx(best.history["mAP"].iloc[-1], abs=1e-3)
     assert list(search.columns[:4]) == ["Rank", "Trial", "Status", "Epochs"]
-
-
-METHOD_LABEL = {
-    "none": "Baseline",
-    "fitnet": "FitNet",
-    "nld": "NLD",
-    "mkd": "MKD",
-    "cwd": "CWD",
-    "pkd": "PKD",
-    "mgd": "MGD",
-    "fgd": "FGD",
-    "drkd": "DRKD (ours)",
-}
 
 
 def test_table6_measured_beside_paper(tiny_sweeps: SweepRun, report: Path) -> None:

@@ -10,6 +10,7 @@ import optuna
 import pytest
 import ray
 import yaml
+from table6_labels import METHOD_LABEL
 
 from drkd.config import load_config
 from drkd.sweeps.commands import ablations, lambda_search
@@ -172,20 +173,9 @@ def test_table6_grid_runs_every_method_on_both_frameworks(
         keep_default_na=False,
         na_values=[""],
     )
-    label = {
-        "none": "Baseline",
-        "fitnet": "FitNet",
-        "nld": "NLD",
-        "mkd": "MKD",
-        "cwd": "CWD",
-        "pkd": "PKD",
-        "mgd": "MGD",
-        "fgd": "FGD",
-        "drkd": "DRKD (ours)",
-    }
     for framework, name in (("one_stage", "One-stage (RetinaNet)"), ("two_stage", "Two-stage (Faster R-CNN)")):
         for method in methods:
-            row = table[(table["Framework"] == name) & (table["Method"] == label[method])].iloc[0]
+            row = table[(table["Framework"] == name) & (table["Method"] == METHOD_LABEL[method])].iloc[0]
             assert row["mAP"] == pytest.approx(result_lines(trials[f"{framework} 2x {method}"])[-1]["mAP"], abs=1e-3)
     nld = table[table["Method"] == "NLD"].set_index("Framework")["mAP_paper"]
     assert nld.to_dict() == {"Two-stage (Faster R-CNN)": 41.5, "One-stage (RetinaNet)": 39.6}
