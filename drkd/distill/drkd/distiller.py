@@ -158,9 +158,7 @@ class DRKDDistiller(Distiller):
         ]
         if instance_losses:
             # IR and INS pool the same boxes on the same levels (one instance_options): ROI-align once
-            first = instance_losses[0][1]
-            first.check_inputs(teacher_feats, student_feats)
-            levels = first.level_instances(teacher_feats, student_feats, boxes, image_shape)
+            levels = instance_losses[0][1].level_instances(teacher_feats, student_feats, boxes, image_shape)
             for name, loss in instance_losses:
                 losses[name] = loss.from_instances(levels, boxes)
         return losses

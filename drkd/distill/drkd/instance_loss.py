@@ -78,7 +78,9 @@ class InstanceLoss(nn.Module):
         image_shape: tuple[int, int],
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per configured level, the (teacher, student) ROI features of the GT boxes, each (ΣN_i, C, K, K);
-        the teacher's from detached features (no gradient can reach the teacher detector)."""
+        the teacher's from detached features (no gradient can reach the teacher detector). Every
+        configured level must exist on both sides (ValueError otherwise)."""
+        self.check_inputs(teacher_feats, student_feats)
         return [
             (
                 self.instances(teacher_feats[level].detach(), boxes, image_shape),
@@ -99,7 +101,6 @@ class InstanceLoss(nn.Module):
         image_shape: tuple[int, int],
     ) -> torch.Tensor:
         """The loss: the instances of :meth:`level_instances`, handed to the subclass's ``from_instances``."""
-        self.check_inputs(teacher_feats, student_feats)
         return self.from_instances(self.level_instances(teacher_feats, student_feats, boxes, image_shape), boxes)
 
     def from_instances(

@@ -232,6 +232,11 @@ class InstanceRelationLoss(InstanceLoss):
         self.teacher_embed_trainable = teacher_embed_trainable
         self.teacher_relation.requires_grad_(teacher_embed_trainable)
 
+    def _teacher_side_filter(self, student: InstanceRelationModule) -> RelationFilter | None:
+        """The filter handed to the teacher's ψ: the student's with ``teacher_filter="shared"``, else None
+        (the teacher's module then uses its own filter, if it has one)."""
+        return student.filter if self.teacher_filter == "shared" else None
+
     def relations(
         self, level_index: int, teacher_instances: torch.Tensor, student_instances: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,8 +248,7 @@ class InstanceRelationLoss(InstanceLoss):
             z_s, _ = student(student_instances)
             z_t, _ = self.teacher_relation[level_index](teacher_instances)
             return z_t, self.adapters[level_index](z_s)
-        shared = student.filter if self.teacher_filter == "shared" else None
-        psi_t = self.teacher_relation[level_index](teacher_instances, shared)
+        psi_t = self.teacher_relation[level_index](teacher_instances, self._teacher_side_filter(student))
         return psi_t, self.adapters[level_index](student(student_instances))
 
     def image_distances(
@@ -269,8 +273,7 @@ class InstanceRelationLoss(InstanceLoss):
         t, valid = pad_by_image(teacher_instances.flatten(1), counts)
         s, _ = pad_by_image(student_instances.flatten(1), counts)
         student = self.student_relation[level_index]
-        shared = student.filter if self.teacher_filter == "shared" else None
-        psi_t = self.teacher_relation[level_index].batched(t, valid, shared)
+        psi_t = self.teacher_relation[level_index].batched(t, valid, self._teacher_side_filter(student))
         # f(ψ_s) off the image's block is f(0) = b: masked, so only the N_b² real pairs are compared
         f_psi_s = self.adapters[level_index](student.batched(s, valid)) * pair_mask(valid)
         return feature_distance(psi_t.flatten(1), f_psi_s.flatten(1), self.distance)
