@@ -22,23 +22,31 @@ ray.shutdown()
 """
 
 
-def _probe(address: str) -> dict:
+def _start_probe(address: str) -> subprocess.Popen:
     import os
 
     env = {**os.environ, "RAY_ADDRESS": address}
-    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(
+        [sys.executable, "-c", PROBE], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _result(probe: subprocess.Popen) -> dict:
+    out, err = probe.communicate(timeout=300)
+    assert probe.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_local_starts_a_private_instance_beside_another_and_workers_know_it() -> None:
     other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # the most recently started
     try:
-        private = _probe("local")
+        # both at once (most of a Ray start is waiting for its processes): the private instance
+        # starts while a second driver is joining the other one
+        private, joined = _start_probe("local"), _start_probe(other.address)
+        private, joined = _result(private), _result(joined)
         assert private["gcs"] != other.address
         assert private["worker"] == private["gcs"]
         assert private["driver_resource"] == 1  # sized for the trials, advertising the driver resource
-        joined = _probe(other.address)
         assert joined["gcs"] == other.address
         assert joined["worker"] == other.address
     finally:

@@ -174,7 +174,13 @@ def test_teacher_is_evaluated_once_cached_and_reported(tiny_config, teacher_ckpt
     ckpt = tmp_path / "teacher" / "checkpoint.pt"
     ckpt.parent.mkdir()
     shutil.copy(teacher_ckpt, ckpt)
-    cfg = tiny_config("drkd", teacher_ckpt=str(ckpt), out="first")
+
+    def run_config(out: str):
+        cfg = tiny_config("drkd", teacher_ckpt=str(ckpt), out=out)
+        cfg.data.train_limit = 4  # one iteration per epoch: the teacher's evaluation is what is tested
+        return cfg
+
+    cfg = run_config("first")
     assert not list(ckpt.parent.glob("*.eval-*.json"))
     run_training(cfg)
     history = LocalContext(cfg.train.output_dir).history()
@@ -194,11 +200,11 @@ def test_teacher_is_evaluated_once_cached_and_reported(tiny_config, teacher_ckpt
     )
     # a second run reads the cache instead of evaluating (a marked value comes back) ...
     cached.write_text(json.dumps({**{k: 12.5 for k in METRIC_KEYS}}))
-    again = tiny_config("drkd", teacher_ckpt=str(ckpt), out="second")
+    again = run_config("second")
     assert run_training(again)["teacher_mAP"] == 12.5
     # ... and a changed checkpoint file is evaluated anew
     os.utime(ckpt, ns=(0, 0))
-    third = tiny_config("drkd", teacher_ckpt=str(ckpt), out="third")
+    third = run_config("third")
     assert run_training(third)["teacher_mAP"] == pytest.approx(by_hand["mAP"], abs=1e-9)
 
 
