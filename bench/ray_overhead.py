@@ -31,7 +31,7 @@ niceness (`--no-match-niceness`: at this script's own); on an idle machine it ch
 
 Rounds alternate torchrun, Ray, torchrun, Ray, ... (`--repeats` rounds); each round's Ray/torchrun
 ratio pairs neighbouring runs, so slow drifts in machine load cancel. The headline is the median
-of those ratios (goal: ≥ 0.97). Run it on an otherwise idle machine for numbers worth quoting.
+of those ratios (the speed issue's goal: ≥ 0.99). Run it on an otherwise idle machine for numbers worth quoting.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from drkd.train.lr_schedule import build_scheduler, scaled_lr
 from drkd.train.run_context import RunContext
 
 THREADS_PER_WORKER = 1
+GOAL = 0.99  # the speed issue's: Ray Train at least 0.99 x torchrun's throughput
 NUM_TRAIN, NUM_VAL = 64, 16
 
 
@@ -241,8 +242,8 @@ def print_table(runs: list[tuple[int, str, dict[str, float]]], ratios: list[floa
     med = {name: statistics.median(r["images_per_s"] for _, n, r in runs if n == name) for name in ("torchrun", "ray")}
     print(f"\nmedian images/s: torchrun {med['torchrun']:.2f}, Ray {med['ray']:.2f}")
     print("per-round ratio Ray/torchrun: " + ", ".join(f"{x:.3f}" for x in ratios))
-    verdict = "meets" if statistics.median(ratios) >= 0.97 else "misses"
-    print(f"median ratio Ray/torchrun: {statistics.median(ratios):.3f} ({verdict} the ≥ 0.97 goal)")
+    verdict = "meets" if statistics.median(ratios) >= GOAL else "misses"
+    print(f"median ratio Ray/torchrun: {statistics.median(ratios):.3f} ({verdict} the ≥ {GOAL} goal)")
 
 
 def main() -> None:
