@@ -88,6 +88,20 @@ def test_asha_spends_less_when_its_grace_epoch_ranks_as_the_last_does_and_loses_
     assert [replay_search(inverted, "tpe_asha", budget, s, grace_period=epochs) for s in seeds] == tpe_inverted
 
 
+def test_a_replay_gives_numpys_global_generator_back_as_it_found_it() -> None:
+    """ASHA draws from numpy's global generator, which the replay seeds: the caller's draws after a
+    replay are the ones it would have made without it, and the replay's outcome does not depend on
+    what the caller drew before."""
+    grid = _random_grid(3)
+    np.random.seed(11)
+    expected = np.random.random_sample(3)
+    np.random.seed(11)
+    first = replay_search(grid, "tpe_asha", budget=8, seed=5, grace_period=1)
+    assert np.array_equal(np.random.random_sample(3), expected)
+    np.random.seed(99)
+    assert replay_search(grid, "tpe_asha", budget=8, seed=5, grace_period=1) == first
+
+
 @pytest.mark.slow
 def test_the_replay_decides_as_a_real_ray_tune_run_of_the_same_searcher_and_scheduler(tmp_path) -> None:
     # at 12 trials TPE's "good" set (the top tenth) is filled from pruned trials when fewer have

@@ -152,21 +152,27 @@ def replay_search(
         if strategy == "tpe_asha"
         else FIFOScheduler()
     )
-    np.random.seed(seed)  # ASHAScheduler draws each trial's bracket from numpy's global generator
-    finals, epochs = [], 0
-    for index in range(budget):
-        trial = SimpleNamespace(trial_id=f"replay_{index:05d}")  # all the scheduler reads of a Trial
-        config = searcher.suggest(trial.trial_id)
-        scheduler.on_trial_add(None, trial)
-        curve = grid.curves[tuple(config[key] for key in grid.axes)]
-        for epoch, value in enumerate(curve, start=1):
-            result = {METRIC: value, "epoch": epoch, TRAINING_ITERATION: epoch}  # as Tune adds it
-            if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
-                break
-            searcher.on_trial_result(trial.trial_id, result)
-        epochs += epoch
-        if epoch == grid.epochs:
-            finals.append(value)
-        scheduler.on_trial_complete(None, trial, result)
-        searcher.on_trial_complete(trial.trial_id, result)
+    # ASHAScheduler draws each trial's bracket from numpy's global generator: seeded here, and
+    # given back as it was, so that a replay leaves no trace in the caller's draws
+    outer = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        finals, epochs = [], 0
+        for index in range(budget):
+            trial = SimpleNamespace(trial_id=f"replay_{index:05d}")  # all the scheduler reads of a Trial
+            config = searcher.suggest(trial.trial_id)
+            scheduler.on_trial_add(None, trial)
+            curve = grid.curves[tuple(config[key] for key in grid.axes)]
+            for epoch, value in enumerate(curve, start=1):
+                result = {METRIC: value, "epoch": epoch, TRAINING_ITERATION: epoch}  # as Tune adds it
+                if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                    break
+                searcher.on_trial_result(trial.trial_id, result)
+            epochs += epoch
+            if epoch == grid.epochs:
+                finals.append(value)
+            scheduler.on_trial_complete(None, trial, result)
+            searcher.on_trial_complete(trial.trial_id, result)
+    finally:
+        np.random.set_state(outer)
     return ReplayOutcome(best_final=max(finals), epochs=epochs, trials=budget)
