@@ -5,7 +5,7 @@ import torch
 
 from drkd.distill.base import Distiller
 from drkd.distill.drkd.distiller import DRKDDistiller
-from drkd.distill.drkd.params import paper_lambdas
+from drkd.distill.drkd.params import INSTANCE_SIZES, paper_lambdas, search_space
 
 IMAGE = (32, 32)
 
@@ -26,6 +26,40 @@ def test_paper_lambdas():
     assert paper_lambdas(False) == (0.004, 0.004, 0.006)
     two = paper_lambdas(True)
     assert two == pytest.approx((0.001, 0.004, 0.0018))
+
+
+@pytest.mark.parametrize("two_stage", [False, True])
+def test_search_space(two_stage: bool) -> None:
+    """Over 200 random draws (real Optuna): at least one term on (INS forced where PR and IR are
+    off), a λ exactly for each term that is on, log-uniform within 1/8-8x the paper's value of
+    that framework, the instance size only where IR or INS pools instances, the relation filter
+    only where IR is on."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    lambdas = dict(zip(("pr", "ir", "ins"), paper_lambdas(two_stage)))
+    seen = set()
+    for _ in range(200):
+        trial = study.ask()
+        fixed = search_space(trial, two_stage)
+        p = trial.params
+        pr, ir = p["distill.drkd.pr"], p["distill.drkd.ir"]
+        assert ("distill.drkd.ins" in p) == (pr or ir)
+        on = {"pr": pr, "ir": ir, "ins": p.get("distill.drkd.ins", True)}
+        assert any(on.values())
+        assert fixed == ({} if on["pr"] or on["ir"] else {"distill.drkd.ins": True})
+        for term, paper in lambdas.items():
+            key = f"distill.drkd.lambda_{term}"
+            assert (key in trial.params) == on[term]
+            if on[term]:
+                assert paper / 8 <= trial.params[key] <= paper * 8
+        assert ("distill.drkd.instance_size" in trial.params) == (on["ir"] or on["ins"])
+        assert trial.params.get("distill.drkd.instance_size", INSTANCE_SIZES[0]) in INSTANCE_SIZES
+        assert ("distill.drkd.relation_filter" in trial.params) == on["ir"]
+        seen.add(tuple(on.values()))
+        study.tell(trial, 0.0)
+    assert len(seen) == 7  # every combination of switches with at least one term on was drawn
 
 
 def test_is_a_distiller_with_all_terms():

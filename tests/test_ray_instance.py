@@ -39,15 +39,20 @@ def _result(probe: subprocess.Popen) -> dict:
 
 def test_local_starts_a_private_instance_beside_another_and_workers_know_it() -> None:
     other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # the most recently started
+    probes: list[subprocess.Popen] = []
     try:
         # both at once (most of a Ray start is waiting for its processes): the private instance
         # starts while a second driver is joining the other one
-        private, joined = _start_probe("local"), _start_probe(other.address)
-        private, joined = _result(private), _result(joined)
+        probes = [_start_probe("local"), _start_probe(other.address)]
+        private, joined = (_result(p) for p in probes)
         assert private["gcs"] != other.address
         assert private["worker"] == private["gcs"]
         assert private["driver_resource"] == 1  # sized for the trials, advertising the driver resource
         assert joined["gcs"] == other.address
         assert joined["worker"] == other.address
     finally:
+        for probe in probes:  # a probe left running after a failure (a timeout, the other's error)
+            if probe.poll() is None:
+                probe.kill()
+                probe.communicate()
         other.shutdown()

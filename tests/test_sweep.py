@@ -13,6 +13,7 @@ import yaml
 from table6_labels import METHOD_LABEL
 
 from drkd.config import load_config
+from drkd.config.methods import method_names
 from drkd.sweeps.commands import ablations, lambda_search
 from drkd.sweeps.ray_instance import start_private_ray
 
@@ -195,6 +196,35 @@ def test_unsampled_search_parameters_keep_the_base_config(tiny_config, teacher_c
         params = space(study.ask())
         cfg = apply_overrides(base, trial_overrides(params))
         assert cfg.distill.drkd.instance_size in (1, 3, 5)
+
+
+@pytest.mark.parametrize("method", [m for m in method_names() if m != "drkd"])
+def test_each_peer_search_samples_its_own_weights_into_a_valid_config(
+    tiny_config, teacher_ckpt: str, method: str
+) -> None:
+    """The space `lambda_search.py --method X` searches (its end-to-end Ray run is in the slow set):
+    with a real Optuna study, every trial draws only X's own parameters, records X, the epochs and
+    the student's detector, and its overrides give a config that validates with those values."""
+    from drkd.config import apply_overrides
+    from drkd.sweeps.commands import _space
+    from drkd.sweeps.trial import trial_overrides
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = tiny_config("drkd", teacher_ckpt=teacher_ckpt)
+    base.distill.method = method  # as lambda_search does with --method
+    space = _space(method, base)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        params = space(trial)
+        assert trial.params and all(k.startswith(f"distill.{method}.") for k in trial.params)
+        assert params["distill.method"] == method and params["train.epochs"] == base.train.total_epochs
+        assert params["student.arch"] == "retinanet"
+        cfg = apply_overrides(base, trial_overrides({**params, **trial.params}), "trial").validate()
+        section = getattr(cfg.distill, method)
+        for key, value in trial.params.items():
+            assert getattr(section, key.rsplit(".", 1)[1]) == pytest.approx(value)
+        study.tell(trial, 0.0)
 
 
 def test_bad_sweep_settings_are_named(tmp_path: Path, tiny_config, teacher_ckpt: str, capsys) -> None:
