@@ -1,13 +1,16 @@
 """Where ASHA's grace period belongs on the default search: the rank agreement of each epoch with the last.
 
-    python bench/grace_rank.py [--trials 12] [--name grace_rank] [--storage-path DIR]
+    python bench/grace_rank.py [--trials 12] [--name grace_rank] [--storage-path DIR] [--orders 200]
 
 Runs `python sweeps/lambda_search.py` on the embedded default with every trial trained to its last
 epoch (``--grace-period`` = ``train.epochs``: ASHA stops nothing) and every trial sampled at random
 (``--random-trials`` = ``--trials``: a random sample of the DRKD space, not TPE's narrowing one), then
 prints, for each earlier epoch e, Spearman's ρ between the trials' mAP at e and at the last epoch,
 with its 95 % confidence interval (:func:`drkd.analysis.rank_agreement.spearman_interval`). An ASHA
-cut at epoch e keeps the right trials only where ρ is clearly above 0. An interrupted run continues
+cut at epoch e keeps the right trials only where ρ is clearly above 0. Then it replays ASHA at each
+grace period over the measured trials in ``--orders`` random orders
+(:func:`drkd.sweeps.search_replay.replay_asha_cut`): the compute a cut there saves, and how often it
+keeps the best trial. An interrupted run continues
 (``--resume``) when started again with the same name. The backbone is pretrained and the default
 teacher trained first if they are not cached (as `lambda_search.py` does on a first run).
 """
@@ -22,6 +25,7 @@ from drkd.analysis.experiment_store import load_experiments
 from drkd.analysis.rank_agreement import rank_agreement, spearman_interval
 from drkd.config.storage import default_results_dir
 from drkd.sweeps.commands import DEFAULT_SEARCH_EPOCHS, lambda_search
+from drkd.sweeps.search_replay import replay_asha_cut
 
 
 def main() -> None:
@@ -29,6 +33,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12, help="random trials, each run to its last epoch (default 12)")
     parser.add_argument("--name", default="grace_rank", help="experiment name (default grace_rank)")
     parser.add_argument("--storage-path", help="results root (default: $DRKD_RESULTS or ./results)")
+    parser.add_argument("--orders", type=int, default=200, help="random trial orders for the ASHA replay (default 200)")
     args = parser.parse_args()
     storage = args.storage_path or str(default_results_dir().resolve())
     path = posixpath.join(storage, args.name)
@@ -59,6 +64,26 @@ def main() -> None:
             continue
         low, high = spearman_interval(rho, n)
         print(f"| {epoch} | {rho:+.2f} | [{low:+.2f}, {high:+.2f}] | {n} | {statistics.mean(at):.2f} |")
+    print_asha_cuts([h for h in histories.values() if final in h], final, args.orders)
+
+
+def print_asha_cuts(histories: list[dict[int, float]], final: int, orders: int) -> None:
+    """What ASHA (reduction factor 2, as the default search) would have done at each grace period
+    with these trials arriving in ``orders`` random orders: compute spent, how often the best
+    trial survived, and how far below the best the trial it kept ended."""
+    curves = [[h[e] for e in range(1, final + 1)] for h in histories]
+    best = max(c[-1] for c in curves)
+    print(
+        f"\nASHA cuts replayed over these {len(curves)} trials in {orders} random orders (drkd.sweeps.search_replay):"
+    )
+    print("| grace period | compute (share of all epochs) | best trial kept | mean gap to the best final mAP |")
+    print("|---:|---:|---:|---:|")
+    for grace in range(1, final + 1):
+        outcomes = [replay_asha_cut(curves, grace, seed) for seed in range(orders)]
+        compute = statistics.mean(o.epochs for o in outcomes) / (len(curves) * final)
+        kept = sum(o.best_final == best for o in outcomes) / orders
+        gap = statistics.mean(best - o.best_final for o in outcomes)
+        print(f"| {grace} | {100 * compute:.0f} % | {100 * kept:.0f} % | {gap:.2f} |")
 
 
 if __name__ == "__main__":

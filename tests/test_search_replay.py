@@ -14,7 +14,13 @@ from ray.tune.schedulers import ASHAScheduler
 
 from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch, startup_trials
 from drkd.sweeps.ray_instance import start_private_ray
-from drkd.sweeps.search_replay import MeasuredGrid, _CategoricalSpace, replay_search, report_measured_curve
+from drkd.sweeps.search_replay import (
+    MeasuredGrid,
+    _CategoricalSpace,
+    replay_asha_cut,
+    replay_search,
+    report_measured_curve,
+)
 
 AXES = {"distill.drkd.lambda_pr": [0.001, 0.004, 0.016], "distill.drkd.relation_filter": [False, True]}
 
@@ -100,6 +106,26 @@ def test_a_replay_gives_numpys_global_generator_back_as_it_found_it() -> None:
     assert np.array_equal(np.random.random_sample(3), expected)
     np.random.seed(99)
     assert replay_search(grid, "tpe_asha", budget=8, seed=5, grace_period=1) == first
+
+
+def test_an_asha_cut_over_measured_trials_keeps_the_best_where_its_epoch_ranks_as_the_last_does() -> None:
+    epochs, finals = 4, [1.0 + 0.1 * i for i in range(12)]
+    agreeing = [[f * e / epochs for e in range(1, epochs + 1)] for f in finals]
+    inverted = [[3.0 - f] + [f] * (epochs - 1) for f in finals]  # epoch 1 ranks them in reverse
+    best, everything = max(finals), len(finals) * epochs
+    for seed in range(20):
+        cut = replay_asha_cut(agreeing, grace_period=1, seed=seed)
+        assert cut.best_final == best and cut.epochs < everything and cut.trials == 12
+        # a grace period at the last epoch stops nothing
+        assert replay_asha_cut(inverted, grace_period=epochs, seed=seed) == replay_asha_cut(agreeing, epochs, seed)
+        assert replay_asha_cut(agreeing, epochs, seed).epochs == everything
+    # in reverse at the cut, the best trial is stopped unless it happens to come first
+    lost = sum(replay_asha_cut(inverted, grace_period=1, seed=s).best_final < best for s in range(20))
+    assert lost >= 15
+    with pytest.raises(ValueError, match="grace_period 5: between 1 and the trials' 4 epochs"):
+        replay_asha_cut(agreeing, grace_period=5, seed=0)
+    with pytest.raises(ValueError, match=r"same number \(>= 1\) of epochs; found \[2, 4\]"):
+        replay_asha_cut([*agreeing, [1.0, 2.0]], grace_period=1, seed=0)
 
 
 @pytest.mark.slow

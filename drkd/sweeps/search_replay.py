@@ -11,8 +11,9 @@ different sampler seeds give the spread of a strategy's outcome that one real se
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -152,27 +153,95 @@ def replay_search(
         if strategy == "tpe_asha"
         else FIFOScheduler()
     )
-    # ASHAScheduler draws each trial's bracket from numpy's global generator: seeded here, and
-    # given back as it was, so that a replay leaves no trace in the caller's draws
+
+    def trials() -> Iterator[tuple[str, Sequence[float]]]:  # lazily: each suggestion sees the trials before it
+        for index in range(budget):
+            trial_id = f"replay_{index:05d}"
+            config = searcher.suggest(trial_id)
+            yield trial_id, grid.curves[tuple(config[key] for key in grid.axes)]
+
+    with _numpy_seeded(seed):
+        finals, epochs = _one_trial_at_a_time(scheduler, trials(), searcher)
+    return ReplayOutcome(best_final=max(finals), epochs=epochs, trials=budget)
+
+
+def replay_asha_cut(
+    curves: Sequence[Sequence[float]], grace_period: int, seed: int, reduction_factor: int = 2
+) -> ReplayOutcome:
+    """ASHA over already measured trials, run one at a time in a random order: which of them it would
+    have let finish, and the epochs it would have spent.
+
+    For trials that were sampled at random and all trained to the end (``bench/grace_rank.py``): the
+    order stands in for the random search's, so many seeds give how often a cut at
+    ``grace_period`` keeps the best trial and what it saves. Ray Tune's ``ASHAScheduler`` is called
+    as in :func:`replay_search`.
+
+    Args:
+        curves: each trial's mAP after epochs 1..E (the same E for all).
+        grace_period: ASHA's first cut, in epochs (1..E; E cuts nothing).
+        seed: the order's seed (and ASHA's bracket draw).
+        reduction_factor: ASHA's reduction factor (default 2, ``sweep.reduction_factor``'s default).
+
+    Returns:
+        The best final mAP among the trials ASHA let finish, the epochs trained, the trial count.
+    """
+    lengths = {len(c) for c in curves}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"every trial needs the same number (>= 1) of epochs; found {sorted(lengths)}")
+    (epochs,) = lengths
+    if not 1 <= grace_period <= epochs:
+        raise ValueError(f"grace_period {grace_period}: between 1 and the trials' {epochs} epochs")
+    scheduler = ASHAScheduler(
+        time_attr="epoch",
+        metric=METRIC,
+        mode=MODE,
+        max_t=epochs,
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+    )
+    order = np.random.default_rng(seed).permutation(len(curves))
+    with _numpy_seeded(seed):
+        finals, spent = _one_trial_at_a_time(scheduler, ((f"trial_{i:05d}", curves[i]) for i in order))
+    return ReplayOutcome(best_final=max(finals), epochs=spent, trials=len(curves))
+
+
+@contextlib.contextmanager
+def _numpy_seeded(seed: int) -> Iterator[None]:
+    """numpy's global generator seeded (ASHAScheduler draws each trial's bracket from it), then given
+    back as it was, so that a replay leaves no trace in the caller's draws."""
     outer = np.random.get_state()
     np.random.seed(seed)
     try:
-        finals, epochs = [], 0
-        for index in range(budget):
-            trial = SimpleNamespace(trial_id=f"replay_{index:05d}")  # all the scheduler reads of a Trial
-            config = searcher.suggest(trial.trial_id)
-            scheduler.on_trial_add(None, trial)
-            curve = grid.curves[tuple(config[key] for key in grid.axes)]
-            for epoch, value in enumerate(curve, start=1):
-                result = {METRIC: value, "epoch": epoch, TRAINING_ITERATION: epoch}  # as Tune adds it
-                if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
-                    break
-                searcher.on_trial_result(trial.trial_id, result)
-            epochs += epoch
-            if epoch == grid.epochs:
-                finals.append(value)
-            scheduler.on_trial_complete(None, trial, result)
-            searcher.on_trial_complete(trial.trial_id, result)
+        yield
     finally:
         np.random.set_state(outer)
-    return ReplayOutcome(best_final=max(finals), epochs=epochs, trials=budget)
+
+
+def _one_trial_at_a_time(
+    scheduler: TrialScheduler,
+    trials: Iterable[tuple[str, Sequence[float]]],
+    searcher: PrunedAwareOptunaSearch | None = None,
+) -> tuple[list[float], int]:
+    """Feed each (trial id, measured curve) to the scheduler (and searcher) epoch by epoch, as Ray
+    Tune's controller does with one trial running, until the scheduler stops it or it ends.
+
+    Returns:
+        The final mAP of every trial that ran all its epochs, and the epochs all trials trained.
+    """
+    finals, spent = [], 0
+    for trial_id, curve in trials:
+        trial = SimpleNamespace(trial_id=trial_id)  # all the scheduler reads of a Trial
+        scheduler.on_trial_add(None, trial)
+        for epoch, value in enumerate(curve, start=1):
+            result = {METRIC: value, "epoch": epoch, TRAINING_ITERATION: epoch}  # as Tune adds it
+            if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                break
+            if searcher is not None:
+                searcher.on_trial_result(trial_id, result)
+        spent += epoch
+        if epoch == len(curve):
+            finals.append(value)
+        scheduler.on_trial_complete(None, trial, result)
+        if searcher is not None:
+            searcher.on_trial_complete(trial_id, result)
+    return finals, spent
