@@ -90,7 +90,7 @@ def test_two_trial_search_end_to_end(local_ray, tmp_path: Path, tiny_config, tea
         assert 1 <= len(list(run.glob("checkpoint_*"))) <= 2
 
 
-@pytest.mark.slow  # ~25 s: a second Ray search; each method's space is tested without Ray in its own test file
+@pytest.mark.slow  # ~25 s: a second Ray search; the default run checks every peer's space without Ray (below)
 def test_peer_search_samples_its_own_weights(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str) -> None:
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt, num_trials=1, workers_per_trial=1)
     assert lambda_search(["--config", str(path), "--method", "nld", "--name", "nld_search"]) == 0

@@ -52,9 +52,7 @@ class MeasuredGrid:
                 f"the grid's measured configurations are not the {len(points)} its axes span: "
                 f"{missing} missing, {extra} outside the axes"
             )
-        lengths = {len(c) for c in self.curves.values()}
-        if len(lengths) != 1 or 0 in lengths:
-            raise ValueError(f"every configuration needs the same number (>= 1) of epochs; found {sorted(lengths)}")
+        _common_epochs(self.curves.values(), "configuration")
 
     @property
     def epochs(self) -> int:
@@ -142,16 +140,7 @@ def replay_search(
         space=_CategoricalSpace(grid.axes), metric=METRIC, mode=MODE, sampler=sampler, total_epochs=grid.epochs
     )
     scheduler: TrialScheduler = (
-        ASHAScheduler(
-            time_attr="epoch",
-            metric=METRIC,
-            mode=MODE,
-            max_t=grid.epochs,
-            grace_period=grace_period,
-            reduction_factor=reduction_factor,
-        )
-        if strategy == "tpe_asha"
-        else FIFOScheduler()
+        _asha(grid.epochs, grace_period, reduction_factor) if strategy == "tpe_asha" else FIFOScheduler()
     )
 
     def trials() -> Iterator[tuple[str, Sequence[float]]]:  # lazily: each suggestion sees the trials before it
@@ -185,13 +174,28 @@ def replay_asha_cut(
     Returns:
         The best final mAP among the trials ASHA let finish, the epochs trained, the trial count.
     """
-    lengths = {len(c) for c in curves}
-    if len(lengths) != 1 or 0 in lengths:
-        raise ValueError(f"every trial needs the same number (>= 1) of epochs; found {sorted(lengths)}")
-    (epochs,) = lengths
+    epochs = _common_epochs(curves, "trial")
     if not 1 <= grace_period <= epochs:
         raise ValueError(f"grace_period {grace_period}: between 1 and the trials' {epochs} epochs")
-    scheduler = ASHAScheduler(
+    scheduler = _asha(epochs, grace_period, reduction_factor)
+    order = np.random.default_rng(seed).permutation(len(curves))
+    with _numpy_seeded(seed):
+        finals, spent = _one_trial_at_a_time(scheduler, ((f"trial_{i:05d}", curves[i]) for i in order))
+    return ReplayOutcome(best_final=max(finals), epochs=spent, trials=len(curves))
+
+
+def _common_epochs(curves: Iterable[Sequence[float]], what: str) -> int:
+    """The number of epochs every curve has; ValueError (naming ``what`` each curve is) unless they
+    all have the same number, at least 1."""
+    lengths = {len(c) for c in curves}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"every {what} needs the same number (>= 1) of epochs; found {sorted(lengths)}")
+    return lengths.pop()
+
+
+def _asha(epochs: int, grace_period: int, reduction_factor: int) -> ASHAScheduler:
+    """Ray Tune's ASHA over ``epochs`` epochs, on the default search's metric and time attribute."""
+    return ASHAScheduler(
         time_attr="epoch",
         metric=METRIC,
         mode=MODE,
@@ -199,10 +203,6 @@ def replay_asha_cut(
         grace_period=grace_period,
         reduction_factor=reduction_factor,
     )
-    order = np.random.default_rng(seed).permutation(len(curves))
-    with _numpy_seeded(seed):
-        finals, spent = _one_trial_at_a_time(scheduler, ((f"trial_{i:05d}", curves[i]) for i in order))
-    return ReplayOutcome(best_final=max(finals), epochs=spent, trials=len(curves))
 
 
 @contextlib.contextmanager
