@@ -1,6 +1,6 @@
 """Where ASHA's grace period belongs on the default search: the rank agreement of each epoch with the last.
 
-    python bench/grace_rank.py [--trials 12] [--name grace_rank] [--storage-path DIR] [--orders 200]
+    python bench/grace_rank.py [--trials 12] [--name grace_rank] [--search-seed 0] [--storage-path DIR] [--orders 200]
 
 Runs `python sweeps/lambda_search.py` on the embedded default with every trial trained to its last
 epoch (``--grace-period`` = ``train.epochs``: ASHA stops nothing) and every trial sampled at random
@@ -10,7 +10,8 @@ with its 95 % confidence interval (:func:`drkd.analysis.rank_agreement.spearman_
 cut at epoch e keeps the right trials only where ρ is clearly above 0. Then it replays ASHA at each
 grace period over the measured trials in ``--orders`` random orders
 (:func:`drkd.sweeps.search_replay.replay_asha_cut`): the compute a cut there saves, and how often it
-keeps the best trial. An interrupted run continues
+keeps the best trial. A different ``--search-seed`` draws other trials: a grace period chosen on one
+sample is confirmed on another. An interrupted run continues
 (``--resume``) when started again with the same name. The backbone is pretrained and the default
 teacher trained first if they are not cached (as `lambda_search.py` does on a first run).
 """
@@ -32,6 +33,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=12, help="random trials, each run to its last epoch (default 12)")
     parser.add_argument("--name", default="grace_rank", help="experiment name (default grace_rank)")
+    parser.add_argument(
+        "--search-seed", type=int, default=0, help="the Optuna sampler's seed: which trials are drawn (default 0)"
+    )
     parser.add_argument("--storage-path", help="results root (default: $DRKD_RESULTS or ./results)")
     parser.add_argument("--orders", type=int, default=200, help="random trial orders for the ASHA replay (default 200)")
     args = parser.parse_args()
@@ -39,6 +43,7 @@ def main() -> None:
     path = posixpath.join(storage, args.name)
     argv = ["--name", args.name, "--storage-path", storage, "--num-trials", str(args.trials)]
     argv += ["--random-trials", str(args.trials), "--grace-period", str(DEFAULT_SEARCH_EPOCHS)]
+    argv += ["--search-seed", str(args.search_seed)]
     resume = ["--resume"] if posixpath.isdir(path) else []
     if lambda_search(argv + resume) != 0:
         raise SystemExit(f"grace_rank.py: the search failed (see above); rerun to continue it ({path})")

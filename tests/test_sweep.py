@@ -54,10 +54,12 @@ def trial_dirs(exp: Path) -> list[Path]:
 def test_two_trial_search_end_to_end(local_ray, tmp_path: Path, tiny_config, teacher_ckpt: str, capsys) -> None:
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt)
     # --train-images 8: one iteration per epoch of 2 workers x 4 images
-    assert lambda_search(["--config", str(path), "--name", "search", "--train-images", "8"]) == 0
+    argv = ["--config", str(path), "--name", "search", "--train-images", "8", "--search-seed", "3"]
+    assert lambda_search(argv) == 0
     out = capsys.readouterr().out
     exp = tmp_path / "results" / "search"
-    assert json.loads((exp / "drkd_experiment.json").read_text())["kind"] == "lambda_search"
+    record = json.loads((exp / "drkd_experiment.json").read_text())
+    assert record["kind"] == "lambda_search" and record["settings"]["seed"] == 3  # the sampler's seed
     trials = trial_dirs(exp)
     assert len(trials) == 2
     for trial in trials:
@@ -232,6 +234,9 @@ def test_bad_sweep_settings_are_named(tmp_path: Path, tiny_config, teacher_ckpt:
     assert lambda_search(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "sweep.placement_strategy = 'ANYWHERE'" in err and str(path) in err
+    path = sweep_file(tmp_path, tiny_config, teacher_ckpt)
+    assert lambda_search(["--config", str(path), "--search-seed", "-1"]) == 2
+    assert "sweep.seed = -1: must be >= 0" in capsys.readouterr().err
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt)
     assert ablations(["table1", "--config", str(path)]) == 2
     assert "no trained teacher for two_stage: neither sweep.teacher_checkpoints.two_stage nor published at " in (

@@ -57,6 +57,8 @@ class SweepSettings:
             raise ConfigError(
                 f"{source}: sweep.random_trials = {self.random_trials}: must be in 1..sweep.num_trials ({self.num_trials})"
             )
+        if self.seed < 0:
+            raise ConfigError(f"{source}: sweep.seed = {self.seed}: must be >= 0 (it seeds Optuna's sampler)")
         if self.gpus_per_worker < 0:
             raise ConfigError(f"{source}: sweep.gpus_per_worker = {self.gpus_per_worker}: must be >= 0")
         if self.max_failures < -1:

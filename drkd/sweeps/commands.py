@@ -232,6 +232,12 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
         type=int,
         help="overrides sweep.random_trials (TPE's random start); --num-trials: a purely random search",
     )
+    parser.add_argument(
+        "--search-seed",
+        type=int,
+        help="overrides sweep.seed (the Optuna sampler's seed: which configurations are drawn; "
+        "training's own seed is train.seed)",
+    )
     args = _parse(parser, argv)
     try:
         base, settings = _base_and_settings(args, _default_search)
@@ -241,6 +247,7 @@ def lambda_search(argv: Sequence[str] | None = None) -> int:
             num_trials=args.num_trials,
             grace_period=args.grace_period,
             random_trials=args.random_trials,
+            seed=args.search_seed,
             name=args.name or settings.name or f"lambda_search_{args.method}",
         )
         if not args.config:
