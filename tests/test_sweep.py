@@ -237,7 +237,6 @@ def test_bad_sweep_settings_are_named(tmp_path: Path, tiny_config, teacher_ckpt:
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt)
     assert lambda_search(["--config", str(path), "--search-seed", "-1"]) == 2
     assert "sweep.seed = -1: must be >= 0" in capsys.readouterr().err
-    path = sweep_file(tmp_path, tiny_config, teacher_ckpt)
     assert ablations(["table1", "--config", str(path)]) == 2
     assert "no trained teacher for two_stage: neither sweep.teacher_checkpoints.two_stage nor published at " in (
         capsys.readouterr().err
