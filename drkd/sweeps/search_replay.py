@@ -24,8 +24,8 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from drkd.sweeps.optuna_searcher import PrunedAwareOptunaSearch, startup_trials
+from drkd.sweeps.search_objective import METRIC, MODE, asha_scheduler
 
-METRIC, MODE = "mAP", "max"
 STRATEGIES = ("random", "tpe", "tpe_asha")
 
 # a configuration: its value on each axis, in the order of the axes
@@ -194,15 +194,11 @@ def _common_epochs(curves: Iterable[Sequence[float]], what: str) -> int:
 
 
 def _asha(epochs: int, grace_period: int, reduction_factor: int) -> ASHAScheduler:
-    """Ray Tune's ASHA over ``epochs`` epochs, on the default search's metric and time attribute."""
-    return ASHAScheduler(
-        time_attr="epoch",
-        metric=METRIC,
-        mode=MODE,
-        max_t=epochs,
-        grace_period=grace_period,
-        reduction_factor=reduction_factor,
-    )
+    """The search's ASHA (:func:`~drkd.sweeps.search_objective.asha_scheduler`) on its metric, which
+    Tune would otherwise set from its ``TuneConfig``."""
+    scheduler = asha_scheduler(epochs, grace_period, reduction_factor)
+    scheduler.set_search_properties(METRIC, MODE)
+    return scheduler
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import CLIReporter
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 
 from drkd.analysis.experiment_store import EXPERIMENT_FILE
 from drkd.config import Config, ConfigError, apply_overrides, save_config
@@ -26,12 +26,12 @@ from drkd.config.sweep_settings import SweepSettings
 from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.sweeps.optuna_storage import open_optuna_storage, redacted_url
 from drkd.sweeps.ray_instance import join_ray, start_private_ray
+from drkd.sweeps.search_objective import METRIC, MODE, asha_scheduler
 from drkd.sweeps.trial import run_trial, trial_overrides
 from drkd.sweeps.trial_progress import TrialProgress
 from drkd.train.preflight import check_inputs
 
 log = logging.getLogger("drkd.sweeps")
-METRIC, MODE = "mAP", "max"  # every sweep maximises COCO mAP
 
 
 @dataclass
@@ -218,12 +218,7 @@ def _searcher(plan: SweepPlan):
 def _scheduler(plan: SweepPlan):
     if not plan.is_search:
         return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="epoch",
-        max_t=plan.base.train.total_epochs,
-        grace_period=min(plan.settings.grace_period, plan.base.train.total_epochs),
-        reduction_factor=plan.settings.reduction_factor,
-    )
+    return asha_scheduler(plan.base.train.total_epochs, plan.settings.grace_period, plan.settings.reduction_factor)
 
 
 def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
