@@ -237,6 +237,17 @@ def test_bad_sweep_settings_are_named(tmp_path: Path, tiny_config, teacher_ckpt:
     path = sweep_file(tmp_path, tiny_config, teacher_ckpt)
     assert lambda_search(["--config", str(path), "--search-seed", "-1"]) == 2
     assert "sweep.seed = -1: must be >= 0" in capsys.readouterr().err
+    values = yaml.safe_load(path.read_text())
+    values["train"]["eval_every"] = 2  # trials would report epochs without mAP
+    path.write_text(yaml.safe_dump(values))
+    assert lambda_search(["--config", str(path)]) == 2
+    assert "lambda_search base config: train.eval_every = 2: a sweep's trials must evaluate every epoch" in (
+        capsys.readouterr().err
+    )
+    assert ablations(["table4", "--config", str(path)]) == 2
+    assert re.search(r"table4 cell [^:]+: train\.eval_every = 2", capsys.readouterr().err)
+    values["train"]["eval_every"] = 1
+    path.write_text(yaml.safe_dump(values))
     assert ablations(["table1", "--config", str(path)]) == 2
     assert "no trained teacher for two_stage: neither sweep.teacher_checkpoints.two_stage nor published at " in (
         capsys.readouterr().err

@@ -32,6 +32,26 @@ def test_baseline_run_reports_every_epoch(tiny_config) -> None:
     assert state["epoch"] == 1
 
 
+def test_eval_every_skips_evaluation_between_and_never_the_last_epoch(tiny_config) -> None:
+    every = tiny_config("none", out="every")
+    every.train.epochs = 3
+    last_every = run_training(every, LocalContext(every.train.output_dir))
+    sparse = tiny_config("none", out="sparse")
+    sparse.train.epochs = 3
+    sparse.train.eval_every = 2  # after epochs 2 and 3 (the last)
+    ctx = LocalContext(sparse.train.output_dir)
+    last_sparse = run_training(sparse, ctx)
+    evaluated = [h["epoch"] for h in ctx.history() if set(METRIC_KEYS) <= set(h)]
+    assert evaluated == [2, 3] and [h["epoch"] for h in ctx.history()] == [1, 2, 3]
+    assert not set(METRIC_KEYS) & set(ctx.history()[0]) and "loss_total" in ctx.history()[0]
+    # evaluation changes nothing in training: the same weights, so the same final scores
+    assert {k: last_sparse[k] for k in METRIC_KEYS} == {k: last_every[k] for k in METRIC_KEYS}
+    assert last_sparse["loss_total"] == last_every["loss_total"]
+    sparse.train.eval_every = 0
+    with pytest.raises(ConfigError, match=r"train\.eval_every = 0: must be > 0"):
+        sparse.validate()
+
+
 def test_drkd_run_has_every_term_and_never_trains_the_teacher(tiny_config, teacher_ckpt: str) -> None:
     cfg = tiny_config("drkd", teacher_ckpt=teacher_ckpt)
     model = build_models(cfg, 7)

@@ -15,6 +15,9 @@ from drkd.config.schema import Config, DataConfig, DetectorConfig, DistillConfig
 FRAMEWORK_ARCH = {"one_stage": "retinanet", "two_stage": "fasterrcnn"}
 STUDENT_EPOCHS_1X = 12
 TEACHER_EPOCHS_1X = 12
+# Only a teacher's final mAP is used; evaluating after epochs 8, 16 and 24 instead of all 24 saves
+# ~21 of the two-stage teacher's ~34 minutes of evaluation here and still shows its progress.
+TEACHER_EVAL_EVERY = 8
 DEFAULT_DATA_ROOT = "data/synthetic"
 
 
@@ -53,8 +56,9 @@ def tiny_data(root: str | Path = DEFAULT_DATA_ROOT) -> DataConfig:
     return DataConfig(root=str(root), min_size=160, max_size=160, batch_size=8)
 
 
-def tiny_train(schedule: str, epochs_1x: int, seed: int, output_dir: str) -> TrainSettings:
-    """The embedded default's optimisation: lr ``TINY_LR``, 100 warm-up iterations, a log line every 10."""
+def tiny_train(schedule: str, epochs_1x: int, seed: int, output_dir: str, eval_every: int = 1) -> TrainSettings:
+    """The embedded default's optimisation: lr ``TINY_LR``, 100 warm-up iterations, a log line every 10,
+    evaluation after every ``eval_every``-th epoch and the last (default 1: every epoch)."""
     return TrainSettings(
         schedule=schedule,
         epochs_1x=epochs_1x,
@@ -62,6 +66,7 @@ def tiny_train(schedule: str, epochs_1x: int, seed: int, output_dir: str) -> Tra
         warmup_iters=100,
         seed=seed,
         log_every=10,
+        eval_every=eval_every,
         output_dir=output_dir,
     )
 
@@ -75,7 +80,8 @@ def tiny_teacher_config(
     """Training the embedded default's teacher: a plain (method none) run of the big detector.
 
     The teacher detector of :func:`tiny_detector` on the 2× schedule (2 × ``TEACHER_EPOCHS_1X``
-    epochs), lr ``TINY_LR``, 100 warm-up iterations, writing to ``runs/tiny_<framework>_teacher``.
+    epochs), lr ``TINY_LR``, 100 warm-up iterations, evaluated after every ``TEACHER_EVAL_EVERY``-th
+    epoch and the last, writing to ``runs/tiny_<framework>_teacher``.
 
     Args:
         framework: ``"one_stage"`` (RetinaNet, default) or ``"two_stage"`` (Faster R-CNN); anything
@@ -92,7 +98,7 @@ def tiny_teacher_config(
             data=tiny_data(root),
             student=tiny_detector(framework, "teacher", backbone_checkpoint),
             distill=DistillConfig(method=NO_DISTILLATION),
-            train=tiny_train("2x", TEACHER_EPOCHS_1X, seed, f"runs/tiny_{framework}_teacher"),
+            train=tiny_train("2x", TEACHER_EPOCHS_1X, seed, f"runs/tiny_{framework}_teacher", TEACHER_EVAL_EVERY),
         )
     )
 

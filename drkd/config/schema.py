@@ -358,6 +358,9 @@ class TrainSettings:
     channels_last: bool = True  # CUDA only
     seed: int = 0
     log_every: int = 20
+    # evaluate the student after every eval_every-th epoch and always after the last; epochs in
+    # between report losses only. Sweeps need 1 (ASHA and checkpoint ranking read mAP per epoch)
+    eval_every: int = 1
     output_dir: str = "runs/train"
     device: str = "auto"
     # where spot-interruption notices come from: "aws" (EC2's metadata service), "off", or the
@@ -367,6 +370,10 @@ class TrainSettings:
     @property
     def total_epochs(self) -> int:
         return self.epochs if self.epochs is not None else self.epochs_1x * SCHEDULES[self.schedule]
+
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the student is evaluated after 1-based ``epoch``: every ``eval_every``-th and the last."""
+        return epoch % self.eval_every == 0 or epoch >= self.total_epochs
 
     def validate(self, where: str = "train") -> None:
         check_choice(f"{where}.schedule", self.schedule, tuple(SCHEDULES))
@@ -379,6 +386,7 @@ class TrainSettings:
             check_positive(f"{where}.{name}", getattr(self, name), allow_zero=True)
         check_positive(f"{where}.grad_clip", self.grad_clip)
         check_positive(f"{where}.log_every", self.log_every)
+        check_positive(f"{where}.eval_every", self.eval_every)
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"{where}.device = {self.device!r}: must be auto, cpu or cuda[:N]")
         if self.spot_notice not in ("aws", "off") and not self.spot_notice.startswith(("http://", "https://")):

@@ -13,7 +13,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from drkd.config import apply_overrides, config_from_dict
+from drkd.config import Config, ConfigError, apply_overrides, config_from_dict
 from drkd.config.sweep_settings import SweepSettings
 from drkd.config.trial_labels import LABEL_KEYS
 from drkd.sweeps.ray_worker import MID_EPOCH_KEY, SCORE_KEY, train_loop_per_worker
@@ -39,6 +39,20 @@ def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:
     blank in the live table): the base config's value stays.
     """
     return {k: v for k, v in params.items() if k not in LABEL_KEYS and v is not None}
+
+
+def check_every_epoch_evaluated(cfg: Config, source: str) -> None:
+    """A sweep's trials evaluate after every epoch: ASHA, the live table and Ray Train's checkpoint
+    ranking read mAP from each epoch's report.
+
+    Raises:
+        ConfigError: ``cfg.train.eval_every`` is not 1, naming ``source``.
+    """
+    if cfg.train.eval_every != 1:
+        raise ConfigError(
+            f"{source}: train.eval_every = {cfg.train.eval_every}: a sweep's trials must evaluate every "
+            "epoch (ASHA and checkpoint ranking read mAP per epoch); set it to 1"
+        )
 
 
 def scaling_config(settings: SweepSettings) -> ScalingConfig:
@@ -81,6 +95,7 @@ def run_trial(params: dict[str, Any], base: dict[str, Any], settings: dict[str, 
     """
     sweep = SweepSettings(**settings)
     cfg = apply_overrides(config_from_dict(base, "sweep base config"), trial_overrides(params), "trial parameters")
+    check_every_epoch_evaluated(cfg, "trial parameters")
     trial_id = tune.get_context().get_trial_id()
     # Read by the Train controller, to which Ray Train passes it on (its default of 60 s logs a
     # traceback every minute while an autoscaling cluster boots a GPU node for the workers).

@@ -27,7 +27,7 @@ from drkd.sweeps.grid_searcher import ExplicitGridSearcher
 from drkd.sweeps.optuna_storage import open_optuna_storage, redacted_url
 from drkd.sweeps.ray_instance import join_ray, start_private_ray
 from drkd.sweeps.search_objective import METRIC, MODE, asha_scheduler
-from drkd.sweeps.trial import run_trial, trial_overrides
+from drkd.sweeps.trial import check_every_epoch_evaluated, run_trial, trial_overrides
 from drkd.sweeps.trial_progress import TrialProgress
 from drkd.train.preflight import check_inputs
 
@@ -298,8 +298,11 @@ def run_sweep(
         raise ConfigError(f"{plan.kind}: nothing to run (no search space and an empty grid)")
     for trial in plan.grid:  # fail before any trial starts, naming the bad cell
         where = f"{plan.kind} cell {trial.get('cell', trial)}"
-        check_inputs(apply_overrides(plan.base, trial_overrides(trial), where), where)
+        cell = apply_overrides(plan.base, trial_overrides(trial), where)
+        check_every_epoch_evaluated(cell, where)
+        check_inputs(cell, where)
     if plan.is_search:
+        check_every_epoch_evaluated(plan.base, f"{plan.kind} base config")
         check_inputs(plan.base, f"{plan.kind} base config")
     init_ray(plan.settings, verbose)
     if not resume:

@@ -235,14 +235,15 @@ def diverged_metrics(epoch: int, reason: str, teacher_scores: dict[str, float], 
 
 
 def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
-    """Train (and distil) for cfg.train.total_epochs, evaluating and reporting every epoch.
+    """Train (and distil) for cfg.train.total_epochs, reporting every epoch.
 
     Returns the last epoch's metrics. Resumes from `ctx.restore()` when it gives a checkpoint;
     the run then continues exactly as if it had not stopped. SGD on every trainable parameter
     (student and distiller), lr scaled by :func:`~drkd.train.lr_schedule.scaled_lr` to the total
     batch, the per-iteration schedule of :func:`~drkd.train.lr_schedule.build_scheduler`; mixed
     precision and channels-last only on CUDA. After each epoch the student is evaluated on the
-    validation set (COCO bbox AP) and ``ctx.report(metrics, training_state(...))`` is called.
+    validation set (COCO bbox AP) if ``cfg.train.evaluates_after`` that epoch (every
+    ``train.eval_every``-th and the last) and ``ctx.report(metrics, training_state(...))`` is called.
 
     Args:
         cfg: a validated Config (``data``, ``student``, ``teacher``, ``distill``, ``train``).
@@ -252,7 +253,8 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
 
     Returns:
         The last epoch's metrics: ``epoch`` (1-based), the COCO AP keys of
-        :data:`~drkd.data.coco_eval.METRIC_KEYS` (in percent), for a distillation run the teacher's as
+        :data:`~drkd.data.coco_eval.METRIC_KEYS` (in percent; absent from the reports of epochs
+        not evaluated, never from the last), for a distillation run the teacher's as
         ``teacher_<key>`` (evaluated once, cached: :mod:`drkd.train.teacher_eval`), the epoch's mean
         loss terms and ``lr`` (:func:`~drkd.train.engine.train_one_epoch`) and ``epoch_time_s``; the first
         epoch this process trains also has ``startup_s``, the seconds from ``ctx.started_at`` (the
@@ -393,11 +395,12 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
                 ctx.report(metrics, None)
                 return metrics
             progress = None
-            detections = ctx.gather(
-                predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last, precision)
-            )
-            scores = coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None
-            scores = ctx.broadcast(scores)
+            scores: dict[str, float] = {}
+            if t.evaluates_after(epoch + 1):
+                detections = ctx.gather(
+                    predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last, precision)
+                )
+                scores = ctx.broadcast(coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None)
             metrics = {
                 "epoch": epoch + 1,
                 **scores,
