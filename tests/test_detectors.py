@@ -114,3 +114,26 @@ def test_checkpoint_key_mismatch_names_every_missing_and_unexpected_key(tmp_path
     message = str(err.value)
     assert f"missing {len(dropped)} keys: {', '.join(dropped)}" in message
     assert "unexpected 1 key: head.extra.weight" in message
+
+
+def test_faster_rcnn_keeps_the_configured_proposals_in_training_and_at_evaluation() -> None:
+    torch.manual_seed(0)
+    cfg = DetectorConfig(
+        arch="fasterrcnn",
+        fpn_channels=24,
+        rpn_pre_nms_top_n_train=40,
+        rpn_post_nms_top_n_train=11,
+        rpn_pre_nms_top_n_test=30,
+        rpn_post_nms_top_n_test=5,
+    )
+    model = build_detector(cfg, 4, DATA)
+    kept: list[int] = []
+    model.rpn.register_forward_hook(lambda module, args, out: kept.extend(len(b) for b in out[0]))
+    images, targets = _batch()
+    model(images, targets)
+    assert max(kept) == 11  # a random RPN keeps far more than 11 boxes after NMS
+    kept.clear()
+    model.eval()
+    with torch.no_grad():
+        model(images)
+    assert max(kept) == 5

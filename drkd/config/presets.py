@@ -43,6 +43,10 @@ def tiny_detector(framework: str, role: str, backbone_checkpoint: str | Path | N
         head_norm="gn",
         rpn_pre_nms_top_n_train=600,
         rpn_post_nms_top_n_train=300,
+        # as in training: on 160 px images with a handful of objects, torchvision's 1000 test
+        # proposals made evaluation ~2x slower for +0.35 mAP (two-stage teacher, 100 val images)
+        rpn_pre_nms_top_n_test=600,
+        rpn_post_nms_top_n_test=300,
         roi_batch_size_per_image=128,
         backbone_checkpoint=str(backbone_checkpoint) if backbone_checkpoint else None,
     )

@@ -162,6 +162,9 @@ class DetectorConfig:
     norm: str | None = None  # "bn" | "frozen_bn"; None: frozen_bn with backbone_weights, else bn
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 2000
+    # at evaluation: torchvision's 1000/1000; Faster R-CNN's paper tested with 300 proposals
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
     roi_batch_size_per_image: int = 512  # Faster R-CNN: ROIs sampled per image for the box head
     detections_per_img: int = 100
     # student only (INHERIT_PARTS): start from the teacher's FPN ("neck") or its FPN and heads
@@ -178,6 +181,13 @@ class DetectorConfig:
         check_positive(f"{where}.fpn_channels", self.fpn_channels)
         check_positive(f"{where}.anchor_scale", self.anchor_scale)
         check_positive(f"{where}.roi_batch_size_per_image", self.roi_batch_size_per_image)
+        for name in (
+            "rpn_pre_nms_top_n_train",
+            "rpn_post_nms_top_n_train",
+            "rpn_pre_nms_top_n_test",
+            "rpn_post_nms_top_n_test",
+        ):
+            check_positive(f"{where}.{name}", getattr(self, name))
         if self.arch == "fcos" and self.fpn_channels % 32:
             raise ConfigError(
                 f"{where}.fpn_channels = {self.fpn_channels}: FCOS's GroupNorm(32) head needs a multiple of 32"

@@ -134,6 +134,7 @@ def build_detector(
             the backbone fields :func:`build_backbone` reads, ``anchor_scale``, ``head_norm``
             (``"gn"`` | ``"none"``), ``detections_per_img``, the Faster R-CNN sampling sizes
             ``rpn_pre_nms_top_n_train``, ``rpn_post_nms_top_n_train``, ``roi_batch_size_per_image``,
+            the proposals kept at evaluation ``rpn_pre_nms_top_n_test``, ``rpn_post_nms_top_n_test``,
             and ``checkpoint``: a drkd checkpoint or state dict loaded afterwards, which must fit
             exactly (:func:`load_detector_weights`; ``ConfigError`` otherwise). With ``weights`` (a
             torchvision COCO detector, see :func:`build_torchvision_detector`) the model is torchvision's
@@ -183,6 +184,8 @@ def build_detector(
             **heads,
             rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
             rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
             box_detections_per_img=cfg.detections_per_img,
             box_batch_size_per_image=cfg.roi_batch_size_per_image,
             min_size=data.min_size,
@@ -211,7 +214,7 @@ def build_torchvision_detector(cfg: DetectorConfig, data: DataConfig) -> nn.Modu
     cache (:func:`hub_cache_path`), which downloads the file only when it is not cached. The config
     validation has checked that the section describes that model (arch, resnet50, 256 channels,
     head_norm, anchor_scale). From the section the builder takes ``trainable_backbone_layers``,
-    ``detections_per_img`` and the Faster R-CNN sampling sizes; from ``data`` ``min_size`` /
+    ``detections_per_img`` and the Faster R-CNN sampling and test-time proposal sizes; from ``data`` ``min_size`` /
     ``max_size``. The model predicts torchvision's 91 COCO classes: label = COCO category id
     (:func:`restrict_classes` cuts that down to a dataset's categories).
 
@@ -231,6 +234,8 @@ def build_torchvision_detector(cfg: DetectorConfig, data: DataConfig) -> nn.Modu
         kwargs.update(
             rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
             rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
             box_detections_per_img=cfg.detections_per_img,
             box_batch_size_per_image=cfg.roi_batch_size_per_image,
         )
