@@ -188,12 +188,20 @@ def test_tiny_configs_are_the_presets() -> None:
     backbone = "results/cache/backbone_resnet18/backbone.pt"  # where `drkd pretrain` writes it
     teacher = load_config(REPO / "configs" / "tiny_teacher.yaml")
     preset = tiny_teacher_config(backbone_checkpoint=backbone)
-    assert teacher.student == preset.student and teacher.train.total_epochs == preset.train.total_epochs
     assert teacher.train.output_dir == "results/cache/teacher_one_stage_pretrained"  # the default teacher's cache
+    preset.train.output_dir = teacher.train.output_dir
+    assert teacher.student == preset.student and teacher.train == preset.train and teacher.data == preset.data
     drkd = load_config(REPO / "configs" / "tiny_drkd.yaml")
     expected = tiny_student_config(method="drkd", backbone_checkpoint=backbone)
-    assert drkd.student == expected.student and drkd.distill == expected.distill and drkd.train.lr == expected.train.lr
+    assert drkd.teacher is not None and expected.teacher is not None
     assert drkd.teacher.checkpoint == f"{teacher.train.output_dir}/checkpoint.pt"
+    expected.teacher.checkpoint = drkd.teacher.checkpoint
+    expected.train.output_dir = drkd.train.output_dir
+    assert drkd == expected
+    baseline = load_config(REPO / "configs" / "tiny_baseline.yaml")
+    expected = tiny_student_config(method="none", backbone_checkpoint=backbone)
+    expected.train.output_dir = baseline.train.output_dir
+    assert baseline.student == expected.student and baseline.train == expected.train and baseline.data == expected.data
 
 
 def test_weight_scale_multiplies_the_chosen_methods_weights() -> None:

@@ -96,3 +96,5 @@ def test_a_sweeps_relative_paths_reach_its_trials_absolute_and_uris_unchanged(tm
     assert cfg.student.backbone_checkpoint == "results/cache/backbone.pt"  # the plan's config is not changed
     # the teacher grid's cell carries the teacher's backbone as a trial override, which absolute_paths does not see
     assert teacher("one_stage", cfg)["student.backbone_checkpoint"] == str(tmp_path / "cache" / "teacher_body.pt")
+    cfg.teacher.rpn_post_nms_top_n_test = 77  # the teacher is trained and evaluated as its section says
+    assert teacher("two_stage", cfg)["student.rpn_post_nms_top_n_test"] == 77

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -226,6 +227,21 @@ def test_teacher_is_evaluated_once_cached_and_reported(tiny_config, teacher_ckpt
     os.utime(ckpt, ns=(0, 0))
     third = run_config("third")
     assert run_training(third)["teacher_mAP"] == pytest.approx(by_hand["mAP"], abs=1e-9)
+
+
+def test_teacher_evaluation_key_changes_with_test_proposals_only_where_they_act(tiny_config) -> None:
+    """Faster R-CNN's test proposals change its metrics; RetinaNet's key stays as before the fields existed."""
+    from drkd.train.teacher_eval import fingerprint
+
+    for arch, acts in (("retinanet", False), ("fasterrcnn", True)):
+        cfg = tiny_config(arch=arch)
+        cfg.teacher = copy.deepcopy(cfg.student)
+        cfg.teacher.rpn_post_nms_top_n_test = cfg.teacher.rpn_pre_nms_top_n_test = 1000  # torchvision's
+        before = fingerprint(cfg)
+        cfg.teacher.rpn_post_nms_top_n_test = 300
+        assert (fingerprint(cfg) != before) is acts, arch
+        cfg.teacher.fpn_channels += 8  # any other field always counts
+        assert fingerprint(cfg) != before
 
 
 def test_a_non_finite_step_changes_no_weight() -> None:

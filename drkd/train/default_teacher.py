@@ -67,7 +67,8 @@ def ensure_default_teacher(
     ctx = LocalContext(out, cfg.train.device, resume=True)
     history = ctx.history()
     if history and history[-1]["epoch"] >= cfg.train.total_epochs:
-        log.info("using the cached %s teacher (mAP %.1f) at %s", framework, history[-1]["mAP"], out)
+        mAP = history[-1].get("mAP", float("nan"))  # absent if a longer run there stopped early
+        log.info("using the cached %s teacher (mAP %.1f) at %s", framework, mAP, out)
         return out / CHECKPOINT_NAME
     cfg.student.backbone_checkpoint = str(ensure_default_backbone(results_dir, cut))
     log.info("training the default %s teacher into %s (once; later sweeps reuse it)", framework, out)

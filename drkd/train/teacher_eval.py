@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from drkd.config.schema import Config
+from drkd.config.schema import Config, DetectorConfig
 from drkd.config.storage import is_uri
 from drkd.data.atomic_file import atomic_write_bytes
 from drkd.data.coco_eval import METRIC_KEYS, coco_metrics
@@ -35,6 +35,7 @@ from drkd.train.precision import Precision
 from drkd.train.run_context import RunContext
 
 TEACHER_PREFIX = "teacher_"
+TEST_PROPOSAL_FIELDS = ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
 
 
 def fingerprint(cfg: Config, device: str = "cpu", precision: str = "float32") -> str:
@@ -42,7 +43,12 @@ def fingerprint(cfg: Config, device: str = "cpu", precision: str = "float32") ->
     ``data`` section (validation files, sizes, batch, synthetic generation), the validation annotation
     file's size and modification time, the device type and the autocast dtype (``precision``)."""
     assert cfg.teacher is not None
-    parts: dict[str, Any] = {"teacher": asdict(cfg.teacher), "data": asdict(cfg.data), "device": device}
+    teacher = asdict(cfg.teacher)
+    for name in TEST_PROPOSAL_FIELDS:  # added later: left out where they change nothing, which
+        # keeps the keys of earlier evaluations (one-stage, or torchvision's 1000) as they were
+        if not cfg.teacher.two_stage or teacher[name] == getattr(DetectorConfig, name):
+            del teacher[name]
+    parts: dict[str, Any] = {"teacher": teacher, "data": asdict(cfg.data), "device": device}
     if precision != "float32":  # keeps the keys of float32 evaluations as they were
         parts["precision"] = precision
     files = {

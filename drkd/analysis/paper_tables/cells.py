@@ -84,6 +84,17 @@ def one_stage_ablation(
     return out
 
 
+# the teacher section's proposal and sampling sizes, which its training run must use as well
+TEACHER_SAMPLING_FIELDS = (
+    "rpn_pre_nms_top_n_train",
+    "rpn_post_nms_top_n_train",
+    "rpn_pre_nms_top_n_test",
+    "rpn_post_nms_top_n_test",
+    "roi_batch_size_per_image",
+    "detections_per_img",
+)
+
+
 def teacher(framework: str, base: Config) -> Cell:
     """Training the config's teacher detector (as a plain student run) on the 1x schedule."""
     t = base.teacher
@@ -97,6 +108,7 @@ def teacher(framework: str, base: Config) -> Cell:
         "student.fpn_channels": t.fpn_channels,
         "student.anchor_scale": t.anchor_scale,
         "student.head_norm": t.head_norm,
+        **{f"student.{name}": getattr(t, name) for name in TEACHER_SAMPLING_FIELDS},
         "distill.method": NO_DISTILLATION,
         "train.schedule": "1x",
         "train.epochs": base.train.epochs_1x,
