@@ -182,18 +182,27 @@ def build_detector(
             num_classes,
             rpn_anchor_generator=anchors,
             **heads,
-            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
-            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-            box_detections_per_img=cfg.detections_per_img,
-            box_batch_size_per_image=cfg.roi_batch_size_per_image,
+            **faster_rcnn_sizes(cfg),
             min_size=data.min_size,
             max_size=data.max_size,
         )
     if cfg.checkpoint:
         load_detector_weights(model, cfg.checkpoint)
     return model
+
+
+def faster_rcnn_sizes(cfg: DetectorConfig) -> dict[str, int]:
+    """torchvision FasterRCNN's keyword arguments for the section's proposal and sampling sizes:
+    RPN proposals kept before NMS (per FPN level) and after it (per image), in training and at
+    evaluation; ROIs sampled per image for the box head; detections kept per image."""
+    return dict(
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        box_detections_per_img=cfg.detections_per_img,
+        box_batch_size_per_image=cfg.roi_batch_size_per_image,
+    )
 
 
 def hub_cache_path(weights: str) -> Path:
@@ -231,14 +240,7 @@ def build_torchvision_detector(cfg: DetectorConfig, data: DataConfig) -> nn.Modu
         log.info("weights = %s: downloading %s to %s", name, weights.url, cached)
     kwargs: dict = dict(min_size=data.min_size, max_size=data.max_size)
     if cfg.two_stage:
-        kwargs.update(
-            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
-            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-            box_detections_per_img=cfg.detections_per_img,
-            box_batch_size_per_image=cfg.roi_batch_size_per_image,
-        )
+        kwargs.update(faster_rcnn_sizes(cfg))
     else:
         kwargs["detections_per_img"] = cfg.detections_per_img
     builder = torchvision.models.get_model_builder(spec.builder)
