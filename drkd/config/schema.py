@@ -32,6 +32,11 @@ HEAD_NORMS = ("none", "gn")
 # student.init_from_teacher: which trained teacher parts the student starts from ("inheriting", as
 # FGD's and MGD's RetinaNet students do); the backbone always keeps its own initialisation.
 INHERIT_PARTS = ("none", "neck", "neck_head")
+# DetectorConfig's Faster R-CNN sizes: RPN proposals kept at evaluation, all RPN proposal counts,
+# and those plus the box head's sampling and the detections kept
+TEST_PROPOSAL_FIELDS = ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
+RPN_PROPOSAL_FIELDS = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", *TEST_PROPOSAL_FIELDS)
+FASTER_RCNN_SIZE_FIELDS = (*RPN_PROPOSAL_FIELDS, "roi_batch_size_per_image", "detections_per_img")
 NORMS = ("bn", "frozen_bn")
 SCHEDULES = {"1x": 1, "2x": 2}
 MAX_TRAINABLE_BACKBONE_LAYERS = 5
@@ -181,12 +186,7 @@ class DetectorConfig:
         check_positive(f"{where}.fpn_channels", self.fpn_channels)
         check_positive(f"{where}.anchor_scale", self.anchor_scale)
         check_positive(f"{where}.roi_batch_size_per_image", self.roi_batch_size_per_image)
-        for name in (
-            "rpn_pre_nms_top_n_train",
-            "rpn_post_nms_top_n_train",
-            "rpn_pre_nms_top_n_test",
-            "rpn_post_nms_top_n_test",
-        ):
+        for name in RPN_PROPOSAL_FIELDS:
             check_positive(f"{where}.{name}", getattr(self, name))
         if self.arch == "fcos" and self.fpn_channels % 32:
             raise ConfigError(

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from drkd.config.schema import Config, DetectorConfig
+from drkd.config.schema import TEST_PROPOSAL_FIELDS, Config, DetectorConfig
 from drkd.config.storage import is_uri
 from drkd.data.atomic_file import atomic_write_bytes
 from drkd.data.coco_eval import METRIC_KEYS, coco_metrics
@@ -35,7 +35,6 @@ from drkd.train.precision import Precision
 from drkd.train.run_context import RunContext
 
 TEACHER_PREFIX = "teacher_"
-TEST_PROPOSAL_FIELDS = ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
 
 
 def fingerprint(cfg: Config, device: str = "cpu", precision: str = "float32") -> str:

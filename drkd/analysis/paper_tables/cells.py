@@ -9,6 +9,7 @@ from drkd.analysis.paper_tables.settings import DRKD, drkd_key
 from drkd.config import Config, ConfigError
 from drkd.config.methods import NO_DISTILLATION
 from drkd.config.presets import FRAMEWORK_ARCH
+from drkd.config.schema import FASTER_RCNN_SIZE_FIELDS
 from drkd.config.storage import absolute_location
 from drkd.config.trial_labels import CELL_KEY, ROLE_KEY, STUDENT, TEACHER
 
@@ -84,17 +85,6 @@ def one_stage_ablation(
     return out
 
 
-# the teacher section's proposal and sampling sizes, which its training run must use as well
-TEACHER_SAMPLING_FIELDS = (
-    "rpn_pre_nms_top_n_train",
-    "rpn_post_nms_top_n_train",
-    "rpn_pre_nms_top_n_test",
-    "rpn_post_nms_top_n_test",
-    "roi_batch_size_per_image",
-    "detections_per_img",
-)
-
-
 def teacher(framework: str, base: Config) -> Cell:
     """Training the config's teacher detector (as a plain student run) on the 1x schedule."""
     t = base.teacher
@@ -108,7 +98,8 @@ def teacher(framework: str, base: Config) -> Cell:
         "student.fpn_channels": t.fpn_channels,
         "student.anchor_scale": t.anchor_scale,
         "student.head_norm": t.head_norm,
-        **{f"student.{name}": getattr(t, name) for name in TEACHER_SAMPLING_FIELDS},
+        # the teacher's proposal and sampling sizes, which its training run must use as well
+        **{f"student.{name}": getattr(t, name) for name in FASTER_RCNN_SIZE_FIELDS},
         "distill.method": NO_DISTILLATION,
         "train.schedule": "1x",
         "train.epochs": base.train.epochs_1x,
