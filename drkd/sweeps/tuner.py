@@ -221,6 +221,12 @@ def _scheduler(plan: SweepPlan):
     return asha_scheduler(plan.base.train.total_epochs, plan.settings.grace_period, plan.settings.reduction_factor)
 
 
+def _check_trial_config(cfg: Config, where: str) -> None:
+    """What a trial config must satisfy before any trial starts, errors naming ``where``."""
+    check_every_epoch_evaluated(cfg, where)
+    check_inputs(cfg, where)
+
+
 def build_tuner(plan: SweepPlan, resume: bool = False) -> tune.Tuner:
     """A new Tuner for `plan`, or the restored one with `resume` (finished trials are not rerun).
 
@@ -298,12 +304,9 @@ def run_sweep(
         raise ConfigError(f"{plan.kind}: nothing to run (no search space and an empty grid)")
     for trial in plan.grid:  # fail before any trial starts, naming the bad cell
         where = f"{plan.kind} cell {trial.get('cell', trial)}"
-        cell = apply_overrides(plan.base, trial_overrides(trial), where)
-        check_every_epoch_evaluated(cell, where)
-        check_inputs(cell, where)
+        _check_trial_config(apply_overrides(plan.base, trial_overrides(trial), where), where)
     if plan.is_search:
-        check_every_epoch_evaluated(plan.base, f"{plan.kind} base config")
-        check_inputs(plan.base, f"{plan.kind} base config")
+        _check_trial_config(plan.base, f"{plan.kind} base config")
     init_ray(plan.settings, verbose)
     if not resume:
         _write_experiment_file(plan, command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
