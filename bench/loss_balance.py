@@ -3,6 +3,7 @@ training on the embedded default, and the factor that would give it DRKD's ratio
 
     python bench/loss_balance.py [--framework one_stage] [--batches 4]
                                  [--teacher runs/gain/one_stage/teacher_s0/checkpoint.pt]
+                                 [--backbone results/cache/backbone_resnet18/backbone.pt]
 
 Every method is built with its default (paper) parameters, from the same seed, on the same batches,
 and measured side by side. The printed scale is what a method's `embedded_weight_scale` (in its
@@ -46,11 +47,18 @@ def main() -> None:
     parser.add_argument(
         "--teacher", default=None, help="teacher checkpoint (default: runs/gain/<framework>/teacher_s0)"
     )
+    parser.add_argument(
+        "--backbone",
+        default=None,
+        help="crop-pretrained body the students start from, as the search's trials do (default: random init)",
+    )
     args = parser.parse_args()
+    if args.backbone and not Path(args.backbone).exists():
+        parser.error(f"--backbone {args.backbone}: no such file (drkd pretrain writes it)")
     teacher = Path(args.teacher or f"runs/gain/{args.framework}/teacher_s0/checkpoint.pt")
     if not teacher.exists():
         parser.error(f"--teacher {teacher}: no such checkpoint (train it with bench/distill_gain.py --roles teacher)")
-    base = tiny_student_config(args.framework, "drkd", teacher_checkpoint=teacher)
+    base = tiny_student_config(args.framework, "drkd", teacher_checkpoint=teacher, backbone_checkpoint=args.backbone)
     prepare_data(base)
     data = build_datasets(base)
     loader = DataLoader(
@@ -63,12 +71,15 @@ def main() -> None:
     batches = [b for _, b in zip(range(args.batches), loader)]
     ratios = {}
     print(
-        f"{args.framework}: {args.batches} batches of {base.data.batch_size}, default (paper) weights, at initialisation"
+        f"{args.framework}: {args.batches} batches of {base.data.batch_size}, default (paper) weights, at initialisation,"
+        f" student body {args.backbone or 'random init'}"
     )
     print("| method | detection loss | weighted distillation loss | ratio | scale to DRKD's ratio |")
     print("|---|---:|---:|---:|---:|")
     for method in ("drkd", *(m for m in method_names() if m != "drkd")):
-        cfg = tiny_student_config(args.framework, method, teacher_checkpoint=teacher, default_weights=True)
+        cfg = tiny_student_config(
+            args.framework, method, teacher_checkpoint=teacher, default_weights=True, backbone_checkpoint=args.backbone
+        )
         det, distill = measure(cfg, batches, data.num_classes)
         ratios[method] = distill / det
         print(

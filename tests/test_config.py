@@ -34,6 +34,12 @@ def write(tmp_path: Path, values: object, name: str = "c.yaml") -> Path:
         ({"teacher": {}, "distill": {"weight_scale": {"nld": 0}}}, "distill.weight_scale.nld", "0"),
         ({"teacher": {}, "distill": {"weight_scale": {"nld": "big"}}}, "distill.weight_scale.nld", "big"),
         ({"teacher": {}, "distill": {"weight_scale": {"kd": 2.0}}}, "distill.weight_scale", "kd"),
+        (
+            {"teacher": {}, "distill": {"weight_scale": {"nld": {"three_stage": 0.5}}}},
+            "weight_scale.nld",
+            "three_stage",
+        ),
+        ({"teacher": {}, "distill": {"weight_scale": {"nld": {"two_stage": -1}}}}, "weight_scale.nld.two_stage", "-1"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, values: dict, field: str, bad: str) -> None:
@@ -217,6 +223,37 @@ def test_weight_scale_multiplies_the_chosen_methods_weights() -> None:
             values["distill"][method] = params
         weights = build_distiller(config_from_dict(values), 16, 16, 5).loss_weights
         assert weights == pytest.approx(expected), method
+
+
+def test_weight_scale_per_framework_follows_the_students_detector(tmp_path: Path) -> None:
+    from drkd.distill.registry import build_distiller
+
+    scale = {"fitnet": {"one_stage": 0.5, "two_stage": 0.25}, "nld": {"two_stage": 0.1}}
+    for arch, factors in (("retinanet", {"fitnet": 0.5, "nld": 1.0}), ("fasterrcnn", {"fitnet": 0.25, "nld": 0.1})):
+        for method, factor in factors.items():
+            values = {"student": {"arch": arch}, "teacher": {"arch": arch}, "distill": {"method": method}}
+            plain = build_distiller(config_from_dict(values), 16, 16, 5).loss_weights
+            values["distill"]["weight_scale"] = scale
+            cfg = load_config(write(tmp_path, values))  # the file form reads the nested entries
+            assert config_from_dict(cfg.to_dict()) == cfg
+            scaled = build_distiller(cfg, 16, 16, 5).loss_weights
+            assert scaled == pytest.approx({k: w * factor for k, w in plain.items()}), (arch, method)
+
+
+def test_the_presets_scale_each_peer_per_framework() -> None:
+    """The embedded default's factors differ by framework (bench/loss_balance.py); a preset of either
+    framework must get its own, and DRKD none."""
+    from drkd.config.presets import tiny_student_config, tiny_weight_scale
+    from drkd.distill.registry import build_distiller
+
+    scales = tiny_weight_scale()
+    assert "drkd" not in scales and all(set(s) == {"one_stage", "two_stage"} for s in scales.values())
+    for framework in ("one_stage", "two_stage"):
+        cfg = tiny_student_config(framework, "fitnet")
+        scaled = build_distiller(cfg, 128, 64, 5).loss_weights["loss_fitnet"]
+        cfg.distill.weight_scale = {}
+        plain = build_distiller(cfg, 128, 64, 5).loss_weights["loss_fitnet"]
+        assert scaled == pytest.approx(plain * scales["fitnet"][framework]), framework
 
 
 def test_file_form_holds_the_selected_method_and_changed_sections_only() -> None:

@@ -33,8 +33,9 @@ class MethodParams:
     and wrongly typed values are rejected by the config loader with the field named.
     """
 
-    #: factor the embedded default applies to all of this method's loss weights (see presets)
-    embedded_weight_scale: ClassVar[float] = 1.0
+    #: framework (one_stage, two_stage) -> factor the embedded default applies to all of this
+    #: method's loss weights on that framework's pair (see presets); a framework left out: 1
+    embedded_weight_scale: ClassVar[dict[str, float]] = {}
 
     def validate(self, where: str) -> None:
         """Range checks that types alone do not catch; raise ``ConfigError`` naming ``where.<field>``.

@@ -19,6 +19,8 @@ from drkd.config.methods import DEFAULT_METHOD, NO_DISTILLATION, MethodParams, m
 
 ARCHS = ("retinanet", "fasterrcnn", "fcos")
 TWO_STAGE_ARCHS = ("fasterrcnn",)
+# the detector families the paper's tables split by (DetectorConfig.framework)
+FRAMEWORKS = ("one_stage", "two_stage")
 BACKBONES = (
     "resnet18",
     "resnet34",
@@ -180,6 +182,11 @@ class DetectorConfig:
     def two_stage(self) -> bool:
         return self.arch in TWO_STAGE_ARCHS
 
+    @property
+    def framework(self) -> str:
+        """``"two_stage"`` for Faster R-CNN, else ``"one_stage"`` (a FRAMEWORKS name)."""
+        return "two_stage" if self.two_stage else "one_stage"
+
     def validate(self, where: str) -> None:
         check_choice(f"{where}.arch", self.arch, ARCHS)
         check_choice(f"{where}.backbone", self.backbone, BACKBONES)
@@ -280,8 +287,9 @@ class DistillConfig:
     """
 
     method: str = DEFAULT_METHOD
-    # method -> factor on all of that method's loss weights (defaults or explicit); missing = 1
-    weight_scale: dict[str, float] = field(default_factory=dict)
+    # method -> factor on all of that method's loss weights (defaults or explicit): one number, or one
+    # per framework ({one_stage: x, two_stage: y}); a method or framework left out: 1
+    weight_scale: dict[str, float | dict[str, float]] = field(default_factory=dict)
     # a teacher with neither checkpoint, backbone_weights nor weights is an error unless this is set (benchmarks)
     allow_untrained_teacher: bool = False
     params: dict[str, MethodParams] = field(default_factory=_default_method_params)
@@ -302,7 +310,7 @@ class DistillConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], where: str) -> DistillConfig:
         """Build from a file's ``distill`` section (see the class docstring)."""
-        own = {"method": str, "weight_scale": dict[str, float], "allow_untrained_teacher": bool}
+        own = {"method": str, "weight_scale": dict[str, float | dict[str, float]], "allow_untrained_teacher": bool}
         unknown = sorted(k for k in values if k not in own and k not in method_names())
         if unknown:
             known = ", ".join([*own, *method_names()])
@@ -326,10 +334,17 @@ class DistillConfig:
         }
         return {
             "method": self.method,
-            "weight_scale": dict(self.weight_scale),
+            "weight_scale": {k: dict(v) if isinstance(v, Mapping) else v for k, v in self.weight_scale.items()},
             "allow_untrained_teacher": self.allow_untrained_teacher,
             **sections,
         }
+
+    def scale_for(self, method: str, framework: str) -> float:
+        """The factor ``weight_scale`` gives ``method``'s loss weights on a ``framework`` detector
+        (a FRAMEWORKS name); 1 where it names neither the method nor, in a per-framework entry,
+        the framework."""
+        factor = self.weight_scale.get(method, 1.0)
+        return factor.get(framework, 1.0) if isinstance(factor, Mapping) else factor
 
     def validate(self, where: str = "distill", has_teacher: bool = True) -> None:
         check_choice(f"{where}.method", self.method, method_names(with_none=True))
@@ -339,7 +354,12 @@ class DistillConfig:
             )
         for name, factor in self.weight_scale.items():
             check_choice(f"{where}.weight_scale key", name, method_names())
-            check_positive(f"{where}.weight_scale.{name}", factor)
+            if isinstance(factor, Mapping):
+                for framework, value in factor.items():
+                    check_choice(f"{where}.weight_scale.{name} key", framework, FRAMEWORKS)
+                    check_positive(f"{where}.weight_scale.{name}.{framework}", value)
+            else:
+                check_positive(f"{where}.weight_scale.{name}", factor)
         for name, params in self.params.items():
             params.validate(f"{where}.{name}")
         if self.method in self.params:

@@ -25,7 +25,8 @@ def build_distiller(cfg: Config, teacher_channels: int, student_channels: int, n
         teacher_channels, student_channels: FPN channels of the two detectors.
         num_levels: FPN levels both detectors hand in.
 
-    Every loss weight is multiplied by ``cfg.distill.weight_scale[method]`` (default 1).
+    Every loss weight is multiplied by ``cfg.distill.scale_for(method, cfg.student.framework)``
+    (``distill.weight_scale``; default 1).
     """
     method = cfg.distill.method
     if method == NO_DISTILLATION:
@@ -33,6 +34,6 @@ def build_distiller(cfg: Config, teacher_channels: int, student_channels: int, n
     distiller = distiller_class(method).from_params(
         cfg.distill.params[method], teacher_channels, student_channels, num_levels, cfg.student.two_stage
     )
-    scale = cfg.distill.weight_scale.get(method, 1.0)
+    scale = cfg.distill.scale_for(method, cfg.student.framework)
     distiller.loss_weights = {k: w * scale for k, w in distiller.loss_weights.items()}
     return distiller

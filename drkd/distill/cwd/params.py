@@ -32,9 +32,10 @@ class CWDParams(MethodParams):
             (one is built anyway when the widths differ). Default False.
     """
 
-    # On the embedded default CWD's published weights make its loss 32x the detection loss; this factor gives it DRKD's
-    # starting ratio (bench/loss_balance.py, 2026-12-02).
-    embedded_weight_scale = 0.020
+    # On the embedded default CWD's published weights make its loss 32x the detection loss on the one-stage pair and 49x on
+    # the two-stage pair, where DRKD's paper λ give 0.63x and 0.34x; each factor gives it
+    # DRKD's starting ratio on that pair (bench/loss_balance.py; two-stage measured 2026-12-06).
+    embedded_weight_scale = {"one_stage": 0.020, "two_stage": 0.0068}
 
     weight: float | None = None
     temperature: float | None = None

@@ -43,9 +43,10 @@ class FGDParams(MethodParams):
         box_cells: ``paper`` (default) or ``authors``, see BOX_CELLS.
     """
 
-    # On the embedded default FGD's published weights make its loss 12x the detection loss; this factor gives it DRKD's
-    # starting ratio (bench/loss_balance.py, 2026-12-02).
-    embedded_weight_scale = 0.054
+    # On the embedded default FGD's published weights make its loss 12x the detection loss on the one-stage pair and 2.2x on
+    # the two-stage pair, where DRKD's paper λ give 0.63x and 0.34x; each factor gives it
+    # DRKD's starting ratio on that pair (bench/loss_balance.py; two-stage measured 2026-12-06).
+    embedded_weight_scale = {"one_stage": 0.054, "two_stage": 0.15}
 
     alpha: float | None = None
     beta: float | None = None

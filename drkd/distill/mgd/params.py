@@ -33,9 +33,10 @@ class MGDParams(MethodParams):
         mask_ratio: λ, the probability that a position is masked, in [0, 1); ``None``: :func:`mgd_defaults`.
     """
 
-    # On the embedded default MGD's published α makes its loss 2.3x the detection loss; this factor gives it DRKD's
-    # starting ratio (bench/loss_balance.py, 2026-12-02).
-    embedded_weight_scale = 0.27
+    # On the embedded default MGD's published α makes its loss 2.3x the detection loss on the one-stage pair and 0.63x on
+    # the two-stage pair, where DRKD's paper λ give 0.63x and 0.34x; each factor gives it
+    # DRKD's starting ratio on that pair (bench/loss_balance.py; two-stage measured 2026-12-06).
+    embedded_weight_scale = {"one_stage": 0.27, "two_stage": 0.53}
 
     alpha: float | None = None
     mask_ratio: float | None = None

@@ -39,9 +39,10 @@ class MKDParams(MethodParams):
         seed: seeds the frequency masks (reproducible runs); ``None``: the global RNG.
     """
 
-    # On the embedded default MKD's paper weight makes its loss 255x the detection loss and
-    # diverge; this factor gives it DRKD's starting ratio (bench/loss_balance.py).
-    embedded_weight_scale = 0.0025
+    # On the embedded default MKD's paper weight makes its loss 255x the detection loss on the one-stage pair and 590x on
+    # the two-stage pair, where DRKD's paper λ give 0.63x and 0.34x, and it diverges; each factor gives it
+    # DRKD's starting ratio on that pair (bench/loss_balance.py; two-stage measured 2026-12-06).
+    embedded_weight_scale = {"one_stage": 0.0025, "two_stage": 0.00057}
 
     alpha: float | None = None
     temperature: float | None = None
