@@ -217,7 +217,12 @@ class SweepRun:
 
 
 def _run_experiment(
-    root: Path, name: str, kind: str, variants: list[dict[str, Any]], search: bool = False
+    root: Path,
+    name: str,
+    kind: str,
+    variants: list[dict[str, Any]],
+    search: bool = False,
+    base_config: dict[str, Any] | None = None,
 ) -> list[ReportedTrial]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -256,6 +261,7 @@ def _run_experiment(
                 "mode": "max",
                 "created": "2026-01-01T00:00:00",
                 "command": f"python sweeps/ablations.py {kind}",
+                **({"base_config": base_config} if base_config is not None else {}),
             }
         )
     )
@@ -768,3 +774,38 @@ def test_cli(
     assert make_tables.main([str(empty)]) == 2
     err = capsys.readouterr().err
     assert "no experiments" in err and str(empty) in err
+
+
+def test_a_row_pooling_different_weight_scales_is_named(tmp_path: Path) -> None:
+    """Two table6 sweeps whose trials have the same overrides but whose base configs scale FitNet
+    differently pool into one row; the caption must say so, and say nothing when they agree."""
+    import ray
+    import ray.cloudpickle
+
+    from drkd.config.presets import tiny_student_config
+    from drkd.sweeps.ray_instance import start_private_ray
+
+    base = tiny_student_config("one_stage", "fitnet").to_dict()
+    rescaled = json.loads(json.dumps(base))
+    rescaled["distill"]["weight_scale"]["fitnet"] = {"one_stage": 0.5, "two_stage": 0.5}
+    cells = [
+        {**baseline("retinanet", s), "cell": "fitnet", "distill.method": "fitnet", "train.schedule": "2x",
+         **TABLE6_TEACHER["retinanet"]}
+        for s in (0, 1)
+    ]  # fmt: skip
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
+    start_private_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        for root, second in ((tmp_path / "same", base), (tmp_path / "mixed", rescaled)):
+            _run_experiment(root, "table6_a", "table6", cells, base_config=base)
+            _run_experiment(root, "table6_b", "table6", cells, base_config=second)
+    finally:
+        ray.shutdown()
+
+    def caption(root: Path) -> str:
+        return next(t for t in build_all(load_experiments([root]), load_paper_numbers()) if t.name == "table6").caption
+
+    assert "pools runs of different method settings" not in caption(tmp_path / "same")
+    mixed = caption(tmp_path / "mixed")
+    assert f"Row {FRAMEWORK['retinanet']} FitNet pools runs of different method settings" in mixed
+    assert "weight_scale 0.37 (2 runs), 0.5 (2 runs)." in mixed

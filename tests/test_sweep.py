@@ -12,7 +12,7 @@ import ray
 import yaml
 from table6_labels import METHOD_LABEL
 
-from drkd.config import load_config
+from drkd.config import config_from_dict, load_config
 from drkd.config.methods import method_names
 from drkd.sweeps.commands import ablations, lambda_search
 from drkd.sweeps.ray_instance import start_private_ray
@@ -60,6 +60,9 @@ def test_two_trial_search_end_to_end(local_ray, tmp_path: Path, tiny_config, tea
     exp = tmp_path / "results" / "search"
     record = json.loads((exp / "drkd_experiment.json").read_text())
     assert record["kind"] == "lambda_search" and record["settings"]["seed"] == 3  # the sampler's seed
+    # the base config the trials' overrides apply to, which the tables need to compare runs
+    base = config_from_dict(record["base_config"])
+    assert base.data.train_limit == 8 and base.distill.method == "drkd"
     trials = trial_dirs(exp)
     assert len(trials) == 2
     for trial in trials:

@@ -45,6 +45,8 @@ class ExperimentInfo:
     mode: str = "max"
     command: str = ""
     created: str = ""
+    # the config the trials' overrides apply to (file form); None where the sweep did not record it
+    base_config: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass
@@ -245,6 +247,7 @@ def _read_experiment(location: str, data: _Accumulator) -> None:
         mode=str(meta.get("mode", "max")),
         command=str(meta.get("command", "")),
         created=str(meta.get("created", "")),
+        base_config=meta["base_config"] if isinstance(meta.get("base_config"), Mapping) else None,
     )
     if info.name in {e.name for e in data.experiments}:
         data.skipped.append(f"{exp_name}: a second experiment named {info.name!r}; skipped")

@@ -167,6 +167,9 @@ def _write_experiment_file(plan: SweepPlan, command: str) -> None:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "settings": {**plan.settings.to_dict(), "optuna_storage": _stored_url(plan.settings.optuna_storage)},
+        # the config each trial's overrides apply to: the tables need it to tell apart runs whose
+        # overrides match but whose base configs did not (e.g. another distill.weight_scale)
+        "base_config": plan.base.to_dict(),
     }
     with fs.open_output_stream(target) as f:
         f.write(json.dumps(meta, indent=1, sort_keys=True).encode())

@@ -32,9 +32,11 @@ from drkd.analysis.paper_tables.settings import (
     TEACHER,
     TERMS,
     Settings,
+    describe_mixed,
     is_baseline,
     is_reference,
     is_teacher,
+    method_setting,
     missing,
     paper_settings,
     relevant,
@@ -70,6 +72,14 @@ def trial_results(data: ExperimentData, pick: Pick = "last") -> pd.DataFrame:
         for row in merged[config_cols].to_dict("records")
     ]
     settings_frame = pd.DataFrame(settings, index=merged.index, dtype=object)
+    bases = {e.name: e.base_config for e in data.experiments}
+    settings_frame["method_setting"] = [
+        method_setting(
+            bases.get(row["experiment"]),
+            {c[len(CONFIG_PREFIX) :]: row[c] for c in config_cols if not missing(row[c])},
+        )
+        for row in merged[["experiment", *config_cols]].to_dict("records")
+    ]
     for metric in (*METRICS, *TEACHER_METRICS):
         if metric not in merged.columns:
             merged[metric] = np.nan
@@ -192,6 +202,24 @@ def excluded_note(used: list[Record]) -> str:
     cells = len({t["_cell"] for t in bad})
     statuses = ", ".join(sorted({t["status"] for t in bad}))
     return f"{len(bad)} trial(s) in {cells} cell(s) did not reach train.epochs ({statuses}) and are left out."
+
+
+def mixed_settings_notes(cells: Iterable[tuple[str, list[Record]]]) -> list[str]:
+    """One note per row whose completed runs ran their method with different settings beyond the
+    row's (another ``distill.weight_scale`` or method parameter: :func:`method_setting`), which the
+    row's mean and Δ then mix; runs whose setting is unknown (no recorded base config) are not compared.
+
+    Args:
+        cells: (row label, the row's trials) pairs.
+    """
+    notes = []
+    for label, cell in cells:
+        known = [t["method_setting"] for t in done(cell) if not missing(t.get("method_setting"))]
+        if len(set(known)) > 1:
+            notes.append(
+                f"Row {label} pools runs of different method settings, which its values mix: {describe_mixed(known)}."
+            )
+    return notes
 
 
 def caption(title: str, pick: Pick, notes: Iterable[str]) -> str:
@@ -412,6 +440,7 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
 
     rows: list[Record] = []
     per_seed: list[Record] = []  # each student row's completed runs, for the per-seed plot
+    labelled_cells: list[tuple[str, list[Record]]] = []  # (row label, its trials), for the mixed-settings check
     used: list[list[Record]] = []
     recorded: dict[str, list[Record]] = {}  # arch -> its distinct recorded teachers
     teacher_rows: dict[str, Record] = {}  # arch -> how its teacher row was filled
@@ -449,6 +478,8 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
                             "runs": _seeded(done(cell), "mAP"),
                         }
                     )
+            if not is_teacher(expected[k]):
+                labelled_cells.append((" ".join(str(v) for v in row.values()), cell))
             base = baseline_runs(pool, arch, schedule)
             for metric in spec.metrics:
                 paper_value = next(
@@ -465,7 +496,13 @@ def build_table(spec: TableSpec, trials: pd.DataFrame, paper: pd.DataFrame, pick
     columns = [Column(h, h) for h, _ in spec.labels] + [c for m in spec.metrics for c in metric_columns(m)]
     frame = make_frame(rows, [h for h, _ in spec.labels] + [f for m in spec.metrics for f in metric_fields(m)])
     used_trials = unique_trials(used)
-    notes = [excluded_note(used_trials), epochs_note(used_trials), *teacher_notes(teacher_rows), spec.paper_note]
+    notes = [
+        excluded_note(used_trials),
+        epochs_note(used_trials),
+        *mixed_settings_notes(labelled_cells),
+        *teacher_notes(teacher_rows),
+        spec.paper_note,
+    ]
     ours_missing = frame.empty or frame[list(spec.metrics)].isna().any().any()
     paper_missing = frame.empty or frame[[f"{m}_paper" for m in spec.metrics]].isna().any().any()
     footnotes = missing_footnotes(ours_missing, paper_missing, spec.command, "of that cell")

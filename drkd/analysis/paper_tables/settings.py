@@ -8,13 +8,16 @@ numbers (:mod:`drkd.analysis.paper_numbers`, same vocabulary) are matched to our
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from drkd.config import TWO_STAGE_ARCHS, DetectorConfig, DistillConfig, TrainSettings
+from drkd.config import TWO_STAGE_ARCHS, ConfigError, DetectorConfig, DistillConfig, TrainSettings
+from drkd.config.files import apply_overrides, config_from_dict
 from drkd.config.methods import NO_DISTILLATION
 from drkd.config.trial_labels import ROLE_KEY, STUDENT, TEACHER
 from drkd.distill.drkd import SPEC as DRKD_SPEC
@@ -149,3 +152,47 @@ def paper_settings(row: Mapping[str, Any]) -> Settings:
     if s["instance_size"] is not None:
         s["instance_size"] = int(s["instance_size"])
     return relevant(s)
+
+
+def method_setting(base_config: Mapping[str, Any] | None, config: Mapping[str, Any]) -> str | None:
+    """What a distilled student ran its method with beyond the row's settings: the factor
+    ``distill.weight_scale`` gave the method on the student's framework and the method's parameter
+    section, as canonical JSON (keys ``weight_scale`` and the section's fields).
+
+    Args:
+        base_config: the experiment's recorded base config (file form), or None.
+        config: the trial's flat parameters (dotted overrides plus label keys such as ``cell``).
+
+    Returns:
+        The JSON text; None for teachers and runs without distillation, where the experiment recorded
+        no base config (sweeps before it was written), or where the overrides no longer apply to it.
+    """
+    if base_config is None or config.get(ROLE_KEY) == TEACHER:
+        return None
+    # config overrides are dotted (section.field); label keys such as `cell` are not
+    overrides = {k: v for k, v in config.items() if "." in k and not missing(v)}
+    try:
+        cfg = apply_overrides(config_from_dict(base_config), overrides)
+    except ConfigError:
+        return None
+    method = cfg.distill.method
+    if method == NO_DISTILLATION:
+        return None
+    setting = {"weight_scale": cfg.distill.scale_for(method, cfg.student.framework)}
+    setting.update(dataclasses.asdict(cfg.distill.params[method]))  # type: ignore[call-overload]
+    return json.dumps(setting, sort_keys=True, default=str)
+
+
+def describe_mixed(settings: list[str]) -> str:
+    """The fields in which the method settings (:func:`method_setting` texts) differ, each value with
+    its run count, e.g. ``weight_scale 0.097 (3 runs), 0.37 (3 runs)``."""
+    parsed = [json.loads(s) for s in settings]
+    fields = sorted({k for p in parsed for k in p if len({json.dumps(q.get(k)) for q in parsed}) > 1})
+    parts = []
+    for name in fields:
+        counts: dict[str, int] = {}
+        for p in parsed:
+            counts[json.dumps(p.get(name))] = counts.get(json.dumps(p.get(name)), 0) + 1
+        values = ", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in sorted(counts.items()))
+        parts.append(f"{name} {values}")
+    return "; ".join(parts)
