@@ -7,7 +7,6 @@ import os
 import pickle
 from collections import OrderedDict
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -406,14 +405,3 @@ def export_state_dict(model: nn.Module) -> OrderedDict[str, torch.Tensor]:
     return OrderedDict(
         (k, v.detach().clone()) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
     )
-
-
-# Public pieces of torchvision used to build the plain model of an exported checkpoint.
-PLAIN_BUILDERS = {
-    ("retinanet", "resnet50", 256): partial(
-        torchvision.models.detection.retinanet_resnet50_fpn, weights=None, weights_backbone=None
-    ),
-    ("fasterrcnn", "resnet50", 256): partial(
-        torchvision.models.detection.fasterrcnn_resnet50_fpn, weights=None, weights_backbone=None
-    ),
-}
