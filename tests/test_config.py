@@ -306,3 +306,19 @@ def test_method_names_that_would_clash_are_refused(name: str) -> None:
 
     with pytest.raises(ValueError, match=rf"method name '{name}'"):
         register_method(MethodSpec(name, FitNetParams, "x:Y", "X", lambda trial, two_stage: {}))
+
+
+def test_method_setting_reads_trial_parameters_as_the_tables_hold_them() -> None:
+    """The tables hand over each trial's parameters from a DataFrame, where a column some trials lack
+    is float (train.seed 0.0) or NaN; the setting must still be rebuilt, and differ with the scale."""
+    import json
+
+    from drkd.analysis.paper_tables.settings import method_setting
+    from drkd.config.presets import tiny_student_config
+
+    base = tiny_student_config("two_stage", "fitnet").to_dict()
+    trial = {"cell": "fitnet", "train.seed": 2.0, "student.arch": "fasterrcnn", "distill.drkd.pr": float("nan")}
+    setting = json.loads(method_setting(base, trial) or "{}")
+    assert setting["weight_scale"] == pytest.approx(0.097)
+    assert method_setting(base, {**trial, "distill.method": "none"}) is None
+    assert method_setting(None, trial) is None

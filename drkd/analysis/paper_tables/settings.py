@@ -169,8 +169,14 @@ def method_setting(base_config: Mapping[str, Any] | None, config: Mapping[str, A
     """
     if base_config is None or config.get(ROLE_KEY) == TEACHER:
         return None
-    # config overrides are dotted (section.field); label keys such as `cell` are not
-    overrides = {k: v for k, v in config.items() if "." in k and not missing(v)}
+    # config overrides are dotted (section.field); label keys such as `cell` are not. A column that
+    # some trials lack is float in pandas (train.seed 0 -> 0.0): integral floats go back to int,
+    # which float fields accept as well.
+    overrides = {
+        k: int(v) if isinstance(v, float) and v.is_integer() else v
+        for k, v in config.items()
+        if "." in k and not missing(v)
+    }
     try:
         cfg = apply_overrides(config_from_dict(base_config), overrides)
     except ConfigError:
