@@ -313,10 +313,10 @@ def test_method_setting_reads_trial_parameters_as_the_tables_hold_them() -> None
     is float (train.seed 0.0) or NaN; the setting must still be rebuilt, and differ with the scale."""
     import json
 
-    from drkd.analysis.paper_tables.settings import method_setting
+    from drkd.analysis.paper_tables.settings import base_config, method_setting
     from drkd.config.presets import tiny_student_config
 
-    base = tiny_student_config("two_stage", "fitnet").to_dict()
+    base = base_config(tiny_student_config("two_stage", "fitnet").to_dict())
     trial = {"cell": "fitnet", "train.seed": 2.0, "student.arch": "fasterrcnn", "distill.drkd.pr": float("nan")}
     setting = json.loads(method_setting(base, trial) or "{}")
     assert setting["weight_scale"] == pytest.approx(0.097)

@@ -32,6 +32,7 @@ from drkd.analysis.paper_tables.settings import (
     TEACHER,
     TERMS,
     Settings,
+    base_config,
     describe_mixed,
     is_baseline,
     is_reference,
@@ -67,18 +68,11 @@ def trial_results(data: ExperimentData, pick: Pick = "last") -> pd.DataFrame:
     picked = picked[["experiment", "trial_id", *metric_cols]]
     merged = data.trials.merge(picked, on=["experiment", "trial_id"], how="left")
     config_cols = [c for c in merged.columns if c.startswith(CONFIG_PREFIX)]
-    settings = [
-        settings_from_config({c[len(CONFIG_PREFIX) :]: row[c] for c in config_cols})
-        for row in merged[config_cols].to_dict("records")
-    ]
-    settings_frame = pd.DataFrame(settings, index=merged.index, dtype=object)
-    bases = {e.name: e.base_config for e in data.experiments}
+    flat = [{c[len(CONFIG_PREFIX) :]: row[c] for c in config_cols} for row in merged[config_cols].to_dict("records")]
+    settings_frame = pd.DataFrame([settings_from_config(f) for f in flat], index=merged.index, dtype=object)
+    bases = {e.name: base_config(e.base_config) for e in data.experiments}  # parsed once per experiment
     settings_frame["method_setting"] = [
-        method_setting(
-            bases.get(row["experiment"]),
-            {c[len(CONFIG_PREFIX) :]: row[c] for c in config_cols if not missing(row[c])},
-        )
-        for row in merged[["experiment", *config_cols]].to_dict("records")
+        method_setting(bases.get(experiment), f) for experiment, f in zip(merged["experiment"], flat)
     ]
     for metric in (*METRICS, *TEACHER_METRICS):
         if metric not in merged.columns:

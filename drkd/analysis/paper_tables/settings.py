@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from drkd.config import TWO_STAGE_ARCHS, ConfigError, DetectorConfig, DistillConfig, TrainSettings
+from drkd.config import TWO_STAGE_ARCHS, Config, ConfigError, DetectorConfig, DistillConfig, TrainSettings
 from drkd.config.files import apply_overrides, config_from_dict
 from drkd.config.methods import NO_DISTILLATION
 from drkd.config.trial_labels import ROLE_KEY, STUDENT, TEACHER
@@ -154,20 +155,32 @@ def paper_settings(row: Mapping[str, Any]) -> Settings:
     return relevant(s)
 
 
-def method_setting(base_config: Mapping[str, Any] | None, config: Mapping[str, Any]) -> str | None:
+def base_config(recorded: Mapping[str, Any] | None) -> Config | None:
+    """An experiment's recorded base config (file form, ``drkd_experiment.json``) as a Config; None
+    where it recorded none or it no longer loads."""
+    if recorded is None:
+        return None
+    try:
+        return config_from_dict(recorded)
+    except ConfigError:
+        return None
+
+
+def method_setting(base: Config | None, config: Mapping[str, Any]) -> str | None:
     """What a distilled student ran its method with beyond the row's settings: the factor
     ``distill.weight_scale`` gave the method on the student's framework and the method's parameter
     section, as canonical JSON (keys ``weight_scale`` and the section's fields).
 
     Args:
-        base_config: the experiment's recorded base config (file form), or None.
-        config: the trial's flat parameters (dotted overrides plus label keys such as ``cell``).
+        base: the experiment's base config (:func:`base_config`), or None.
+        config: the trial's flat parameters (dotted overrides plus label keys such as ``cell``;
+            missing values NaN or None).
 
     Returns:
         The JSON text; None for teachers and runs without distillation, where the experiment recorded
         no base config (sweeps before it was written), or where the overrides no longer apply to it.
     """
-    if base_config is None or config.get(ROLE_KEY) == TEACHER:
+    if base is None or config.get(ROLE_KEY) == TEACHER:
         return None
     # config overrides are dotted (section.field); label keys such as `cell` are not. A column that
     # some trials lack is float in pandas (train.seed 0 -> 0.0): integral floats go back to int,
@@ -178,7 +191,7 @@ def method_setting(base_config: Mapping[str, Any] | None, config: Mapping[str, A
         if "." in k and not missing(v)
     }
     try:
-        cfg = apply_overrides(config_from_dict(base_config), overrides)
+        cfg = apply_overrides(base, overrides)
     except ConfigError:
         return None
     method = cfg.distill.method
@@ -196,9 +209,7 @@ def describe_mixed(settings: list[str]) -> str:
     fields = sorted({k for p in parsed for k in p if len({json.dumps(q.get(k)) for q in parsed}) > 1})
     parts = []
     for name in fields:
-        counts: dict[str, int] = {}
-        for p in parsed:
-            counts[json.dumps(p.get(name))] = counts.get(json.dumps(p.get(name)), 0) + 1
+        counts = Counter(json.dumps(p.get(name)) for p in parsed)
         values = ", ".join(f"{v} ({n} run{'s' if n > 1 else ''})" for v, n in sorted(counts.items()))
         parts.append(f"{name} {values}")
     return "; ".join(parts)
