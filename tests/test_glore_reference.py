@@ -70,7 +70,9 @@ def _randomised(ref: ReferenceGloReUnit2D) -> ReferenceGloReUnit2D:
     return ref
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+# float64 checks the arithmetic; float32 only rounding (drkd's unit runs its 1×1 convolutions as
+# matrix products, drkd.distill.pointwise, so its sums run in another order than the reference's)
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("train", [False, True])
 def test_unit_equals_the_authors_unit(dtype: torch.dtype, tol: float, normalize: bool, train: bool) -> None:

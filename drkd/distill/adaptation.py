@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from drkd.distill.pointwise import pointwise
+
 
 class Adapter(nn.Module):
     """The paper's "adaptive convolution" f: a 1×1 convolution on the student side.
@@ -24,7 +26,7 @@ class Adapter(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return pointwise(self.conv, x)
 
     @torch.no_grad()
     def set_identity(self) -> None:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from drkd.distill.pointwise import pointwise
+
 NON_LOCAL_MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 # How the key max-pooling treats the last H mod k rows and W mod k columns: "floor" drops them, as
 # the reference blocks' nn.MaxPool2d(kernel_size=k) does (Wang et al.'s block as ported to PyTorch,
@@ -104,13 +106,13 @@ class NonLocalBlock(nn.Module):
     def relation(self, x: torch.Tensor) -> torch.Tensor:
         """The non-local response y (B, inter_channels, H, W), before W and the residual."""
         b, _, h, w = x.shape
-        g_x = self._pool(self.g(x)).flatten(2).transpose(1, 2)  # (B, Nk, Ci)
+        g_x = self._pool(pointwise(self.g, x)).flatten(2).transpose(1, 2)  # (B, Nk, Ci)
         if self.mode == "gaussian":
             query = x.flatten(2).transpose(1, 2)  # (B, Nq, C)
             key = self._pool(x).flatten(2)  # (B, C, Nk)
         else:
-            query = self.theta(x).flatten(2).transpose(1, 2)  # (B, Nq, Ci)
-            key = self._pool(self.phi(x)).flatten(2)  # (B, Ci, Nk)
+            query = pointwise(self.theta, x).flatten(2).transpose(1, 2)  # (B, Nq, Ci)
+            key = self._pool(pointwise(self.phi, x)).flatten(2)  # (B, Ci, Nk)
 
         if self.mode in ("embedded_gaussian", "gaussian"):
             affinity = torch.softmax(torch.bmm(query, key), dim=-1)
@@ -128,4 +130,8 @@ class NonLocalBlock(nn.Module):
         return y.transpose(1, 2).reshape(b, self.inter_channels, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.W(self.relation(x)) + x
+        y = self.relation(x)
+        if isinstance(self.W, nn.Sequential):
+            out_conv, bn = self.W
+            return bn(pointwise(out_conv, y)) + x
+        return pointwise(self.W, y) + x

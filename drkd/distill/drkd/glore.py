@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from drkd.distill.pointwise import pointwise
+
 
 class GraphConvolution(nn.Module):
     """Z = ReLU((I − A)V) W (Eq. 3 with the reference's ReLU) on node features V, (B, C1, C2) -> (B, C1, C2).
@@ -39,8 +41,8 @@ class GraphConvolution(nn.Module):
         self.state_update = nn.Conv1d(num_state, num_state, kernel_size=1, bias=False)  # W
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        av = self.adjacency(v.transpose(1, 2)).transpose(1, 2)
-        return self.state_update(F.relu(v - av))
+        av = pointwise(self.adjacency, v.transpose(1, 2)).transpose(1, 2)
+        return pointwise(self.state_update, F.relu(v - av))
 
 
 class GloRe(nn.Module):
@@ -88,8 +90,8 @@ class GloRe(nn.Module):
 
     def node_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 2: V = X̄Bᵀ (divided by H·W when ``normalize``), (B, C1, C2); and B, (B, C2, H·W)."""
-        state = self.state(x).flatten(2)
-        proj = self.projection(x).flatten(2)
+        state = pointwise(self.state, x).flatten(2)
+        proj = pointwise(self.projection, x).flatten(2)
         if self.normalize:
             # Scale before the product: under fp16 autocast a sum over ~10^5 pixels can overflow.
             state = state / state.shape[-1]
@@ -100,7 +102,7 @@ class GloRe(nn.Module):
         v, proj = self.node_features(x)
         z = self.gcn(v)  # Eq. 3
         relation = torch.matmul(z, proj).view(n, self.num_state, h, w)  # Eq. 4: F = ZB
-        return x + self._block(self.extend(relation))
+        return x + self._block(pointwise(self.extend, relation))
 
     def _block(self, y: torch.Tensor) -> torch.Tensor:
         if self.training and y.shape[0] * y.shape[2] * y.shape[3] == 1:
