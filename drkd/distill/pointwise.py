@@ -36,8 +36,9 @@ def pointwise(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     Args:
         conv: a 1×1 `nn.Conv2d` or size-1 `nn.Conv1d` (stride 1, no padding, no groups; otherwise
             ValueError) with weight (C_out, C_in, 1[, 1]) and optional bias (C_out,).
-        x: (B, C_in, H, W) for Conv2d, (B, C_in, L) for Conv1d. A channels-last input goes through
-            ``conv`` itself (flattening it would copy it).
+        x: (B, C_in, H, W) for Conv2d, (B, C_in, L) for Conv1d. A 4-D input that is not contiguous
+            (channels-last, as the GPU path runs, or a strided view) goes through ``conv`` itself:
+            flattening it would copy it.
 
     Returns:
         (B, C_out, H, W) or (B, C_out, L), equal to ``conv(x)`` up to float rounding, in the dtype
