@@ -106,7 +106,7 @@ class NonLocalBlock(nn.Module):
     def relation(self, x: torch.Tensor) -> torch.Tensor:
         """The non-local response y (B, inter_channels, H, W), before W and the residual."""
         b, _, h, w = x.shape
-        g_x = self._pool(pointwise(self.g, x)).flatten(2).transpose(1, 2)  # (B, Nk, Ci)
+        g_x = self._pool(pointwise(self.g, x)).flatten(2)  # (B, Ci, Nk)
         if self.mode == "gaussian":
             query = x.flatten(2).transpose(1, 2)  # (B, Nq, C)
             key = self._pool(x).flatten(2)  # (B, C, Nk)
@@ -126,8 +126,10 @@ class NonLocalBlock(nn.Module):
             c = torch.einsum("c,bck->bk", w_phi, key)  # (B, Nk)
             affinity = torch.relu(a[:, :, None] + c[:, None, :]) / key.shape[-1]
 
-        y = torch.bmm(affinity, g_x)  # (B, Nq, Ci)
-        return y.transpose(1, 2).reshape(b, self.inter_channels, h, w)
+        # y_i = Σ_j f_ij g(x_j), computed as gᵀ fᵀ so that y comes out (B, Ci, Nq), contiguous:
+        # W's 1×1 convolution then runs as a plain matrix product, not on a strided copy.
+        y = torch.bmm(g_x, affinity.transpose(1, 2))  # (B, Ci, Nq)
+        return y.view(b, self.inter_channels, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.relation(x)

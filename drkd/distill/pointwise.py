@@ -2,9 +2,11 @@
 
 The distillation modules (adapters, GloRe, non-local blocks) run dozens of 1×1 convolutions on
 small FPN maps every step. On the CPU each `nn.Conv2d` call goes through oneDNN, whose fixed cost
-per call is large at these sizes; the same map as ``W @ X`` on the flattened (B, C, H·W) input
+per call is large at these sizes; the same map as ``W @ X_b`` on each image's flattened (C, H·W) input
 made DRKD's GloRe units (forward and backward, the embedded default's five levels, batch 8)
-26–40 % cheaper and its whole training step about 8 ms (2 %) shorter (README, Speed).
+26–40 % cheaper and its whole training step about 8 ms (2 %) shorter; computing the products as
+one batched product on the unchanged input, and the non-local blocks' response in the layout their
+output convolution reads, made NLD's step a further 19 ms (3 %) shorter (README, Speed).
 The modules keep their `nn.Conv2d` / `nn.Conv1d` parameters (same initialisation, same
 checkpoints); only the forward arithmetic changes.
 """
@@ -50,7 +52,10 @@ def pointwise(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 4 and not x.is_contiguous():
         return conv(x)
     c_out, c_in = conv.weight.shape[:2]
-    y = torch.matmul(conv.weight.view(c_out, c_in), x.flatten(2))
+    flat = x.flatten(2)
+    # One batched product with the weight broadcast (stride 0) over the batch: `matmul` of a 2-D
+    # weight with a 3-D input first copies the input into a transposed layout (README, Speed).
+    y = torch.bmm(conv.weight.view(1, c_out, c_in).expand(flat.shape[0], c_out, c_in), flat)
     if conv.bias is not None:
         y = y + conv.bias.to(y.dtype).unsqueeze(-1)
     return y.view(x.shape[0], c_out, *x.shape[2:])
