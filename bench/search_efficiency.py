@@ -8,7 +8,7 @@
    `python sweeps/lambda_search.py` trains its trials (the same base config, teacher, backbone,
    seed 0, 2 DDP workers): λ1 (PR) and λ3 (INS) at ⅛, 1 and 8 × the paper's one-stage value (the
    ends of the range `lambda_search.py` samples), all three terms on, λ2 and the relation filter
-   at the paper's; 9 trials of 6 epochs, one Ray Tune experiment
+   at the paper's; 9 trials of the search's epochs, one Ray Tune experiment
    (resumed when started again with the same name; make_tables reads it like any other).
 2. Replays each strategy over that measured grid (:mod:`drkd.sweeps.search_replay`: the real
    Optuna samplers and Ray Tune's ASHA scheduler, each trial's mAP looked up; the default search

@@ -73,27 +73,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from drkd.config import apply_overrides, config_from_dict, load_config
-    from drkd.data.coco_eval import coco_metrics
-    from drkd.models.detectors import build_detector
-    from drkd.train.checkpoint import load_checkpoint
-    from drkd.train.engine import predict
-    from drkd.train.job import build_datasets, validation_loader
-    from drkd.train.precision import precision_for
-    from drkd.train.run_context import resolve_device
+    from drkd.train.checkpoint_eval import evaluate_checkpoint
 
-    state = load_checkpoint(args.checkpoint)
-    cfg = load_config(args.config) if args.config else config_from_dict(state["config"], f"{args.checkpoint}:config")
-    if args.set:
-        cfg = apply_overrides(cfg, parse_overrides(args.set))
-    data = build_datasets(cfg)
-    device = resolve_device(cfg.train.device)
-    student = build_detector(cfg.student, data.num_classes, cfg.data)
-    student.load_state_dict(state["student"])
-    student.to(device)
-    loader, image_ids = validation_loader(data, cfg)
-    detections = predict(student, loader, device, data.val.label_to_cat_id, precision=precision_for(cfg.train, device))
-    metrics = coco_metrics(data.val.coco, detections, image_ids)
+    metrics = evaluate_checkpoint(args.checkpoint, args.config, parse_overrides(args.set) if args.set else None)
     print(json.dumps(metrics, sort_keys=True))
     return 0
 

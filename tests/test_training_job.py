@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from drkd.cli import main
+from drkd.cli import main, parse_overrides
 from drkd.config import ConfigError, save_config
 from drkd.data.coco_eval import METRIC_KEYS
 from drkd.train.checkpoint import load_checkpoint
+from drkd.train.checkpoint_eval import evaluate_checkpoint
 from drkd.train.engine import NonFiniteLossError
 from drkd.train.job import build_models, run_training
 from drkd.train.run_context import LocalContext
@@ -147,6 +148,17 @@ def test_cli_train_eval_export(tiny_config, tmp_path: Path, capsys: pytest.Captu
     assert main(["eval", "--checkpoint", str(ckpt)]) == 0
     evaluated = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert evaluated["mAP"] == pytest.approx(trained["mAP"], abs=1e-3)
+    # another validation split of the same generator, generated where it is missing: the same 8
+    # images give the same metrics; 12 images (the 8 and 4 more) are evaluated as 12
+    regenerate = ["data.synthetic=true", "data.synthetic_num_train=16", "data.synthetic_image_size=128"]
+    for n in (8, 12):
+        wide = tmp_path / f"val{n}"
+        sets = [f"data.root={wide}", f"data.synthetic_num_val={n}", *regenerate]
+        metrics = evaluate_checkpoint(ckpt, overrides=parse_overrides(sets))
+        assert len(json.loads((wide / "annotations" / "instances_val.json").read_text())["images"]) == n
+        if n == 8:
+            assert metrics == evaluated
+    assert set(metrics) == set(evaluated) and all(0 <= v <= 100 for v in metrics.values())
     out = tmp_path / "student.pt"
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     exported = torch.load(out, weights_only=True)

@@ -1,0 +1,46 @@
+"""COCO metrics of a checkpoint's student, on the validation set its config (or another) names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from drkd.config import apply_overrides, config_from_dict, load_config
+from drkd.data.coco_eval import coco_metrics
+from drkd.models.detectors import build_detector
+from drkd.train.checkpoint import load_checkpoint
+from drkd.train.engine import predict
+from drkd.train.job import build_datasets, prepare_data, validation_loader
+from drkd.train.precision import precision_for
+from drkd.train.run_context import resolve_device
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, config: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, float]:
+    """Evaluate the student saved in ``checkpoint`` (``drkd train``'s full checkpoint).
+
+    Args:
+        checkpoint: path of the checkpoint.
+        config: a config file to evaluate with; default ``None``: the config saved in the checkpoint.
+        overrides: dotted ``key: value`` changes to that config (as ``--set``), e.g.
+            ``{"data.synthetic_num_val": 1000, "data.root": "data/synthetic_val1000"}``; default none.
+            The embedded synthetic dataset is generated at ``data.root`` if it is missing there.
+
+    Returns:
+        The COCO metrics (mAP, AP50, AP75, AP_S, AP_M, AP_L, in percent).
+    """
+    state = load_checkpoint(checkpoint)
+    cfg = load_config(config) if config else config_from_dict(state["config"], f"{checkpoint}:config")
+    if overrides:
+        cfg = apply_overrides(cfg, dict(overrides))
+    prepare_data(cfg)
+    data = build_datasets(cfg)
+    device = resolve_device(cfg.train.device)
+    student = build_detector(cfg.student, data.num_classes, cfg.data)
+    student.load_state_dict(state["student"])
+    student.to(device)
+    loader, image_ids = validation_loader(data, cfg)
+    detections = predict(student, loader, device, data.val.label_to_cat_id, precision=precision_for(cfg.train, device))
+    return coco_metrics(data.val.coco, detections, image_ids)
