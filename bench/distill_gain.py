@@ -17,8 +17,9 @@ pretrained once on the dataset's object crops (`drkd.train.default_teacher.ensur
 cached in `<results>/cache/backbone_resnet18/`), as COCO runs start from ImageNet's;
 `--random-init` starts them from random initialisation instead (the embedded default before it had
 the pretrained backbone). `--epochs` and
-`--train-images` set the students' `train.epochs` and `data.train_limit` (the default search's
-budget: `--epochs 6 --train-images 200`); the teacher keeps its own. `--best-config FILE` (a
+`--train-images` set the students' `train.epochs` and `data.train_limit` (default: the preset's
+12 epochs on all 400 images, which is also the default search's budget since 2026-12-07; it was
+`--epochs 6 --train-images 200`); the teacher keeps its own. `--best-config FILE` (a
 `best_config.yaml` that `sweeps/lambda_search.py` wrote) adds the role `best`: the student with
 that file's `distill` section and everything else as the other roles have it, so that it and `drkd`
 (the paper's λ) differ only in what the search chose. Prints mean ± std of the COCO metrics and
