@@ -157,11 +157,13 @@ def _reevaluate(out: Path, seeds: dict[str, list[int]], val_images: int) -> dict
         for seed in own:
             run_dir = out / f"{key}_s{seed}"
             cached = run_dir / f"eval_val{val_images}.json"
-            if not cached.exists():
+            if cached.exists():
+                metrics = json.loads(cached.read_text())
+            else:
                 metrics = evaluate_checkpoint(run_dir / "checkpoint.pt", overrides=overrides)
                 cached.write_text(json.dumps(metrics, sort_keys=True))
                 logging.info("%s seed %d on %d validation images: mAP %.2f", key, seed, val_images, metrics["mAP"])
-            per_seed.setdefault(key, []).append((seed, json.loads(cached.read_text())["mAP"]))
+            per_seed.setdefault(key, []).append((seed, metrics["mAP"]))
     return per_seed
 
 

@@ -33,6 +33,7 @@ from drkd.sweeps.tuner import (
     startup_overhead,
     write_best_config,
 )
+from drkd.train.lr_schedule import milestones
 
 log = logging.getLogger("drkd.sweeps")
 
@@ -44,12 +45,11 @@ log = logging.getLogger("drkd.sweeps")
 # search ranked its trials by noise. The budget is what that signal costs (the miniature issue ranks
 # it above the 15-minute first run).
 DEFAULT_SEARCH_EPOCHS = STUDENT_EPOCHS_1X
-DEFAULT_SEARCH_TRAIN_IMAGES: int | None = None  # all
 # ASHA's first cut: the last epoch before the schedule's first decay (epoch 8 of 12). On the earlier
 # 6-epoch budget bench/grace_rank.py measured that epoch (4 of 6) on two sets of 12 random trials:
 # it ranked them as the last epoch did (Spearman rho +0.76 and +0.90, 95 % intervals above 0) where
 # the epochs before it did not. Not re-measured at 12 epochs; the search's summary prints rho at it.
-DEFAULT_SEARCH_GRACE = 8
+DEFAULT_SEARCH_GRACE = milestones(DEFAULT_SEARCH_EPOCHS)[0]
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +164,6 @@ def _default_search() -> tuple[Config, SweepSettings]:
     has cut the sizes)."""
     base = tiny_student_config("one_stage")
     base.train.epochs = DEFAULT_SEARCH_EPOCHS
-    base.data.train_limit = DEFAULT_SEARCH_TRAIN_IMAGES
     return base, SweepSettings(grace_period=DEFAULT_SEARCH_GRACE)
 
 
