@@ -25,6 +25,13 @@ generation, model building and evaluation are all outside the measurement.
 
 Under both, rank 0 writes its numbers to a JSON file that the driver reads.
 
+Where the time goes: over the same timed window each run also accounts the machine's CPU, as
+shares of all its cores (`os.cpu_count()` × the window): the workers' own (process CPU time of
+every rank, all threads, summed) and everything else's (the machine's busy time from /proc/stat
+minus the workers'): the driver, Ray's daemons (idle during the torchrun rounds, as the instance
+stays up), and in the Ray rounds Ray Train's controller and helper actors. Where the workers fill
+the cores, what the others take in the Ray rounds beyond the torchrun ones is what Ray costs.
+
 Ray runs its worker processes at niceness 15 (`RAY_worker_niceness`); on a machine busy with
 other work that alone lowers their share of the CPUs. So torchrun and its workers run at the same
 niceness (`--no-match-niceness`: at this script's own); on an idle machine it changes nothing.
@@ -141,18 +148,37 @@ def train_and_time(ctx: RunContext, spec: dict[str, Any]) -> dict[str, float]:
 
     run(int(spec["warmup"]))
     ctx.barrier()
-    start = time.perf_counter()
+    start, own_cpu, busy = time.perf_counter(), time.process_time(), machine_busy_s()
     run(int(spec["iters"]))
     ctx.barrier()
-    elapsed = time.perf_counter() - start
+    elapsed, busy, own_cpu = time.perf_counter() - start, machine_busy_s() - busy, time.process_time() - own_cpu
+    workers_cpu = torch.tensor([own_cpu], dtype=torch.float64)
+    dist.all_reduce(workers_cpu)
     images = int(spec["iters"]) * cfg.data.batch_size * ctx.world_size
+    capacity = elapsed * (os.cpu_count() or 1)
     return {
         "images_per_s": images / elapsed,
         "elapsed_s": elapsed,
         "iters": int(spec["iters"]),
         "world_size": ctx.world_size,
         "niceness": os.nice(0),
+        # CPU accounting of the timed window, as shares of all the machine's cores
+        "workers_cpu_share": float(workers_cpu) / capacity,
+        "others_cpu_share": (busy - float(workers_cpu)) / capacity,
     }
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores; /proc/stat, Linux).
+
+    Busy = user + nice + system + irq + softirq + steal; NaN where /proc/stat is missing.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def run_worker(ctx: RunContext, spec: dict[str, Any]) -> None:
@@ -232,13 +258,20 @@ def log(message: str) -> None:
 
 
 def print_table(runs: list[tuple[int, str, dict[str, float]]], ratios: list[float]) -> None:
-    print("\n| round | launcher | workers | worker niceness | timed iterations | time (s) | images/s |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| round | launcher | workers | worker niceness | timed iterations | time (s) | images/s "
+        "| workers' CPU, % of the cores | other processes' CPU, % of the cores |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for rnd, launcher, r in runs:
         print(
             f"| {rnd} | {launcher} | {r['world_size']} | {r['niceness']} | {r['iters']} | {r['elapsed_s']:.2f} "
-            f"| {r['images_per_s']:.2f} |"
+            f"| {r['images_per_s']:.2f} | {100 * r['workers_cpu_share']:.1f} | {100 * r['others_cpu_share']:.1f} |"
         )
+    for name in ("torchrun", "ray"):
+        workers = statistics.median(r["workers_cpu_share"] for _, n, r in runs if n == name)
+        others = statistics.median(r["others_cpu_share"] for _, n, r in runs if n == name)
+        print(f"median CPU in the timed window, {name}: workers {100 * workers:.1f} %, others {100 * others:.1f} %")
     med = {name: statistics.median(r["images_per_s"] for _, n, r in runs if n == name) for name in ("torchrun", "ray")}
     print(f"\nmedian images/s: torchrun {med['torchrun']:.2f}, Ray {med['ray']:.2f}")
     print("per-round ratio Ray/torchrun: " + ", ".join(f"{x:.3f}" for x in ratios))
