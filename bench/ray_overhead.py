@@ -268,12 +268,18 @@ def print_table(runs: list[tuple[int, str, dict[str, float]]], ratios: list[floa
             f"| {rnd} | {launcher} | {r['world_size']} | {r['niceness']} | {r['iters']} | {r['elapsed_s']:.2f} "
             f"| {r['images_per_s']:.2f} | {100 * r['workers_cpu_share']:.1f} | {100 * r['others_cpu_share']:.1f} |"
         )
-    for name in ("torchrun", "ray"):
-        workers = statistics.median(r["workers_cpu_share"] for _, n, r in runs if n == name)
-        others = statistics.median(r["others_cpu_share"] for _, n, r in runs if n == name)
-        print(f"median CPU in the timed window, {name}: workers {100 * workers:.1f} %, others {100 * others:.1f} %")
-    med = {name: statistics.median(r["images_per_s"] for _, n, r in runs if n == name) for name in ("torchrun", "ray")}
-    print(f"\nmedian images/s: torchrun {med['torchrun']:.2f}, Ray {med['ray']:.2f}")
+
+    def median(launcher: str, key: str) -> float:
+        return statistics.median(r[key] for _, name, r in runs if name == launcher)
+
+    for launcher in ("torchrun", "ray"):
+        print(
+            f"median CPU in the timed window, {launcher}: workers {100 * median(launcher, 'workers_cpu_share'):.1f} %, "
+            f"others {100 * median(launcher, 'others_cpu_share'):.1f} %"
+        )
+    print(
+        f"\nmedian images/s: torchrun {median('torchrun', 'images_per_s'):.2f}, Ray {median('ray', 'images_per_s'):.2f}"
+    )
     print("per-round ratio Ray/torchrun: " + ", ".join(f"{x:.3f}" for x in ratios))
     verdict = "meets" if statistics.median(ratios) >= GOAL else "misses"
     print(f"median ratio Ray/torchrun: {statistics.median(ratios):.3f} ({verdict} the ≥ {GOAL} goal)")
