@@ -1,6 +1,7 @@
 """Where ASHA's grace period belongs on the default search: the rank agreement of each epoch with the last.
 
     python bench/grace_rank.py [--trials 12] [--name grace_rank] [--search-seed 0] [--storage-path DIR] [--orders 200]
+    python bench/grace_rank.py --experiment results/search_grid [--epochs 12]
 
 Runs `python sweeps/lambda_search.py` on the embedded default with every trial trained to its last
 epoch (``--grace-period`` = ``train.epochs``: ASHA stops nothing) and every trial sampled at random
@@ -14,6 +15,11 @@ keeps the best trial. A different ``--search-seed`` draws other trials: a grace 
 sample is confirmed on another. An interrupted run continues
 (``--resume``) when started again with the same name. The backbone is pretrained and the default
 teacher trained first if they are not cached (as `lambda_search.py` does on a first run).
+
+With ``--experiment`` it trains nothing: it measures the same over the trials of experiments already
+run whose trials were not cut (`bench/search_efficiency.py`'s grid, an ablation grid), every trial
+that reached ``--epochs`` counted once. Those trials are the grid's points, not a random sample of
+the space, so their ρ says how well an early epoch ranks *those* configurations.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from __future__ import annotations
 import argparse
 import posixpath
 import statistics
+
+import pandas as pd
 
 from drkd.analysis.experiment_store import load_experiments
 from drkd.analysis.rank_agreement import rank_agreement, spearman_interval
@@ -38,7 +46,24 @@ def main() -> None:
     )
     parser.add_argument("--storage-path", help="results root (default: $DRKD_RESULTS or ./results)")
     parser.add_argument("--orders", type=int, default=200, help="random trial orders for the ASHA replay (default 200)")
+    parser.add_argument(
+        "--experiment",
+        nargs="+",
+        help="measure over these finished experiments' trials instead of running a search (nothing is trained)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULT_SEARCH_EPOCHS,
+        help=f"with --experiment: the trials' last epoch (default {DEFAULT_SEARCH_EPOCHS}, the search's)",
+    )
     args = parser.parse_args()
+    if args.experiment:
+        missing = [p for p in args.experiment if not posixpath.isdir(p)]
+        if missing:
+            raise SystemExit(f"grace_rank.py: no experiment directory {', '.join(missing)}")
+        print_grace_rank(load_experiments(args.experiment).reports, args.epochs, args.orders, "")
+        return
     storage = args.storage_path or str(default_results_dir().resolve())
     path = posixpath.join(storage, args.name)
     argv = ["--name", args.name, "--storage-path", storage, "--num-trials", str(args.trials)]
@@ -48,15 +73,21 @@ def main() -> None:
     if lambda_search(argv + resume) != 0:
         raise SystemExit(f"grace_rank.py: the search failed (see above); rerun to continue it ({path})")
 
-    reports = load_experiments([path]).reports
+    print_grace_rank(load_experiments([path]).reports, DEFAULT_SEARCH_EPOCHS, args.orders, "random ")
+
+
+def print_grace_rank(reports: pd.DataFrame, final: int, orders: int, kind: str) -> None:
+    """Spearman's ρ of each epoch before ``final`` with ``final`` over the trials of ``reports``
+    (Tune's per-epoch rows, one trial per (experiment, trial_id)), then the ASHA replay."""
     histories = {
-        str(trial): {int(e): float(m) for e, m in zip(rows["epoch"], rows["mAP"])}
-        for trial, rows in reports.groupby("trial_id")
+        key: {int(e): float(m) for e, m in zip(rows["epoch"], rows["mAP"])}
+        for key, rows in reports.groupby(["experiment", "trial_id"])
     }
-    final = DEFAULT_SEARCH_EPOCHS
     finals = [h[final] for h in histories.values() if final in h]
+    if len(finals) < 4:
+        raise SystemExit(f"grace_rank.py: {len(finals)} trials reached epoch {final}; a rank correlation needs 4")
     print(
-        f"\n{len(finals)} of {len(histories)} random trials reached epoch {final}; their final mAP: "
+        f"\n{len(finals)} of {len(histories)} {kind}trials reached epoch {final}; their final mAP: "
         f"{min(finals):.2f} to {max(finals):.2f}, mean {statistics.mean(finals):.2f} ± {statistics.stdev(finals):.2f}"
     )
     print(f"| epoch | Spearman rho with epoch {final} | 95 % interval | n | mean mAP at the epoch |")
@@ -69,7 +100,7 @@ def main() -> None:
             continue
         low, high = spearman_interval(rho, n)
         print(f"| {epoch} | {rho:+.2f} | [{low:+.2f}, {high:+.2f}] | {n} | {statistics.mean(at):.2f} |")
-    print_asha_cuts([h for h in histories.values() if final in h], final, args.orders)
+    print_asha_cuts([h for h in histories.values() if final in h], final, orders)
 
 
 def print_asha_cuts(histories: list[dict[int, float]], final: int, orders: int) -> None:

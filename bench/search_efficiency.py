@@ -1,6 +1,6 @@
 """Search efficiency on the miniature: grid against random search, TPE and TPE + ASHA.
 
-    python bench/search_efficiency.py [--replays 200] [--budgets 2,3,4,6] [--grace 1,2,3]
+    python bench/search_efficiency.py [--replays 200] [--budgets 2,3,4,6] [--grace 2,4,6,8]
                                       [--name search_grid] [--storage-path DIR]
     python bench/search_efficiency.py --experiment results/table6 [results/table6_rest] --seeds 0,1,2
 
@@ -175,12 +175,21 @@ def print_efficiency(grid: MeasuredGrid, budgets: list[int], graces: list[int], 
             )
 
 
+def grace_periods(given: str | None, epochs: int) -> list[int]:
+    """``--grace`` as a list; by default the same places in any schedule: 1/6 to 4/6 of its epochs."""
+    if given:
+        return [int(g) for g in given.split(",")]
+    return sorted({max(1, epochs * k // 6) for k in range(1, 5)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replays", type=int, default=200, help="replays of each strategy and budget (default 200)")
     parser.add_argument("--budgets", default="2,3,4,6", help="trial budgets, comma-separated (default 2,3,4,6)")
     parser.add_argument(
-        "--grace", default="1,2,3", help="ASHA grace periods to replay, comma-separated (default 1,2,3)"
+        "--grace",
+        help="ASHA grace periods to replay, comma-separated (default: 1/6, 2/6, 3/6 and 4/6 of the trials' "
+        "epochs, 2,4,6,8 at the search's 12)",
     )
     parser.add_argument("--name", default=KIND, help=f"the grid's experiment name (default {KIND})")
     parser.add_argument("--storage-path", help="results root (default: $DRKD_RESULTS or ./results)")
@@ -201,9 +210,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
-    graces = [int(g) for g in args.grace.split(",")]
-
     if args.experiment:
+        graces = grace_periods(args.grace, args.epochs)
         for seed in (int(s) for s in args.seeds.split(",")):
             print(f"\n## {', '.join(args.experiment)}, {args.axis}, train.seed {seed}")
             print_efficiency(
@@ -214,6 +222,7 @@ def main() -> None:
     if args.storage_path:
         settings.storage_path = args.storage_path
     epochs = base.train.total_epochs
+    graces = grace_periods(args.grace, epochs)
     cells = grid_cells(epochs)
     plan = SweepPlan(KIND, base, settings, grid=cells)
     run_sweep(plan, resume=tune.Tuner.can_restore(plan.path))

@@ -809,3 +809,36 @@ def test_a_row_pooling_different_weight_scales_is_named(tmp_path: Path) -> None:
     mixed = caption(tmp_path / "mixed")
     assert f"Row {FRAMEWORK['retinanet']} FitNet pools runs of different method settings" in mixed
     assert "weight_scale 0.37 (2 runs), 0.5 (2 runs)." in mixed
+
+
+def test_grace_rank_bench_measures_a_finished_experiment(tiny_sweeps: SweepRun, tmp_path: Path) -> None:
+    """`bench/grace_rank.py --experiment` ranks the trials of an experiment already run, as scipy does."""
+    import subprocess
+
+    from scipy.stats import spearmanr
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "grace_rank.py"
+    path = tiny_sweeps.root / "ablation_table1"
+    run = subprocess.run(
+        [sys.executable, str(bench), "--experiment", str(path), "--epochs", str(EPOCHS), "--orders", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    trials = tiny_sweeps.experiments["ablation_table1"]
+    curves = [dict(zip(t.history["epoch"], t.history["mAP"])) for t in trials]
+    assert f"{len(trials)} of {len(trials)} trials reached epoch {EPOCHS}" in run.stdout
+    for epoch in range(1, EPOCHS):
+        # Faster R-CNN's last epoch drops by 2 mAP in fake_report, so epochs before it do not rank as it does
+        expected = spearmanr([c[epoch] for c in curves], [c[EPOCHS] for c in curves]).statistic
+        row = re.search(rf"^\| {epoch} \| ([+-][\d.]+) \| \[", run.stdout, re.MULTILINE)
+        assert row is not None, run.stdout
+        assert float(row.group(1)) == pytest.approx(expected, abs=0.005)
+        assert expected < 0.999
+    assert re.search(rf"^\| {EPOCHS} \| 100 % \| 100 % \| 0.00 \|$", run.stdout, re.MULTILINE)  # no cut: all kept
+
+    missing = subprocess.run(
+        [sys.executable, str(bench), "--experiment", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "nope" in missing.stderr
