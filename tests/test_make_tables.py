@@ -776,9 +776,10 @@ def test_cli(
     assert "no experiments" in err and str(empty) in err
 
 
-def test_a_row_pooling_different_weight_scales_is_named(tmp_path: Path) -> None:
+def test_a_row_pooling_different_weight_scales_or_budgets_is_named(tmp_path: Path) -> None:
     """Two table6 sweeps whose trials have the same overrides but whose base configs scale FitNet
-    differently pool into one row; the caption must say so, and say nothing when they agree."""
+    differently, or train on fewer images, pool into one row; the caption must say so, and say
+    nothing when they agree."""
     import ray
     import ray.cloudpickle
 
@@ -788,15 +789,18 @@ def test_a_row_pooling_different_weight_scales_is_named(tmp_path: Path) -> None:
     base = tiny_student_config("one_stage", "fitnet").to_dict()
     rescaled = json.loads(json.dumps(base))
     rescaled["distill"]["weight_scale"]["fitnet"] = {"one_stage": 0.5, "two_stage": 0.5}
+    shorter = json.loads(json.dumps(base))
+    shorter["data"]["train_limit"] = 200
+    assert base["data"]["train_limit"] is None
     cells = [
         {**baseline("retinanet", s), "cell": "fitnet", "distill.method": "fitnet", "train.schedule": "2x",
          **TABLE6_TEACHER["retinanet"]}
         for s in (0, 1)
-    ]  # fmt: skip
+    ] + [{**baseline("retinanet", s), "cell": "none", "train.schedule": "2x"} for s in (0, 1)]  # fmt: skip
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
     start_private_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        for root, second in ((tmp_path / "same", base), (tmp_path / "mixed", rescaled)):
+        for root, second in ((tmp_path / "same", base), (tmp_path / "mixed", rescaled), (tmp_path / "fewer", shorter)):
             _run_experiment(root, "table6_a", "table6", cells, base_config=base)
             _run_experiment(root, "table6_b", "table6", cells, base_config=second)
     finally:
@@ -809,6 +813,14 @@ def test_a_row_pooling_different_weight_scales_is_named(tmp_path: Path) -> None:
     mixed = caption(tmp_path / "mixed")
     assert f"Row {FRAMEWORK['retinanet']} FitNet pools runs of different method settings" in mixed
     assert "weight_scale 0.37 (2 runs), 0.5 (2 runs)." in mixed
+    assert "training budgets" not in caption(tmp_path / "same") + mixed
+    fewer = caption(tmp_path / "fewer")
+    budget_note = (
+        "pools runs of different training budgets, which its values mix: train_images 200 (2 runs), null (2 runs)."
+    )
+    assert f"Row {FRAMEWORK['retinanet']} FitNet {budget_note}" in fewer
+    assert fewer.count(budget_note) == 2, fewer  # the baseline row (pooled from both sweeps) too
+    assert "method settings" not in fewer
 
 
 def test_grace_rank_bench_measures_a_finished_experiment(tiny_sweeps: SweepRun, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from drkd.analysis.paper_tables.settings import (
     paper_settings,
     relevant,
     settings_from_config,
+    training_budget,
 )
 from drkd.analysis.paper_tables.table_spec import (
     METRICS,
@@ -73,6 +74,9 @@ def trial_results(data: ExperimentData, pick: Pick = "last") -> pd.DataFrame:
     bases = {e.name: base_config(e.base_config) for e in data.experiments}  # parsed once per experiment
     settings_frame["method_setting"] = [
         method_setting(bases.get(experiment), f) for experiment, f in zip(merged["experiment"], flat)
+    ]
+    settings_frame["training_budget"] = [
+        training_budget(bases.get(experiment), f) for experiment, f in zip(merged["experiment"], flat)
     ]
     for metric in (*METRICS, *TEACHER_METRICS):
         if metric not in merged.columns:
@@ -199,20 +203,23 @@ def excluded_note(used: list[Record]) -> str:
 
 
 def mixed_settings_notes(cells: Iterable[tuple[str, list[Record]]]) -> list[str]:
-    """One note per row whose completed runs ran their method with different settings beyond the
-    row's (another ``distill.weight_scale`` or method parameter: :func:`method_setting`), which the
-    row's mean and Δ then mix; runs whose setting is unknown (no recorded base config) are not compared.
+    """One note per row whose completed students trained for different budgets (epochs, training
+    images, batch or image size: :func:`training_budget`), and one per row whose runs ran their method
+    with different settings beyond the row's (another ``distill.weight_scale`` or method parameter:
+    :func:`method_setting`): the row's mean and Δ then mix them. Runs whose budget or setting is
+    unknown (no recorded base config) are not compared.
 
     Args:
         cells: (row label, the row's trials) pairs.
     """
     notes = []
     for label, cell in cells:
-        known = [t["method_setting"] for t in done(cell) if not missing(t.get("method_setting"))]
-        if len(set(known)) > 1:
-            notes.append(
-                f"Row {label} pools runs of different method settings, which its values mix: {describe_mixed(known)}."
-            )
+        for field, what in (("training_budget", "training budgets"), ("method_setting", "method settings")):
+            known = [t[field] for t in done(cell) if not missing(t.get(field))]
+            if len(set(known)) > 1:
+                notes.append(
+                    f"Row {label} pools runs of different {what}, which its values mix: {describe_mixed(known)}."
+                )
     return notes
 
 

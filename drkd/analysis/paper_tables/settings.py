@@ -166,6 +166,58 @@ def base_config(recorded: Mapping[str, Any] | None) -> Config | None:
         return None
 
 
+def trial_config(base: Config | None, config: Mapping[str, Any]) -> Config | None:
+    """The config a trial trained with: the experiment's base config with the trial's overrides.
+
+    Args:
+        base: the experiment's base config (:func:`base_config`), or None.
+        config: the trial's flat parameters (dotted overrides plus label keys such as ``cell``;
+            missing values NaN or None).
+
+    Returns:
+        The config; None where the experiment recorded no base config (sweeps before it was
+        written) or the overrides no longer apply to it.
+    """
+    if base is None:
+        return None
+    # config overrides are dotted (section.field); label keys such as `cell` are not. A column that
+    # some trials lack is float in pandas (train.seed 0 -> 0.0): integral floats go back to int,
+    # which float fields accept as well.
+    overrides = {
+        k: int(v) if isinstance(v, float) and v.is_integer() else v
+        for k, v in config.items()
+        if "." in k and not missing(v)
+    }
+    try:
+        return apply_overrides(base, overrides)
+    except ConfigError:
+        return None
+
+
+def training_budget(base: Config | None, config: Mapping[str, Any]) -> str | None:
+    """How much a student trained, as canonical JSON: its total epochs, the training images it used
+    (``data.train_limit``; null: all), the batch and the image sizes. Two runs of one row that differ
+    here measured different things, whatever their method settings.
+
+    Args:
+        base, config: as :func:`trial_config`.
+
+    Returns:
+        The JSON text; None for teachers and where :func:`trial_config` is None.
+    """
+    cfg = trial_config(base, config) if config.get(ROLE_KEY) != TEACHER else None
+    if cfg is None:
+        return None
+    d = cfg.data
+    budget = {
+        "epochs": cfg.train.total_epochs,
+        "train_images": d.train_limit,
+        "batch_size": d.batch_size,
+        "image_size": [d.min_size, d.max_size],
+    }
+    return json.dumps(budget, sort_keys=True)
+
+
 def method_setting(base: Config | None, config: Mapping[str, Any]) -> str | None:
     """What a distilled student ran its method with beyond the row's settings: the factor
     ``distill.weight_scale`` gave the method on the student's framework and the method's parameter
@@ -180,19 +232,8 @@ def method_setting(base: Config | None, config: Mapping[str, Any]) -> str | None
         The JSON text; None for teachers and runs without distillation, where the experiment recorded
         no base config (sweeps before it was written), or where the overrides no longer apply to it.
     """
-    if base is None or config.get(ROLE_KEY) == TEACHER:
-        return None
-    # config overrides are dotted (section.field); label keys such as `cell` are not. A column that
-    # some trials lack is float in pandas (train.seed 0 -> 0.0): integral floats go back to int,
-    # which float fields accept as well.
-    overrides = {
-        k: int(v) if isinstance(v, float) and v.is_integer() else v
-        for k, v in config.items()
-        if "." in k and not missing(v)
-    }
-    try:
-        cfg = apply_overrides(base, overrides)
-    except ConfigError:
+    cfg = trial_config(base, config) if config.get(ROLE_KEY) != TEACHER else None
+    if cfg is None:
         return None
     method = cfg.distill.method
     if method == NO_DISTILLATION:
@@ -203,8 +244,9 @@ def method_setting(base: Config | None, config: Mapping[str, Any]) -> str | None
 
 
 def describe_mixed(settings: list[str]) -> str:
-    """The fields in which the method settings (:func:`method_setting` texts) differ, each value with
-    its run count, e.g. ``weight_scale 0.097 (3 runs), 0.37 (3 runs)``."""
+    """The fields in which the method settings or training budgets (:func:`method_setting`,
+    :func:`training_budget` texts) differ, each value with its run count, e.g.
+    ``weight_scale 0.097 (3 runs), 0.37 (3 runs)``."""
     parsed = [json.loads(s) for s in settings]
     fields = sorted({k for p in parsed for k in p if len({json.dumps(q.get(k)) for q in parsed}) > 1})
     parts = []
