@@ -313,15 +313,15 @@ def test_method_setting_reads_trial_parameters_as_the_tables_hold_them() -> None
     is float (train.seed 0.0) or NaN; the setting must still be rebuilt, and differ with the scale."""
     import json
 
-    from drkd.analysis.paper_tables.settings import base_config, method_setting
+    from drkd.analysis.paper_tables.settings import base_config, method_setting, student_config
     from drkd.config.presets import tiny_student_config
 
     base = base_config(tiny_student_config("two_stage", "fitnet").to_dict())
     trial = {"cell": "fitnet", "train.seed": 2.0, "student.arch": "fasterrcnn", "distill.drkd.pr": float("nan")}
-    setting = json.loads(method_setting(base, trial) or "{}")
+    setting = json.loads(method_setting(student_config(base, trial)) or "{}")
     assert setting["weight_scale"] == pytest.approx(0.097)
-    assert method_setting(base, {**trial, "distill.method": "none"}) is None
-    assert method_setting(None, trial) is None
+    assert method_setting(student_config(base, {**trial, "distill.method": "none"})) is None
+    assert method_setting(student_config(None, trial)) is None
 
 
 def test_training_budget_is_what_the_trial_trained_for_whatever_its_method() -> None:
@@ -329,17 +329,19 @@ def test_training_budget_is_what_the_trial_trained_for_whatever_its_method() -> 
     different budgets; the seed and the method do not change it; teachers have none."""
     import json
 
-    from drkd.analysis.paper_tables.settings import base_config, training_budget
+    from drkd.analysis.paper_tables.settings import base_config, student_config, training_budget
     from drkd.config.presets import tiny_student_config
 
     file_form = tiny_student_config("one_stage", "drkd").to_dict()
     base = base_config(file_form)
     trial = {"cell": "drkd", "role": "student", "train.epochs": 12.0, "train.seed": 0.0}
-    budget = json.loads(training_budget(base, trial) or "{}")
+    budget = json.loads(training_budget(student_config(base, trial)) or "{}")
     assert budget == {"epochs": 12, "train_images": None, "batch_size": 8, "image_size": [160, 160]}
-    assert training_budget(base, {**trial, "train.seed": 3.0, "distill.method": "none"}) == training_budget(base, trial)
-    assert json.loads(training_budget(base, {**trial, "train.epochs": 6.0}) or "{}")["epochs"] == 6
+    assert training_budget(
+        student_config(base, {**trial, "train.seed": 3.0, "distill.method": "none"})
+    ) == training_budget(student_config(base, trial))
+    assert json.loads(training_budget(student_config(base, {**trial, "train.epochs": 6.0})) or "{}")["epochs"] == 6
     file_form["data"]["train_limit"] = 400
-    assert json.loads(training_budget(base_config(file_form), trial) or "{}")["train_images"] == 400
-    assert training_budget(base, {**trial, "role": "teacher"}) is None
-    assert training_budget(None, trial) is None
+    assert json.loads(training_budget(student_config(base_config(file_form), trial)) or "{}")["train_images"] == 400
+    assert training_budget(student_config(base, {**trial, "role": "teacher"})) is None
+    assert training_budget(student_config(None, trial)) is None

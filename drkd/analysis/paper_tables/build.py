@@ -42,6 +42,7 @@ from drkd.analysis.paper_tables.settings import (
     paper_settings,
     relevant,
     settings_from_config,
+    student_config,
     training_budget,
 )
 from drkd.analysis.paper_tables.table_spec import (
@@ -72,12 +73,9 @@ def trial_results(data: ExperimentData, pick: Pick = "last") -> pd.DataFrame:
     flat = [{c[len(CONFIG_PREFIX) :]: row[c] for c in config_cols} for row in merged[config_cols].to_dict("records")]
     settings_frame = pd.DataFrame([settings_from_config(f) for f in flat], index=merged.index, dtype=object)
     bases = {e.name: base_config(e.base_config) for e in data.experiments}  # parsed once per experiment
-    settings_frame["method_setting"] = [
-        method_setting(bases.get(experiment), f) for experiment, f in zip(merged["experiment"], flat)
-    ]
-    settings_frame["training_budget"] = [
-        training_budget(bases.get(experiment), f) for experiment, f in zip(merged["experiment"], flat)
-    ]
+    students = [student_config(bases.get(experiment), f) for experiment, f in zip(merged["experiment"], flat)]
+    settings_frame["method_setting"] = [method_setting(cfg) for cfg in students]
+    settings_frame["training_budget"] = [training_budget(cfg) for cfg in students]
     for metric in (*METRICS, *TEACHER_METRICS):
         if metric not in merged.columns:
             merged[metric] = np.nan

@@ -166,8 +166,8 @@ def base_config(recorded: Mapping[str, Any] | None) -> Config | None:
         return None
 
 
-def trial_config(base: Config | None, config: Mapping[str, Any]) -> Config | None:
-    """The config a trial trained with: the experiment's base config with the trial's overrides.
+def student_config(base: Config | None, config: Mapping[str, Any]) -> Config | None:
+    """The config a student trial trained with: the experiment's base config with the trial's overrides.
 
     Args:
         base: the experiment's base config (:func:`base_config`), or None.
@@ -175,10 +175,10 @@ def trial_config(base: Config | None, config: Mapping[str, Any]) -> Config | Non
             missing values NaN or None).
 
     Returns:
-        The config; None where the experiment recorded no base config (sweeps before it was
-        written) or the overrides no longer apply to it.
+        The config; None for teachers, where the experiment recorded no base config (sweeps before
+        it was written), or where the overrides no longer apply to it.
     """
-    if base is None:
+    if base is None or config.get(ROLE_KEY) == TEACHER:
         return None
     # config overrides are dotted (section.field); label keys such as `cell` are not. A column that
     # some trials lack is float in pandas (train.seed 0 -> 0.0): integral floats go back to int,
@@ -194,18 +194,17 @@ def trial_config(base: Config | None, config: Mapping[str, Any]) -> Config | Non
         return None
 
 
-def training_budget(base: Config | None, config: Mapping[str, Any]) -> str | None:
+def training_budget(cfg: Config | None) -> str | None:
     """How much a student trained, as canonical JSON: its total epochs, the training images it used
     (``data.train_limit``; null: all), the batch and the image sizes. Two runs of one row that differ
     here measured different things, whatever their method settings.
 
     Args:
-        base, config: as :func:`trial_config`.
+        cfg: the student's config (:func:`student_config`), or None.
 
     Returns:
-        The JSON text; None for teachers and where :func:`trial_config` is None.
+        The JSON text; None where ``cfg`` is None.
     """
-    cfg = trial_config(base, config) if config.get(ROLE_KEY) != TEACHER else None
     if cfg is None:
         return None
     d = cfg.data
@@ -218,21 +217,17 @@ def training_budget(base: Config | None, config: Mapping[str, Any]) -> str | Non
     return json.dumps(budget, sort_keys=True)
 
 
-def method_setting(base: Config | None, config: Mapping[str, Any]) -> str | None:
+def method_setting(cfg: Config | None) -> str | None:
     """What a distilled student ran its method with beyond the row's settings: the factor
     ``distill.weight_scale`` gave the method on the student's framework and the method's parameter
     section, as canonical JSON (keys ``weight_scale`` and the section's fields).
 
     Args:
-        base: the experiment's base config (:func:`base_config`), or None.
-        config: the trial's flat parameters (dotted overrides plus label keys such as ``cell``;
-            missing values NaN or None).
+        cfg: the student's config (:func:`student_config`), or None.
 
     Returns:
-        The JSON text; None for teachers and runs without distillation, where the experiment recorded
-        no base config (sweeps before it was written), or where the overrides no longer apply to it.
+        The JSON text; None for runs without distillation and where ``cfg`` is None.
     """
-    cfg = trial_config(base, config) if config.get(ROLE_KEY) != TEACHER else None
     if cfg is None:
         return None
     method = cfg.distill.method
