@@ -30,7 +30,7 @@ import statistics
 
 import pandas as pd
 
-from drkd.analysis.experiment_store import load_experiments
+from drkd.analysis.experiment_store import NoExperimentsFound, load_experiments
 from drkd.analysis.rank_agreement import rank_agreement, spearman_interval
 from drkd.config.storage import default_results_dir
 from drkd.sweeps.commands import DEFAULT_SEARCH_EPOCHS, lambda_search
@@ -59,10 +59,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.experiment:
-        missing = [p for p in args.experiment if not posixpath.isdir(p)]
-        if missing:
-            raise SystemExit(f"grace_rank.py: no experiment directory {', '.join(missing)}")
-        print_grace_rank(load_experiments(args.experiment).reports, args.epochs, args.orders, "")
+        try:
+            data = load_experiments(args.experiment)
+        except NoExperimentsFound as exc:
+            raise SystemExit(f"grace_rank.py: {exc}") from None
+        if data.skipped:  # a location named but not read would silently drop its trials
+            raise SystemExit("grace_rank.py: skipped " + "; ".join(data.skipped))
+        print_grace_rank(data.reports, args.epochs, args.orders, "")
         return
     storage = args.storage_path or str(default_results_dir().resolve())
     path = posixpath.join(storage, args.name)

@@ -48,8 +48,9 @@ DEFAULT_SEARCH_EPOCHS = STUDENT_EPOCHS_1X
 # ASHA's first cut: the last epoch before the schedule's first decay (epoch 8 of 12). On the earlier
 # 6-epoch budget bench/grace_rank.py measured that epoch (4 of 6) on two sets of 12 random trials:
 # it ranked them as the last epoch did (Spearman rho +0.76 and +0.90, 95 % intervals above 0) where
-# the epochs before it did not. At 12 epochs only the default search's own summary measured it (rho
-# +0.93 between epochs 8 and 12 over the 7 trials that ran both, 2026-12-07); no uncut search yet.
+# the epochs before it did not. At 12 epochs (2026-12-07, bench/grace_rank.py --experiment): rho
+# between epochs 8 and 12 +0.93 over the default search's 7 uncut trials, +0.90 over the 9 trials of
+# bench/search_efficiency.py's uncut lambda grid; no 12-trial random sample yet.
 DEFAULT_SEARCH_GRACE = milestones(DEFAULT_SEARCH_EPOCHS)[0]
 
 
