@@ -854,3 +854,39 @@ def test_grace_rank_bench_measures_a_finished_experiment(tiny_sweeps: SweepRun, 
         [sys.executable, str(bench), "--experiment", str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert missing.returncode != 0 and "nope" in missing.stderr
+
+
+def test_search_efficiency_bench_replays_a_finished_grid(tiny_sweeps: SweepRun) -> None:
+    """`bench/search_efficiency.py --experiment` reads one seed's Table 6 as a grid of methods and
+    replays the strategies at the grace periods that follow the trials' epochs."""
+    import subprocess
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "search_efficiency.py"
+    path = str(tiny_sweeps.root / "ablation_table6")
+
+    def run(seed: int) -> subprocess.CompletedProcess:
+        args = ["--experiment", path, "--seeds", str(seed), "--epochs", str(EPOCHS), "--replays", "3"]
+        return subprocess.run(
+            [sys.executable, str(bench), *args, "--budgets", "2"], capture_output=True, text=True, timeout=300
+        )
+
+    one = run(1)  # seed 1: RetinaNet only, one trial per method
+    assert one.returncode == 0, one.stderr[-3000:]
+    finals = {
+        t.config["distill.method"]: float(t.history["mAP"].iloc[-1])
+        for t in tiny_sweeps.experiments["ablation_table6"]
+        if t.config["train.seed"] == 1
+    }
+    assert len(finals) == 9
+    best = max(finals, key=finals.__getitem__)
+    assert f"the grid: 9 configurations x {EPOCHS} epochs = {9 * EPOCHS} epochs of training" in one.stdout
+    assert f"final mAP {min(finals.values()):.2f} to {finals[best]:.2f}" in one.stdout
+    assert f"best {finals[best]:.2f} at method={best}" in one.stdout
+    assert f"| grid | 9 | {9 * EPOCHS} (100 %) | {finals[best]:.2f} | 0 | 100 % |" in one.stdout
+    # the default grace periods are 1/6..4/6 of the epochs, at least 1: at 3 epochs, 1 and 2
+    graces = re.findall(r"^\| TPE \+ ASHA \(grace (\d+)\) \| 2 \|", one.stdout, re.MULTILINE)
+    assert graces == ["1", "2"], one.stdout
+    assert re.search(r"^\| random \| 2 \| [\d.]+ \(\d+ %\) \|", one.stdout, re.MULTILINE)
+
+    twice = run(0)  # seed 0: both frameworks ran every method, so a value is not one point of a grid
+    assert twice.returncode != 0 and "finished twice with seed 0" in twice.stderr
