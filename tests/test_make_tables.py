@@ -12,6 +12,7 @@ import re
 import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from drkd.analysis.experiment_store import load_experiments
 from drkd.analysis.paper_numbers import load_paper_numbers
 from drkd.analysis.paper_tables import build_all, trial_results
 from drkd.analysis.paper_tables.build import recorded_teachers
+from drkd.analysis.paper_tables.table_spec import PaperTable
 from drkd.analysis.report import make_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -574,6 +576,30 @@ def test_table6_per_seed_runs_are_the_cells_runs(tiny_sweeps: SweepRun, report: 
     assert any(r["runs"] for r in baselines)  # a baseline band is drawn
     png = report.parent / "plots" / "per_seed_table6.png"
     assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 5000
+
+
+def test_per_seed_plot_gives_a_panel_only_to_blocks_with_runs(tiny_sweeps: SweepRun, tmp_path: Path) -> None:
+    """A framework with no finished run gets no empty panel (the plot is one panel shorter) but is
+    named in the title; with no run anywhere one panel says so."""
+    import dataclasses
+
+    from drkd.analysis.plots import DPI, plot_per_seed
+
+    t6 = next(t for t in build_all(load_experiments([tiny_sweeps.root]), load_paper_numbers()) if t.name == "table6")
+
+    def without_runs(keep: Callable[[dict], bool]) -> PaperTable:
+        rows = [r if keep(r) else {**r, "runs": []} for r in t6.meta["per_seed"]]
+        return dataclasses.replace(t6, meta={**t6.meta, "per_seed": rows})
+
+    def height(table: PaperTable, name: str) -> int:
+        png = plot_per_seed(table, tmp_path / name).read_bytes()
+        assert png.startswith(PNG_MAGIC)
+        return int.from_bytes(png[20:24], "big")  # IHDR: width, then height, in pixels
+
+    panel = 3.3 * DPI
+    both = height(t6, "both.png")
+    assert height(without_runs(lambda r: "retinanet" in r["block"]), "one.png") == pytest.approx(both - panel, abs=2)
+    assert height(without_runs(lambda r: False), "none.png") == pytest.approx(both - panel, abs=2)
 
 
 def teacher_cell(*teachers: str) -> dict[str, tuple]:

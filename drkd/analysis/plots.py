@@ -110,11 +110,15 @@ def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> P
         row_label: the label column that names a row on the x axis; default ``"Method"``.
     """
     rows = table.meta.get("per_seed", [])
-    blocks = list(dict.fromkeys(r["block"] for r in rows)) or [None]
-    fig, axes = plt.subplots(len(blocks), 1, figsize=(9, 3.3 * len(blocks)), squeeze=False)
-    for ax, block in zip(axes[:, 0], blocks):
+    blocks = list(dict.fromkeys(r["block"] for r in rows))
+    # a block without a single run gets no panel of its own (an empty mAP axis says nothing); it is
+    # named in the title instead, unless no block has runs at all
+    drawn = [b for b in blocks if any(r["runs"] for r in rows if r["block"] == b)] or blocks[:1] or [None]
+    empty = [b for b in blocks if b not in drawn]
+    fig, axes = plt.subplots(len(drawn), 1, figsize=(9, 1.0 + 3.3 * len(drawn)), squeeze=False)
+    for ax, block in zip(axes[:, 0], drawn):
         mine = [r for r in rows if r["block"] == block]
-        ax.set_title(" ".join(str(b) for b in block) if block else table.title, fontsize=9)
+        ax.set_title(_block_name(block) if block else table.title, fontsize=9)
         if not any(r["runs"] for r in mine):
             _no_data(ax)
             continue
@@ -152,8 +156,15 @@ def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> P
         ax.grid(axis="y", alpha=0.3)
         if base:
             ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{table.title}: mAP per seed (dots, seed beside), row mean (bar), baseline band", fontsize=10)
+    title = f"{table.title}: mAP per seed (dots, seed beside), row mean (bar), baseline band"
+    if empty:
+        title += "\nno completed runs yet: " + "; ".join(_block_name(b) for b in empty)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def _block_name(block: tuple) -> str:
+    return " ".join(str(b) for b in block)
 
 
 def plot_ap_by_size(table1: PaperTable, path: Path) -> Path:
