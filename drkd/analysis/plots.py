@@ -96,7 +96,8 @@ def _row_label(row: pd.Series) -> str:
 
 
 def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> Path:
-    """Each student row's mAP per seed beside the baseline's band, one panel per block (Table 6).
+    """Each student row's mAP per seed beside the baseline's band, one panel per block (Table 6)
+    that has a finished run; the blocks without one are named in the title.
 
     A dot per completed run (its seed beside it), a bar at the row's mean; the grey band is the
     baseline row's mean ± one sample standard deviation over its seeds, the dashed line its mean.
