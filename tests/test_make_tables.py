@@ -855,7 +855,7 @@ def test_grace_rank_bench_measures_a_finished_experiment(tiny_sweeps: SweepRun, 
 
     from scipy.stats import spearmanr
 
-    bench = Path(__file__).resolve().parents[1] / "bench" / "grace_rank.py"
+    bench = REPO / "bench" / "grace_rank.py"
     path = tiny_sweeps.root / "ablation_table1"
     run = subprocess.run(
         [sys.executable, str(bench), "--experiment", str(path), "--epochs", str(EPOCHS), "--orders", "5"],
@@ -887,7 +887,7 @@ def test_search_efficiency_bench_replays_a_finished_grid(tiny_sweeps: SweepRun) 
     replays the strategies at the grace periods that follow the trials' epochs."""
     import subprocess
 
-    bench = Path(__file__).resolve().parents[1] / "bench" / "search_efficiency.py"
+    bench = REPO / "bench" / "search_efficiency.py"
     path = str(tiny_sweeps.root / "ablation_table6")
 
     def run(seed: int) -> subprocess.CompletedProcess:
