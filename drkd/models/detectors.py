@@ -24,6 +24,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from drkd.config import TWO_STAGE_ARCHS, ConfigError, DataConfig, DetectorConfig
 from drkd.config.schema import TORCHVISION_DETECTORS
+from drkd.models.roi_align_gather import box_pooler, gather_pooler
 
 log = logging.getLogger("drkd.models.detectors")
 
@@ -127,6 +128,8 @@ def build_detector(
     ``head_norm: gn`` uses torchvision's own GroupNorm head options (as its v2 models do): from
     random initialisation, RetinaNet's plain v1 head barely moves its focal loss in a few hundred
     iterations, while the GroupNorm head trains. (FCOS keeps torchvision's head, GroupNorm already.)
+    Faster R-CNN pools its ROIs with :class:`~drkd.models.roi_align_gather.GatherMultiScaleRoIAlign`
+    (torchvision's multi-scale ROI Align, computed as one gather on the CPU).
 
     Args:
         cfg: the detector's config section: ``arch`` (``"retinanet"``, ``"fcos"`` or ``"fasterrcnn"``),
@@ -180,6 +183,7 @@ def build_detector(
             backbone,
             num_classes,
             rpn_anchor_generator=anchors,
+            box_roi_pool=box_pooler(),
             **heads,
             **faster_rcnn_sizes(cfg),
             min_size=data.min_size,
@@ -224,7 +228,8 @@ def build_torchvision_detector(cfg: DetectorConfig, data: DataConfig) -> nn.Modu
     head_norm, anchor_scale). From the section the builder takes ``trainable_backbone_layers``,
     ``detections_per_img`` and the Faster R-CNN sampling and test-time proposal sizes; from ``data`` ``min_size`` /
     ``max_size``. The model predicts torchvision's 91 COCO classes: label = COCO category id
-    (:func:`restrict_classes` cuts that down to a dataset's categories).
+    (:func:`restrict_classes` cuts that down to a dataset's categories). A Faster R-CNN's box pooler is swapped for
+    :class:`~drkd.models.roi_align_gather.GatherMultiScaleRoIAlign` (the same ROI Align, faster on the CPU).
 
     Raises:
         ConfigError: the file is not cached and cannot be downloaded, or the cached file does not load.
@@ -244,7 +249,7 @@ def build_torchvision_detector(cfg: DetectorConfig, data: DataConfig) -> nn.Modu
         kwargs["detections_per_img"] = cfg.detections_per_img
     builder = torchvision.models.get_model_builder(spec.builder)
     try:
-        return builder(
+        model = builder(
             weights=weights,
             weights_backbone=None,
             progress=True,
@@ -262,6 +267,9 @@ def build_torchvision_detector(cfg: DetectorConfig, data: DataConfig) -> nn.Modu
             f"failed ({reason}); fetch that file where there is network and copy it to {cached} "
             "(TORCH_HOME sets the cache's root)"
         ) from None
+    if cfg.two_stage:
+        model.roi_heads.box_roi_pool = gather_pooler(model.roi_heads.box_roi_pool)
+    return model
 
 
 def coco_class_indices(weights: str, category_names: Sequence[str]) -> list[int]:
