@@ -147,13 +147,11 @@ class Trainer:
     scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
     precision: Precision = field(init=False)
     scaler: torch.amp.GradScaler | None = field(init=False)
-    channels_last: bool = field(init=False)
     skipped_steps: int = 0  # AMP steps the GradScaler skipped (inf/NaN gradients): cheaper than real ones
 
     def __post_init__(self) -> None:
         t, cuda = self.cfg.train, self.device.type == "cuda"
-        self.channels_last = t.channels_last and cuda
-        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        fmt = torch.channels_last if t.channels_last and cuda else torch.preserve_format
         self.model = self.model.to(self.device, memory_format=fmt)
         if self.model.teacher is not None:
             # DistillationModel keeps the teacher out of its submodules, so `.to()` above (and in
@@ -181,7 +179,6 @@ class Trainer:
             precision=self.precision,
             scaler=self.scaler,
             grad_clip=self.cfg.train.grad_clip,
-            channels_last=self.channels_last,
         )
         if self.scaler is not None and self.scaler.get_scale() < scale:
             self.skipped_steps += 1

@@ -385,7 +385,7 @@ class TrainSettings:
     grad_clip: float | None = None
     amp: bool = True  # mixed precision: float16 on CUDA; bfloat16 (amp_dtype) also on CPU
     amp_dtype: str = "float16"  # float16 (CUDA only, with a GradScaler) | bfloat16 (CUDA or CPU, no scaler)
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only: the models' weights channels-last (the batch follows them)
     seed: int = 0
     log_every: int = 20
     # evaluate the student after every eval_every-th epoch and always after the last; epochs in

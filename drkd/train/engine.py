@@ -30,9 +30,10 @@ class EpochProgress:
     sums: dict[str, float] = field(default_factory=dict)
 
 
-def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device, channels_last: bool):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    images = [img.to(device, non_blocking=True).contiguous(memory_format=fmt) for img in images]
+def _to_device(images: list[torch.Tensor], targets: list[dict], device: torch.device):
+    # The images are (3, H, W), which have no channels-last layout; a channels-last model's first
+    # convolution makes the detector's padded batch channels-last itself.
+    images = [img.to(device, non_blocking=True) for img in images]
     targets = [
         {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets
     ]
@@ -63,7 +64,6 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     grad_clip: float | None = None,
     log_every: int = 20,
-    channels_last: bool = False,
     on_log: Callable[[str], None] | None = None,
     any_rank: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: EpochProgress | None = None,
@@ -94,7 +94,6 @@ def train_one_epoch(
             ``None`` (default): no scaling.
         grad_clip: maximum total gradient norm over the optimiser's parameters; ``None`` (default) or 0: no clipping.
         log_every: call ``on_log`` at iterations 0, log_every, 2·log_every, ... and the last; default 20.
-        channels_last: move images in channels-last memory format (default False).
         on_log: receives one progress line (loss, detection loss, lr, it/s); ``None`` (default): no logging.
         any_rank: ``flag -> flag`` reduced with max over every rank (one element, on ``device``), so that
             all ranks agree that some rank saw a non-finite term or a checkpoint request; ``None``
@@ -125,7 +124,7 @@ def train_one_epoch(
     params = [p for g in optimizer.param_groups for p in g["params"]]
     precision = precision or Precision(device.type)
     for it, (images, targets) in enumerate(loader, start=n):
-        images, targets = _to_device(images, targets, device, channels_last)
+        images, targets = _to_device(images, targets, device)
         if seed_iteration is not None:
             seed_iteration(it)
         with precision.autocast():
@@ -181,7 +180,6 @@ def predict(
     loader: Iterable,
     device: torch.device,
     label_to_cat_id: dict[int, int],
-    channels_last: bool = False,
     precision: Precision | None = None,
 ) -> list[dict]:
     """COCO-format detections for this process's share of the images (JSON-able, to be gathered).
@@ -193,7 +191,6 @@ def predict(
         loader: yields (images, targets); each target needs its ``image_id``.
         device: where the images are moved.
         label_to_cat_id: contiguous label -> COCO category id (``CocoDetection.label_to_cat_id``).
-        channels_last: move images in channels-last memory format (default False).
         precision: the forward passes' autocast dtype; ``None`` (default): float32.
 
     Returns:
@@ -204,7 +201,7 @@ def predict(
     detections: list[dict] = []
     precision = precision or Precision(device.type)
     for images, targets in loader:
-        images, _ = _to_device(images, [], device, channels_last)
+        images, _ = _to_device(images, [], device)
         with precision.autocast():
             outputs = detector(images)
         outputs = [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]

@@ -301,8 +301,7 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
     model, teacher_evaluable = _models_for_training(cfg, data, ctx)
     model = model.to(ctx.device)
     cuda = ctx.device.type == "cuda"
-    channels_last = t.channels_last and cuda
-    if channels_last:
+    if t.channels_last and cuda:
         model = model.to(memory_format=torch.channels_last)
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = scaled_lr(t.lr, cfg.data.batch_size * ctx.world_size)
@@ -339,7 +338,6 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
             data.val.coco,
             data.val.label_to_cat_id,
             ctx,
-            channels_last,
             precision,
         )
     ctx.log(
@@ -379,7 +377,6 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
                     scaler=scaler,
                     grad_clip=t.grad_clip,
                     log_every=t.log_every,
-                    channels_last=channels_last,
                     on_log=ctx.log,
                     any_rank=ctx.any_rank if ctx.world_size > 1 else None,
                     progress=progress,
@@ -398,7 +395,7 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
             scores: dict[str, float] = {}
             if t.evaluates_after(epoch + 1):
                 detections = ctx.gather(
-                    predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, channels_last, precision)
+                    predict(model.student, val_loader, ctx.device, data.val.label_to_cat_id, precision)
                 )
                 scores = ctx.broadcast(coco_metrics(data.val.coco, detections, val_ids) if ctx.rank == 0 else None)
             metrics = {

@@ -101,7 +101,6 @@ def teacher_metrics(
     coco: Any,
     label_to_cat_id: dict[int, int],
     ctx: RunContext,
-    channels_last: bool = False,
     precision: Precision | None = None,
 ) -> dict[str, float]:
     """The teacher's COCO metrics as ``teacher_<metric>`` (percent), from the cache or evaluated now.
@@ -117,14 +116,13 @@ def teacher_metrics(
         coco: the validation set's pycocotools ``COCO`` object.
         label_to_cat_id: the teacher's label -> COCO category id.
         ctx: the run context (rank, gather, broadcast).
-        channels_last: as in training.
         precision: as in training (:func:`~drkd.train.precision.precision_for`); ``None`` (default): float32.
     """
     precision = precision or Precision(ctx.device.type)
     path = cache_file(cfg, ctx.device.type, precision.name)
     cached = ctx.broadcast(_read(path) if ctx.rank == 0 else None)
     if cached is None:
-        detections = ctx.gather(predict(teacher, val_loader, ctx.device, label_to_cat_id, channels_last, precision))
+        detections = ctx.gather(predict(teacher, val_loader, ctx.device, label_to_cat_id, precision))
         scores = coco_metrics(coco, detections, val_ids) if ctx.rank == 0 else None
         if ctx.rank == 0 and path is not None:
             _write(path, scores)
