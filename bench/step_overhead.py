@@ -152,11 +152,8 @@ class Trainer:
     def __post_init__(self) -> None:
         t, cuda = self.cfg.train, self.device.type == "cuda"
         fmt = torch.channels_last if t.channels_last and cuda else torch.preserve_format
+        # DistillationModel's `.to()` reaches its teacher too, though the teacher is no submodule
         self.model = self.model.to(self.device, memory_format=fmt)
-        if self.model.teacher is not None:
-            # DistillationModel keeps the teacher out of its submodules, so `.to()` above (and in
-            # run_training) does not reach it: place it explicitly, as a CUDA run needs.
-            self.model.teacher.to(self.device, memory_format=fmt)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         lr = scaled_lr(t.lr, self.cfg.data.batch_size)
         self.optimizer = torch.optim.SGD(trainable, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)

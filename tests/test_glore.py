@@ -144,3 +144,23 @@ def test_zero_gamma_still_passes_gradient_to_gamma():
 def test_bad_channels_raise():
     with pytest.raises(ValueError, match="channels"):
         GloRe(0)
+
+
+def test_unnormalised_node_features_do_not_overflow_under_float16_autocast():
+    # V = X̄Bᵀ sums over the H·W pixels: here about 4 · 4 · 22500 ≈ 3.6e5 per entry, past float16's
+    # 65504 (the COCO configs run GloRe unnormalised on levels of 10^4–10^5 pixels, under float16 on CUDA)
+    unit = GloRe(4, normalize=False, zero_init=False).eval()
+    with torch.no_grad():
+        for conv in (unit.state, unit.projection):
+            conv.weight.fill_(0.5)
+            conv.bias.zero_()
+    x = torch.full((1, 4, 150, 150), 2.0) + 0.1 * torch.rand(1, 4, 150, 150, generator=torch.Generator().manual_seed(0))
+    ref_v, _ = unit.node_features(x)
+    ref = unit(x)
+    assert ref_v.min() > 65504
+    with torch.autocast("cpu", dtype=torch.float16):
+        v, _ = unit.node_features(x)
+        out = unit(x)
+    assert v.dtype == torch.float32 and torch.isfinite(v).all() and torch.isfinite(out).all()
+    torch.testing.assert_close(v, ref_v, rtol=1e-2, atol=0)
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)

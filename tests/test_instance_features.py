@@ -100,3 +100,15 @@ def test_pad_by_image_without_instances_and_with_wrong_counts() -> None:
     assert padded.shape == (2, 0, 5) and valid.shape == (2, 0)
     with pytest.raises(ValueError, match=r"sum to 3, but there are 4 rows"):
         pad_by_image(torch.zeros(4, 5), [1, 2])
+
+
+def test_bfloat16_autocast_keeps_the_boxes_and_the_pooling_in_float32() -> None:
+    # the ramp's values (0..255) are exact in bfloat16, so only a rounded box or a rounded result
+    # could differ from float32: a bfloat16 copy of x1 = 1001.9 is 1000 (0.475 of a stride-4 cell)
+    feat = ramp_level(4)
+    boxes = [torch.tensor([[1001.9, 501.3, 1017.7, 517.1]])]
+    ref = extract_instances(feat, boxes, IMAGE, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = extract_instances(feat.bfloat16(), boxes, IMAGE, 3)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)

@@ -11,10 +11,8 @@ import pytest
 import torch
 
 from drkd.config import ConfigError
-from drkd.config.methods import method_names
-from drkd.data.coco_dataset import collate_detection
 from drkd.train.checkpoint import load_checkpoint
-from drkd.train.job import build_datasets, build_models, run_training, seed_everything
+from drkd.train.job import build_models, run_training, seed_everything
 from drkd.train.precision import Precision, precision_for
 from drkd.train.run_context import LocalContext
 
@@ -62,25 +60,16 @@ def _step(model, images, targets, precision: Precision) -> tuple[dict[str, float
 
 
 @pytest.mark.parametrize("arch", ["retinanet", "fasterrcnn"])
-def test_every_method_trains_in_bfloat16_within_tolerance_of_float32(
-    tiny_config, teacher_ckpt: str, two_stage_teacher_ckpt: str, arch: str
-) -> None:
+def test_every_method_trains_in_bfloat16_within_tolerance_of_float32(every_method_batch, arch: str) -> None:
     """Every shipped method, from the trained tiny teacher: the distillation terms within
     LOSS_RTOL of float32, finite float32 gradients on every trained parameter, none on the teacher.
     (Faster R-CNN's detection terms are left out: its ROI sampling follows proposal scores, and a
     bfloat16 rounding reorders ties, so it samples other ROIs.)"""
-    ckpt = teacher_ckpt if arch == "retinanet" else two_stage_teacher_ckpt
-    for method in method_names():
-        cfg = tiny_config(method, arch=arch, teacher_ckpt=ckpt)
-        # 96 px rather than 128: bfloat16 convolutions take torch's slow reference kernels on a CPU
-        # without bfloat16 instructions (2.5-3.3 s a step at 128 px, 1.2-2.0 s at 96)
-        cfg.data.min_size = cfg.data.max_size = 96
-        data = build_datasets(cfg)
-        images, targets = collate_detection([data.train[i] for i in range(2)])
+    for method, cfg, num_classes, images, targets in every_method_batch(arch):
         results = {}
         for precision in (Precision("cpu"), Precision("cpu", torch.bfloat16)):
             seed_everything(0)
-            model = build_models(cfg, data.num_classes)
+            model = build_models(cfg, num_classes)
             model.train()
             torch.manual_seed(1)  # the distillers' own draws (MGD's mask) match between the two
             terms, student_dtype = _step(model, images, targets, precision)

@@ -89,20 +89,27 @@ class GloRe(nn.Module):
             nn.init.zeros_(self.blocker.weight)
 
     def node_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 2: V = X̄Bᵀ (divided by H·W when ``normalize``), (B, C1, C2); and B, (B, C2, H·W)."""
+        """Eq. 2: V = X̄Bᵀ (divided by H·W when ``normalize``), (B, C1, C2); and B, (B, C2, H·W); both float32.
+
+        V sums over all H·W pixels: under float16 autocast (CUDA) an unnormalised V of a COCO-sized
+        level (~10^4–10^5 pixels) passes float16's 65504, so the product runs in float32.
+        """
         state = pointwise(self.state, x).flatten(2)
         proj = pointwise(self.projection, x).flatten(2)
-        if self.normalize:
-            # Scale before the product: under fp16 autocast a sum over ~10^5 pixels can overflow.
-            state = state / state.shape[-1]
-        return torch.matmul(state, proj.transpose(1, 2)), proj
+        with torch.autocast(x.device.type, enabled=False):
+            state, proj = state.float(), proj.float()
+            if self.normalize:
+                state = state / state.shape[-1]
+            return torch.matmul(state, proj.transpose(1, 2)), proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         v, proj = self.node_features(x)
-        z = self.gcn(v)  # Eq. 3
-        relation = torch.matmul(z, proj).view(n, self.num_state, h, w)  # Eq. 4: F = ZB
-        return x + self._block(pointwise(self.extend, relation))
+        # the graph part in float32 too: Z and ZB carry V's scale (see node_features)
+        with torch.autocast(x.device.type, enabled=False):
+            z = self.gcn(v)  # Eq. 3
+            relation = torch.matmul(z, proj).view(n, self.num_state, h, w)  # Eq. 4: F = ZB
+            return x + self._block(pointwise(self.extend, relation))
 
     def _block(self, y: torch.Tensor) -> torch.Tensor:
         if self.training and y.shape[0] * y.shape[2] * y.shape[3] == 1:
