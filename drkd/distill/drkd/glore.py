@@ -89,15 +89,16 @@ class GloRe(nn.Module):
             nn.init.zeros_(self.blocker.weight)
 
     def node_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 2: V = X̄Bᵀ (divided by H·W when ``normalize``), (B, C1, C2); and B, (B, C2, H·W); both float32.
+        """Eq. 2: V = X̄Bᵀ (divided by H·W when ``normalize``), (B, C1, C2); and B, (B, C2, H·W); both at least float32.
 
         V sums over all H·W pixels: under float16 autocast (CUDA) an unnormalised V of a COCO-sized
         level (~10^4–10^5 pixels) passes float16's 65504, so the product runs in float32.
         """
         state = pointwise(self.state, x).flatten(2)
         proj = pointwise(self.projection, x).flatten(2)
+        wide = torch.promote_types(state.dtype, torch.float32)  # float16/bfloat16 -> float32; float64 stays
         with torch.autocast(x.device.type, enabled=False):
-            state, proj = state.float(), proj.float()
+            state, proj = state.to(wide), proj.to(wide)
             if self.normalize:
                 state = state / state.shape[-1]
             return torch.matmul(state, proj.transpose(1, 2)), proj
