@@ -112,3 +112,4 @@ def test_bfloat16_autocast_keeps_the_boxes_and_the_pooling_in_float32() -> None:
         out = extract_instances(feat.bfloat16(), boxes, IMAGE, 3)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+    assert extract_instances(feat.double(), boxes, IMAGE, 3).dtype == torch.float64  # widened, never narrowed

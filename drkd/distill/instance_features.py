@@ -37,7 +37,7 @@ def extract_instances(
     Args:
         feat: x, one FPN level, (B, C, H_l, W_l).
         boxes: c, per image its GT boxes (N_i, 4), xyxy, in the coordinates of the padded batch tensor;
-            moved to ``feat``'s device and kept in float32 (a float16 or bfloat16 copy, the student's
+            moved to ``feat``'s device and kept in at least float32 (a float16 or bfloat16 copy, the student's
             dtype under autocast, would move a box at x ≈ 1000 px by up to 0.5 or 4 px).
         image_shape: (H, W) of that padded batch tensor; sets the level's stride.
         output_size: o, the side K of the pooled K×K instance features.
@@ -45,13 +45,14 @@ def extract_instances(
         sampling_ratio: samples per bin side; <= 0: adaptive (default 2).
 
     Returns:
-        (ΣN_i, C, K, K) float32 (the pooling runs in float32, as torchvision's autocast runs it),
+        (ΣN_i, C, K, K) in at least float32 (the pooling runs in float32, as torchvision's autocast runs it),
         instances of image 0 first, in box order; an empty batch of boxes gives a (0, C, K, K)
         tensor. Split it per image with :func:`instance_counts`.
     """
-    rois = [b.to(dtype=torch.float32, device=feat.device) for b in boxes]
+    wide = torch.promote_types(feat.dtype, torch.float32)  # float16/bfloat16 -> float32; float64 stays
+    rois = [b.to(dtype=wide, device=feat.device) for b in boxes]
     return roi_align(
-        feat.float(),
+        feat.to(wide),
         rois,
         output_size=(output_size, output_size),
         spatial_scale=1.0 / level_stride(feat, image_shape),
