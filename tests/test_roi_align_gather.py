@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.ops import roi_align
+from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from drkd.config import DataConfig, DetectorConfig
 from drkd.models.detectors import build_detector
@@ -86,6 +86,15 @@ def test_multiscale_matches_torchvision_pooler():
     g_ref = torch.autograd.grad(ref, list(feats.values()), grad_out)
     for a, b in zip(g_ours, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_single_level_pooler_matches_torchvisions():
+    # one feature map: torchvision pools it directly; ours maps every ROI to it through the level mapper
+    feats = OrderedDict([("0", torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)))])
+    boxes = [torch.tensor([[1.0, 2.0, 100.0, 90.0], [5.0, 5.0, 9.0, 12.0]]), torch.tensor([[0.0, 0.0, 127.0, 127.0]])]
+    ours = GatherMultiScaleRoIAlign(["0"], 7, 2)(feats, boxes, [(128, 128)] * 2)
+    ref = MultiScaleRoIAlign(["0"], 7, 2)(feats, boxes, [(128, 128)] * 2)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_features_come_back_in_their_dtype():

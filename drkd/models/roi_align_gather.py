@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.poolers import _filter_input, _setup_scales
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
 
 def _axis_taps(start: Tensor, bin_size: Tensor, bins: int, grid: int, size: Tensor) -> tuple[Tensor, Tensor]:
@@ -176,11 +176,9 @@ class GatherMultiScaleRoIAlign(MultiScaleRoIAlign):
             self.scales, self.map_levels = _setup_scales(
                 x_filtered, image_shapes, self.canonical_scale, self.canonical_level
             )
-        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(boxes)])
-        if len(x_filtered) == 1:
-            levels = torch.zeros(rois.shape[0], dtype=torch.long, device=rois.device)
-        else:
-            levels = self.map_levels(boxes)
+        # with one level the mapper's range is that level, so every ROI maps to index 0
+        levels = self.map_levels(boxes)
+        rois = _convert_to_roi_format(boxes)
         pooled = roi_align_gather(x_filtered, rois, levels, self.scales, tuple(self.output_size), self.sampling_ratio)
         return pooled.to(x_filtered[0].dtype)
 
