@@ -71,7 +71,7 @@ def real_run(run_dir: Path, batches: int) -> list[dict[str, float]]:
     if pr is None:
         raise SystemExit(f"{run_dir}: the run has no L_PR term")
     pr.train()  # the target as L_PR sees it: BatchNorm on batch statistics
-    loader, _ = validation_loader(build_datasets(cfg), cfg)
+    loader, _ = validation_loader(build_datasets(cfg).val, cfg)
     sums: list[dict[str, float]] = []
     for index, (images, _) in enumerate(loader):
         if index == batches:

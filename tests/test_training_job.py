@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,20 @@ def test_cli_train_eval_export(tiny_config, tmp_path: Path, capsys: pytest.Captu
         if n == 8:
             assert metrics == evaluated
     assert set(metrics) == set(evaluated) and all(0 <= v <= 100 for v in metrics.values())
+    # only the validation split is read: a root without the training files evaluates the same ...
+    val_only = tmp_path / "val_only"
+    shutil.copytree(Path(cfg.data.root) / "val", val_only / "val")
+    (val_only / "annotations").mkdir()
+    val_json = json.loads((Path(cfg.data.root) / "annotations" / "instances_val.json").read_text())
+    (val_only / "annotations" / "instances_val.json").write_text(json.dumps(val_json))
+    assert evaluate_checkpoint(ckpt, overrides={"data.root": str(val_only)}) == evaluated
+    # ... and one whose categories are not the student's is refused, naming the file
+    val_json["categories"] = val_json["categories"][:-1]
+    dropped = {c["id"] for c in val_json["categories"]}
+    val_json["annotations"] = [a for a in val_json["annotations"] if a["category_id"] in dropped]
+    (val_only / "annotations" / "instances_val.json").write_text(json.dumps(val_json))
+    with pytest.raises(ConfigError, match=r"data.val_annotations: .*instances_val.json lists 5 categories; .* for 6"):
+        evaluate_checkpoint(ckpt, overrides={"data.root": str(val_only)})
     out = tmp_path / "student.pt"
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     exported = torch.load(out, weights_only=True)
@@ -220,7 +235,7 @@ def test_teacher_is_evaluated_once_cached_and_reported(tiny_config, teacher_ckpt
     # the teacher's metrics, the same in every epoch, equal an evaluation of the teacher by hand
     model = build_models(cfg, 7)
     data = build_datasets(cfg)
-    loader, ids = validation_loader(data, cfg)
+    loader, ids = validation_loader(data.val, cfg)
     by_hand = coco_metrics(
         data.val.coco, predict(model.teacher, loader, torch.device("cpu"), data.val.label_to_cat_id), ids
     )

@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from drkd.config import apply_overrides, config_from_dict, load_config
+from drkd.config import ConfigError, apply_overrides, config_from_dict, load_config
 from drkd.data.coco_eval import coco_metrics
 from drkd.models.detectors import build_detector
 from drkd.train.checkpoint import load_checkpoint
 from drkd.train.engine import predict
-from drkd.train.job import build_datasets, prepare_data, validation_loader
+from drkd.train.job import build_validation_set, validation_loader
 from drkd.train.precision import precision_for
 from drkd.train.run_context import resolve_device
 
@@ -28,19 +28,31 @@ def evaluate_checkpoint(
             ``{"data.synthetic_num_val": 1000, "data.root": "data/synthetic_val1000"}``; default none.
             The embedded synthetic dataset is generated at ``data.root`` if it is missing there.
 
+    Only the validation split is read (``data.val_annotations``, ``data.val_images``): the training
+    files need not exist where a checkpoint is evaluated.
+
     Returns:
         The COCO metrics (mAP, AP50, AP75, AP_S, AP_M, AP_L, in percent).
+
+    Raises:
+        ConfigError: the validation files are missing, or their categories are not the number the
+            checkpoint's student was trained for.
     """
     state = load_checkpoint(checkpoint)
     cfg = load_config(config) if config else config_from_dict(state["config"], f"{checkpoint}:config")
     if overrides:
         cfg = apply_overrides(cfg, dict(overrides))
-    prepare_data(cfg)
-    data = build_datasets(cfg)
+    val = build_validation_set(cfg)
+    num_classes = int(state["num_classes"])
+    if val.num_classes != num_classes:
+        raise ConfigError(
+            f"data.val_annotations: {Path(cfg.data.root) / cfg.data.val_annotations} lists {val.num_classes - 1} "
+            f"categories; the student of {checkpoint} was trained for {num_classes - 1}"
+        )
     device = resolve_device(cfg.train.device)
-    student = build_detector(cfg.student, data.num_classes, cfg.data)
+    student = build_detector(cfg.student, num_classes, cfg.data)
     student.load_state_dict(state["student"])
     student.to(device)
-    loader, image_ids = validation_loader(data, cfg)
-    detections = predict(student, loader, device, data.val.label_to_cat_id, precision=precision_for(cfg.train, device))
-    return coco_metrics(data.val.coco, detections, image_ids)
+    loader, image_ids = validation_loader(val, cfg)
+    detections = predict(student, loader, device, val.label_to_cat_id, precision=precision_for(cfg.train, device))
+    return coco_metrics(val.coco, detections, image_ids)

@@ -50,8 +50,17 @@ def seed_step(seed: int, epoch: int, iteration: int, rank: int) -> None:
     torch.manual_seed(sample_seed(seed * 65_537 + rank, epoch, iteration))
 
 
-def prepare_data(cfg: Config) -> Path:
-    """The data root; the embedded synthetic dataset is generated there if missing."""
+def prepare_data(cfg: Config, splits: Sequence[str] = ("train", "val")) -> Path:
+    """The data root; the embedded synthetic dataset is generated there if missing.
+
+    Args:
+        cfg: a validated Config (its ``data`` section).
+        splits: the splits whose files must exist (:func:`~drkd.train.preflight.check_data_files`);
+            default both.
+
+    Raises:
+        ConfigError: a file of those splits is missing.
+    """
     root = Path(cfg.data.root)
     d = cfg.data
     if d.synthetic:
@@ -62,7 +71,7 @@ def prepare_data(cfg: Config) -> Path:
             num_val=d.synthetic_num_val,
             image_size=d.synthetic_image_size,
         )
-    check_data_files(cfg)
+    check_data_files(cfg, splits=splits)
     return root
 
 
@@ -97,22 +106,42 @@ def build_datasets(cfg: Config) -> Datasets:
     train = CocoDetection(
         root / d.train_images, root / d.train_annotations, build_transforms(True, d.hflip_prob), train=True
     )
-    val = CocoDetection(root / d.val_images, root / d.val_annotations, build_transforms(False), train=False)
+    val = _validation_set(cfg, root)
     if train.cat_id_to_label != val.cat_id_to_label:
         raise ConfigError(f"data: train and val annotation files list different categories ({root})")
     return Datasets(train, val)
+
+
+def _validation_set(cfg: Config, root: Path) -> CocoDetection:
+    d = cfg.data
+    return CocoDetection(root / d.val_images, root / d.val_annotations, build_transforms(False), train=False)
+
+
+def build_validation_set(cfg: Config) -> CocoDetection:
+    """The validation set of ``cfg.data`` alone (no transform): what evaluating a trained model needs,
+    without the training split's files.
+
+    Generates the synthetic dataset first if configured and missing.
+
+    Raises:
+        ConfigError: the validation annotation file or image directory is missing.
+        DatasetError: the annotation file or an image is malformed.
+    """
+    return _validation_set(cfg, prepare_data(cfg, splits=("val",)))
 
 
 def _limit(ds: CocoDetection, n: int | None) -> Any:
     return Subset(ds, range(min(n, len(ds)))) if n else ds
 
 
-def validation_loader(data: Datasets, cfg: Config, rank: int = 0, world_size: int = 1) -> tuple[DataLoader, list[int]]:
+def validation_loader(
+    val: CocoDetection, cfg: Config, rank: int = 0, world_size: int = 1
+) -> tuple[DataLoader, list[int]]:
     """This process's share of the validation images (every world_size-th one), and the ids of all
     evaluated images, for scoring on rank 0.
 
     Args:
-        data: the datasets (:func:`build_datasets`); only ``data.val`` is used.
+        val: the validation set (``build_datasets(cfg).val`` or :func:`build_validation_set`).
         cfg: reads ``data.val_limit`` (evaluate only the first N images), ``data.batch_size`` and
             ``data.loader_workers``.
         rank: this process's rank; it gets images rank, rank + world_size, ... (default 0).
@@ -122,14 +151,14 @@ def validation_loader(data: Datasets, cfg: Config, rank: int = 0, world_size: in
         (loader yielding (images, targets) lists, in order, unshuffled; the image ids of all evaluated
         images across the ranks).
     """
-    val_ds = _limit(data.val, cfg.data.val_limit)
+    val_ds = _limit(val, cfg.data.val_limit)
     loader = DataLoader(
         Subset(val_ds, range(rank, len(val_ds), world_size)),
         batch_size=cfg.data.batch_size,
         collate_fn=collate_detection,
         num_workers=cfg.data.loader_workers,
     )
-    return loader, [data.val.image_ids[i] for i in range(len(val_ds))]
+    return loader, [val.image_ids[i] for i in range(len(val_ds))]
 
 
 def build_models(cfg: Config, num_classes: int, category_names: Sequence[str] | None = None) -> DistillationModel:
@@ -292,7 +321,7 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
         # draws are seed_step's); augmentation is seeded per sample (EpochSeededSamples)
         generator=torch.Generator().manual_seed(t.seed),
     )
-    val_loader, val_ids = validation_loader(data, cfg, ctx.rank, ctx.world_size)
+    val_loader, val_ids = validation_loader(data.val, cfg, ctx.rank, ctx.world_size)
     if len(loader) == 0:
         raise ConfigError(
             f"data.batch_size = {cfg.data.batch_size}: larger than the {len(train_ds) // ctx.world_size} training images per worker"

@@ -4,6 +4,7 @@ on every trial."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from drkd.config import Config, ConfigError
@@ -62,8 +63,14 @@ def check_inputs(cfg: Config, source: str = "config") -> None:
         check_data_files(cfg, source)
 
 
-def check_data_files(cfg: Config, source: str | None = None) -> None:
+def check_data_files(cfg: Config, source: str | None = None, splits: Sequence[str] = ("train", "val")) -> None:
     """The annotation files and image directories of ``cfg.data`` exist under ``data.root``.
+
+    Args:
+        cfg: a validated Config; reads ``data.root`` and the splits' ``*_annotations``/``*_images``.
+        source: named in the error; default none.
+        splits: which splits to check, of ``"train"`` and ``"val"``; default both (evaluation
+            checks ``("val",)`` only).
 
     Raises:
         ConfigError: naming ``source`` (when given), the field, the missing path and ``data.root``.
@@ -71,10 +78,10 @@ def check_data_files(cfg: Config, source: str | None = None) -> None:
     d = cfg.data
     root = Path(d.root)
     where = f"{source}: " if source else ""
-    for name in ("train_annotations", "val_annotations"):
+    for name in (f"{split}_annotations" for split in splits):
         if not (root / getattr(d, name)).is_file():
             raise ConfigError(f"{where}data.{name}: {root / getattr(d, name)} not found (data.root = {str(root)!r})")
-    for name in ("train_images", "val_images"):
+    for name in (f"{split}_images" for split in splits):
         if not (root / getattr(d, name)).is_dir():
             raise ConfigError(
                 f"{where}data.{name}: {root / getattr(d, name)} is not a directory (data.root = {str(root)!r})"
