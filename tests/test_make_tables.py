@@ -916,3 +916,15 @@ def test_search_efficiency_bench_replays_a_finished_grid(tiny_sweeps: SweepRun) 
 
     twice = run(0)  # seed 0: both frameworks ran every method, so a value is not one point of a grid
     assert twice.returncode != 0 and "finished twice with seed 0" in twice.stderr
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 12])
+def test_seed_offsets_keep_a_rows_dots_apart_in_seed_order(n: int) -> None:
+    from drkd.analysis.plots import seed_offsets
+
+    dx = seed_offsets(n)
+    assert len(dx) == n and dx == sorted(dx) and len(set(dx)) == n
+    assert all(abs(d) <= 0.2 + 1e-12 for d in dx) and sum(dx) == pytest.approx(0.0, abs=1e-12)
+    if n > 1:
+        gaps = {round(b - a, 12) for a, b in zip(dx, dx[1:])}
+        assert gaps == {round(min(0.12, 0.4 / (n - 1)), 12)}
