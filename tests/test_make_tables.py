@@ -928,3 +928,10 @@ def test_seed_offsets_keep_a_rows_dots_apart_in_seed_order(n: int) -> None:
     if n > 1:
         gaps = {round(b - a, 12) for a, b in zip(dx, dx[1:])}
         assert gaps == {round(min(0.12, 0.4 / (n - 1)), 12)}
+
+
+def test_a_rows_runs_are_drawn_in_seed_order_unseeded_last() -> None:
+    from drkd.analysis.plots import in_seed_order
+
+    runs = [(2, 1.0), (None, 5.0), (0, 3.0), (None, 4.0), (1, 2.0)]
+    assert in_seed_order(runs) == [(0, 3.0), (1, 2.0), (2, 1.0), (None, 5.0), (None, 4.0)]

@@ -167,10 +167,23 @@ def test_cli_train_eval_export(tiny_config, tmp_path: Path, capsys: pytest.Captu
     val_json = json.loads((Path(cfg.data.root) / "annotations" / "instances_val.json").read_text())
     (val_only / "annotations" / "instances_val.json").write_text(json.dumps(val_json))
     assert evaluate_checkpoint(ckpt, overrides={"data.root": str(val_only)}) == evaluated
-    # ... and one whose categories are not the student's is refused, naming the file
-    val_json["categories"] = val_json["categories"][:-1]
-    dropped = {c["id"] for c in val_json["categories"]}
-    val_json["annotations"] = [a for a in val_json["annotations"] if a["category_id"] in dropped]
+    # ... and one whose classes are not the student's is refused, naming the file: the same number
+    # of categories under other ids (labels follow ascending ids, so it would score detections
+    # against the wrong classes), or one category fewer
+    assert load_checkpoint(ckpt)["categories"] == [[c["id"], c["name"]] for c in val_json["categories"]]
+    renumbered = copy.deepcopy(val_json)
+    new_id = {c["id"]: 100 - c["id"] for c in renumbered["categories"]}  # the order of ids reversed
+    for item in renumbered["categories"]:
+        item["id"] = new_id[item["id"]]
+    for ann in renumbered["annotations"]:
+        ann["category_id"] = new_id[ann["category_id"]]
+    (val_only / "annotations" / "instances_val.json").write_text(json.dumps(renumbered))
+    first = min(val_json["categories"], key=lambda c: c["id"])
+    with pytest.raises(ConfigError, match=rf"instances_val.json: class 1 is category .*; .* category {first['id']} "):
+        evaluate_checkpoint(ckpt, overrides={"data.root": str(val_only)})
+    kept = val_json["categories"][:-1]
+    val_json["annotations"] = [a for a in val_json["annotations"] if a["category_id"] in {c["id"] for c in kept}]
+    val_json["categories"] = kept
     (val_only / "annotations" / "instances_val.json").write_text(json.dumps(val_json))
     with pytest.raises(ConfigError, match=r"data.val_annotations: .*instances_val.json lists 5 categories; .* for 6"):
         evaluate_checkpoint(ckpt, overrides={"data.root": str(val_only)})

@@ -96,8 +96,9 @@ def _row_label(row: pd.Series) -> str:
 
 
 def seed_offsets(n: int, span: float = 0.4) -> list[float]:
-    """Horizontal offsets of a row's ``n`` dots, in seed order, centred on the row and ``span`` wide
-    in all (at most 0.12 apart): runs that end at nearly the same mAP stay apart, each with its seed.
+    """Horizontal offsets of a row's ``n`` dots, in seed order, centred on the row, evenly spaced at
+    most 0.12 apart and at most ``span`` wide in all: runs that end at nearly the same mAP stay apart,
+    each with its seed.
 
     Args:
         n: number of runs in the row.
@@ -107,6 +108,11 @@ def seed_offsets(n: int, span: float = 0.4) -> list[float]:
         return [0.0] * n
     step = min(0.12, span / (n - 1))
     return [(k - (n - 1) / 2) * step for k in range(n)]
+
+
+def in_seed_order(runs: Sequence[tuple[int | None, float]]) -> list[tuple[int | None, float]]:
+    """A row's ``(seed, mAP)`` runs by ascending seed, runs without a seed last (stable otherwise)."""
+    return sorted(runs, key=lambda run: (run[0] is None, run[0] if run[0] is not None else 0))
 
 
 def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> Path:
@@ -160,7 +166,7 @@ def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> P
                 )
                 continue
             color = "grey" if r["baseline"] else OURS_COLOR
-            runs = sorted(r["runs"], key=lambda run: (run[0] is None, run[0] if run[0] is not None else 0))
+            runs = in_seed_order(r["runs"])
             xs = [x + dx for dx in seed_offsets(len(runs))]
             ax.scatter(xs, [v for _, v in runs], s=18, color=color, zorder=3)
             ax.hlines(float(np.mean(values)), x - 0.3, x + 0.3, color=color, linewidth=2, zorder=3)

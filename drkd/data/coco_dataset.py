@@ -53,8 +53,8 @@ class CocoDetection(torch.utils.data.Dataset):
     A sample is ``(image, target)``: a float32 (3, H, W) image in [0, 1] and ``{"boxes": (N, 4) xyxy
     BoundingBoxes, "labels": (N,) int64 in 1..C, "image_id": int, "area": (N,) float32,
     "iscrowd": (N,) int64}`` (before ``transforms``). Attributes: ``coco`` (the pycocotools index),
-    ``cat_id_to_label``, ``label_to_cat_id``, ``category_names``, ``num_classes`` (C + 1, background
-    included), ``image_ids`` (dataset order), ``num_dropped_boxes``.
+    ``cat_id_to_label``, ``label_to_cat_id``, ``category_names``, ``categories`` (``[id, name]`` of
+    labels 1..C), ``num_classes`` (C + 1, background included), ``image_ids`` (dataset order), ``num_dropped_boxes``.
     """
 
     def __init__(
@@ -79,6 +79,8 @@ class CocoDetection(torch.utils.data.Dataset):
         self.cat_id_to_label: dict[int, int] = {cid: i + 1 for i, cid in enumerate(cat_ids)}
         self.label_to_cat_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(cat_ids)}
         self.category_names: list[str] = [self.coco.cats[cid]["name"] for cid in cat_ids]
+        # labels 1..C as (category id, name): what a trained model's class indices mean
+        self.categories: list[list[int | str]] = [[cid, name] for cid, name in zip(cat_ids, self.category_names)]
         self.num_classes = len(cat_ids) + 1
         self.image_ids: list[int] = [img["id"] for img in dataset["images"]]
 

@@ -213,6 +213,7 @@ def training_state(
     cfg: Config,
     num_classes: int,
     partial: tuple[int, EpochProgress] | None = None,
+    categories: Sequence[Sequence[int | str]] = (),
 ) -> dict[str, Any]:
     """Everything needed to resume exactly: weights, optimiser, schedule, scaler, epoch, config.
 
@@ -225,14 +226,17 @@ def training_state(
         num_classes: classes including the background, to rebuild the detectors.
         partial: for a mid-epoch checkpoint, ``(epoch in progress, its EpochProgress)``; ``epoch`` is
             then the one before it. ``None`` (default): the checkpoint of a finished epoch.
+        categories: ``[category id, name]`` of labels 1..C (the training set's ``categories``), so
+            that an evaluation can check its annotation file means the same classes; default none.
 
     Returns:
-        A dict with keys ``num_classes``, ``student``, ``distiller`` (``{}`` without one), ``optimizer``,
+        A dict with keys ``num_classes``, ``categories``, ``student``, ``distiller`` (``{}`` without one), ``optimizer``,
         ``scheduler``, ``scaler``, ``epoch``, ``config`` and ``partial`` (``None``, or
         ``{"epoch", "iterations", "sums"}``).
     """
     return {
         "num_classes": num_classes,
+        "categories": [list(c) for c in categories],
         "student": model.student.state_dict(),
         "distiller": model.distiller.state_dict() if model.distiller is not None else {},
         "optimizer": optimizer.state_dict(),
@@ -382,7 +386,17 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
     def checkpoint_mid_epoch(epoch: int, done: EpochProgress) -> None:
         # the notice gave about two minutes: save now, then train on until the machine goes
         ctx.checkpoint(
-            training_state(model, optimizer, scheduler, scaler, epoch - 1, cfg, data.num_classes, (epoch, done))
+            training_state(
+                model,
+                optimizer,
+                scheduler,
+                scaler,
+                epoch - 1,
+                cfg,
+                data.num_classes,
+                (epoch, done),
+                data.train.categories,
+            )
         )
         if notice is not None:
             notice.acknowledge()
@@ -436,7 +450,12 @@ def run_training(cfg: Config, ctx: RunContext | None = None) -> dict[str, Any]:
                 **startup,
             }
             startup = {}
-            ctx.report(metrics, training_state(model, optimizer, scheduler, scaler, epoch, cfg, data.num_classes))
+            ctx.report(
+                metrics,
+                training_state(
+                    model, optimizer, scheduler, scaler, epoch, cfg, data.num_classes, categories=data.train.categories
+                ),
+            )
     finally:
         if notice is not None:
             notice.stop()
