@@ -57,6 +57,11 @@ class CocoDetection(torch.utils.data.Dataset):
     labels 1..C), ``num_classes`` (C + 1, background included), ``image_ids`` (dataset order), ``num_dropped_boxes``.
     """
 
+    @property
+    def categories(self) -> list[list[int | str]]:
+        """``[category id, name]`` of labels 1..C: what a trained model's class indices mean."""
+        return [[cid, name] for cid, name in zip(self.label_to_cat_id.values(), self.category_names)]
+
     def __init__(
         self,
         image_dir: str | Path,
@@ -79,8 +84,6 @@ class CocoDetection(torch.utils.data.Dataset):
         self.cat_id_to_label: dict[int, int] = {cid: i + 1 for i, cid in enumerate(cat_ids)}
         self.label_to_cat_id: dict[int, int] = {i + 1: cid for i, cid in enumerate(cat_ids)}
         self.category_names: list[str] = [self.coco.cats[cid]["name"] for cid in cat_ids]
-        # labels 1..C as (category id, name): what a trained model's class indices mean
-        self.categories: list[list[int | str]] = [[cid, name] for cid, name in zip(cat_ids, self.category_names)]
         self.num_classes = len(cat_ids) + 1
         self.image_ids: list[int] = [img["id"] for img in dataset["images"]]
 

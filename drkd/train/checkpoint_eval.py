@@ -36,8 +36,8 @@ def evaluate_checkpoint(
         The COCO metrics (mAP, AP50, AP75, AP_S, AP_M, AP_L, in percent).
 
     Raises:
-        ConfigError: the validation files are missing, or their categories are not the number the
-            checkpoint's student was trained for.
+        ConfigError: the validation files are missing, or their classes are not the ones the
+            checkpoint's student was trained for (:func:`check_categories`).
     """
     state = load_checkpoint(checkpoint)
     cfg = load_config(config) if config else config_from_dict(state["config"], f"{checkpoint}:config")
@@ -85,7 +85,7 @@ def check_categories(
             f"the student of {checkpoint} was trained for {num_classes - 1}"
         )
     for label, (want, got) in enumerate(zip(trained or [], val.categories), start=1):
-        if [int(want[0]), str(want[1])] != [int(got[0]), str(got[1])]:
+        if list(want) != list(got):
             raise ConfigError(
                 f"data.val_annotations: {annotation_file}: class {label} is category {got[0]} {got[1]!r}; "
                 f"the student of {checkpoint} was trained with category {want[0]} {want[1]!r} there"
