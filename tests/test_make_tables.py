@@ -935,3 +935,30 @@ def test_a_rows_runs_are_drawn_in_seed_order_unseeded_last() -> None:
 
     runs = [(2, 1.0), (None, 5.0), (0, 3.0), (None, 4.0), (1, 2.0)]
     assert in_seed_order(runs) == [(0, 3.0), (1, 2.0), (2, 1.0), (None, 5.0), (None, 4.0)]
+
+
+@pytest.mark.parametrize("rows", [9, 18])
+def test_per_seed_dots_stay_apart_however_many_rows_a_panel_has(rows: int) -> None:
+    """With 18 rows to a panel (the inheriting rows) a fixed 9-inch figure put a row's dots, 0.12
+    x-units apart, under one dot's diameter apart; the figure widens so they stay 1.5 diameters apart."""
+    from drkd.analysis.plots import DOT_AREA, per_seed_figure
+
+    per_seed = [
+        {
+            "block": ("2x", "RetinaNet"),
+            "labels": {"Method": f"m{i}"},
+            "baseline": i == 0,
+            "runs": [(s, 10.0 + 0.01 * s) for s in range(3)],
+        }
+        for i in range(rows)
+    ]
+    table = PaperTable("table6", "Table 6", "", [], pd.DataFrame(), meta={"per_seed": per_seed})
+    fig = per_seed_figure(table)
+    fig.tight_layout()
+    ax = fig.axes[0]
+    (x0, _), (x1, _) = ax.transData.transform([(0.0, 10.0), (0.12, 10.0)])
+    gap_points = (x1 - x0) / fig.dpi * 72
+    assert gap_points >= 1.5 * DOT_AREA**0.5
+    assert ax.get_xlim() == (-0.5, rows - 0.5)
+    if rows == 9:
+        assert fig.get_figwidth() == 9.0  # the nine-method panels keep their size

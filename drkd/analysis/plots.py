@@ -22,6 +22,10 @@ from drkd.analysis.paper_tables.table_spec import TEACHER_PREFIX, PaperTable  # 
 OURS_COLOR, PAPER_COLOR = "#1f77b4", "#d62728"
 SIZE_COLORS = {"AP_S": "#4c72b0", "AP_M": "#55a868", "AP_L": "#c44e52"}
 DPI = 110
+# per-seed plot: a run's dot (area DOT_AREA pt²) and the inches each row of a panel gets at least, so
+# that dots seed_offsets places 0.12 x-units apart stay 1.5 dot diameters apart however many rows
+DOT_AREA = 18
+ROW_INCHES = 1.5 * DOT_AREA**0.5 / 0.12 / 72
 
 
 def _save(fig: plt.Figure, path: Path, layout: bool = True) -> Path:
@@ -115,7 +119,20 @@ def in_seed_order(runs: Sequence[tuple[int | None, float]]) -> list[tuple[int | 
     return sorted(runs, key=lambda run: (run[0] is None, run[0] if run[0] is not None else 0))
 
 
+def per_seed_width(rows: int) -> float:
+    """Figure width in inches for per-seed panels of ``rows`` rows: 9, or wider where ``rows`` rows of
+    :data:`ROW_INCHES` need more (the inheriting rows give 18 per panel). The axes get matplotlib's
+    default share of the width (``figure.subplot.left`` to ``right``), which ``tight_layout`` only widens."""
+    share = plt.rcParams["figure.subplot.right"] - plt.rcParams["figure.subplot.left"]
+    return max(9.0, ROW_INCHES * rows / share)
+
+
 def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> Path:
+    """Write :func:`per_seed_figure` of ``table`` to the PNG ``path``; returns ``path``."""
+    return _save(per_seed_figure(table, row_label), path)
+
+
+def per_seed_figure(table: PaperTable, row_label: str = "Method") -> plt.Figure:
     """Each student row's mAP per seed beside the baseline's band, one panel per block (Table 6)
     that has a finished run; the blocks without one are named in the title.
 
@@ -128,7 +145,6 @@ def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> P
     Args:
         table: a built table whose ``meta["per_seed"]`` lists each student row's block, labels,
             baseline flag and (seed, mAP) runs (:func:`~drkd.analysis.paper_tables.build.build_table`).
-        path: the PNG to write.
         row_label: the label column that names a row on the x axis; default ``"Method"``.
     """
     rows = table.meta.get("per_seed", [])
@@ -137,7 +153,8 @@ def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> P
     # named in the title instead, unless no block has runs at all
     drawn = [b for b in blocks if any(r["runs"] for r in rows if r["block"] == b)] or blocks[:1] or [None]
     empty = [b for b in blocks if b not in drawn]
-    fig, axes = plt.subplots(len(drawn), 1, figsize=(9, 1.0 + 3.3 * len(drawn)), squeeze=False)
+    most = max((sum(r["block"] == b for r in rows) for b in drawn), default=1)
+    fig, axes = plt.subplots(len(drawn), 1, figsize=(per_seed_width(most), 1.0 + 3.3 * len(drawn)), squeeze=False)
     for ax, block in zip(axes[:, 0], drawn):
         mine = [r for r in rows if r["block"] == block]
         ax.set_title(_block_name(block) if block else table.title, fontsize=9)
@@ -168,11 +185,12 @@ def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> P
             color = "grey" if r["baseline"] else OURS_COLOR
             runs = in_seed_order(r["runs"])
             xs = [x + dx for dx in seed_offsets(len(runs))]
-            ax.scatter(xs, [v for _, v in runs], s=18, color=color, zorder=3)
+            ax.scatter(xs, [v for _, v in runs], s=DOT_AREA, color=color, zorder=3)
             ax.hlines(float(np.mean(values)), x - 0.3, x + 0.3, color=color, linewidth=2, zorder=3)
             for xi, (seed, v) in zip(xs, runs):
                 if seed is not None:
                     ax.annotate(str(seed), (xi, v), xytext=(3, 0), textcoords="offset points", fontsize=6, va="center")
+        ax.set_xlim(-0.5, len(mine) - 0.5)  # each row exactly 1 x-unit of the axes, as per_seed_width assumes
         ax.set_xticks(
             range(len(mine)), [str(r["labels"].get(row_label, "")) for r in mine], fontsize=8, rotation=30, ha="right"
         )
@@ -184,7 +202,7 @@ def plot_per_seed(table: PaperTable, path: Path, row_label: str = "Method") -> P
     if empty:
         title += "\nno completed runs yet: " + "; ".join(_block_name(b) for b in empty)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def _block_name(block: tuple) -> str:
