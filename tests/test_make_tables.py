@@ -941,6 +941,8 @@ def test_a_rows_runs_are_drawn_in_seed_order_unseeded_last() -> None:
 def test_per_seed_dots_stay_apart_however_many_rows_a_panel_has(rows: int) -> None:
     """With 18 rows to a panel (the inheriting rows) a fixed 9-inch figure put a row's dots, 0.12
     x-units apart, under one dot's diameter apart; the figure widens so they stay 1.5 diameters apart."""
+    import matplotlib.pyplot as plt
+
     from drkd.analysis.plots import DOT_AREA, per_seed_figure
 
     per_seed = [
@@ -958,7 +960,9 @@ def test_per_seed_dots_stay_apart_however_many_rows_a_panel_has(rows: int) -> No
     ax = fig.axes[0]
     (x0, _), (x1, _) = ax.transData.transform([(0.0, 10.0), (0.12, 10.0)])
     gap_points = (x1 - x0) / fig.dpi * 72
+    width, xlim = fig.get_figwidth(), ax.get_xlim()
+    plt.close(fig)
     assert gap_points >= 1.5 * DOT_AREA**0.5
-    assert ax.get_xlim() == (-0.5, rows - 0.5)
+    assert xlim == (-0.5, rows - 0.5)
     if rows == 9:
-        assert fig.get_figwidth() == 9.0  # the nine-method panels keep their size
+        assert width == 9.0  # the nine-method panels keep their size

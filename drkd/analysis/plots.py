@@ -22,10 +22,12 @@ from drkd.analysis.paper_tables.table_spec import TEACHER_PREFIX, PaperTable  # 
 OURS_COLOR, PAPER_COLOR = "#1f77b4", "#d62728"
 SIZE_COLORS = {"AP_S": "#4c72b0", "AP_M": "#55a868", "AP_L": "#c44e52"}
 DPI = 110
-# per-seed plot: a run's dot (area DOT_AREA pt²) and the inches each row of a panel gets at least, so
-# that dots seed_offsets places 0.12 x-units apart stay 1.5 dot diameters apart however many rows
+# per-seed plot: a run's dot (area DOT_AREA pt²), the widest spacing seed_offsets gives a row's dots
+# (x-units), and the inches each row of a panel gets at least so that dots that far apart stay 1.5
+# dot diameters apart however many rows
 DOT_AREA = 18
-ROW_INCHES = 1.5 * DOT_AREA**0.5 / 0.12 / 72
+SEED_STEP = 0.12
+ROW_INCHES = 1.5 * DOT_AREA**0.5 / SEED_STEP / 72
 
 
 def _save(fig: plt.Figure, path: Path, layout: bool = True) -> Path:
@@ -101,7 +103,7 @@ def _row_label(row: pd.Series) -> str:
 
 def seed_offsets(n: int, span: float = 0.4) -> list[float]:
     """Horizontal offsets of a row's ``n`` dots, in seed order, centred on the row, evenly spaced at
-    most 0.12 apart and at most ``span`` wide in all: runs that end at nearly the same mAP stay apart,
+    most :data:`SEED_STEP` (0.12) apart and at most ``span`` wide in all: runs that end at nearly the same mAP stay apart,
     each with its seed.
 
     Args:
@@ -110,7 +112,7 @@ def seed_offsets(n: int, span: float = 0.4) -> list[float]:
     """
     if n <= 1:
         return [0.0] * n
-    step = min(0.12, span / (n - 1))
+    step = min(SEED_STEP, span / (n - 1))
     return [(k - (n - 1) / 2) * step for k in range(n)]
 
 
