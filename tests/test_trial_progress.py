@@ -153,6 +153,29 @@ def test_frameworks_keeps_only_that_frameworks_cells() -> None:
     ]
 
 
+def test_schedules_and_terms_pick_table1s_drkd_cells_whose_pr_ir_ins_table6_already_ran() -> None:
+    from drkd.analysis.paper_tables import GRIDS
+    from drkd.analysis.paper_tables.cells import only_frameworks, only_schedules, only_terms, term_set
+    from drkd.analysis.paper_tables.settings import settings_from_config
+    from drkd.config.presets import tiny_student_config
+
+    base = tiny_student_config("one_stage")
+    table1 = only_frameworks(GRIDS["table1"](base, {}), ["two_stage"])
+    late = only_schedules(table1, ["2x"])
+    assert {c["train.schedule"] for c in late} == {"2x"} and len(late) == len(table1) // 2 == 5
+    picked = only_terms(late, ["PR", "IR", "PR+IR"], base)
+    assert [term_set(c, base) for c in picked] == ["PR", "IR", "PR+IR"]  # no baseline, no PR+IR+INS
+    assert [c["cell"] for c in picked] == ["two_stage 2x PR", "two_stage 2x IR", "two_stage 2x PR+IR"]
+    # Table 6's DRKD cell sets no switch: it is PR+IR+INS by the config's defaults, and the same
+    # trial as Table 1's PR+IR+INS cell (make_tables matches rows by settings), so it need not rerun.
+    (table6_drkd,) = [
+        c for c in only_frameworks(GRIDS["table6"](base, {}), ["two_stage"]) if term_set(c, base) is not None
+    ]
+    assert term_set(table6_drkd, base) == "PR+IR+INS"
+    (table1_all,) = only_terms(late, ["PR+IR+INS"], base)
+    assert settings_from_config(table6_drkd) == settings_from_config(table1_all)
+
+
 def test_bad_training_overrides_are_refused_naming_the_flag_before_any_work(capsys) -> None:
     from drkd.sweeps.commands import ablations, lambda_search
 
@@ -168,6 +191,16 @@ def test_bad_training_overrides_are_refused_naming_the_flag_before_any_work(caps
     assert "ablations.py: error: --frameworks two_stage: this grid trains none of them" in capsys.readouterr().err
     assert ablations(["table6", "--methods", "drkd,kd"]) == 2
     assert "ablations.py: error: --methods drkd,kd: no cell of this grid distils with 'kd'" in capsys.readouterr().err
+    assert ablations(["table1", "--schedules", "2x,3x"]) == 2
+    assert "ablations.py: error: --schedules 2x,3x: '3x' is not one of 1x, 2x" in capsys.readouterr().err
+    assert ablations(["table6", "--schedules", "1x"]) == 2  # Table 6 is 2x only
+    assert "ablations.py: error: --schedules 1x: this grid runs none of them" in capsys.readouterr().err
+    assert ablations(["table1", "--terms", "PR,INS"]) == 2
+    assert (
+        "ablations.py: error: --terms PR,INS: 'INS' is not one of PR, IR, PR+IR, PR+IR+INS" in capsys.readouterr().err
+    )
+    assert ablations(["table2", "--terms", "IR"]) == 2  # Table 2 varies the pixel relation: PR cells only
+    assert "ablations.py: error: --terms IR: no DRKD cell of this grid has them" in capsys.readouterr().err
     assert ablations(["table4", "--train-images", "0"]) == 2
     assert "ablations.py: error: --train-images 0: must be a positive number of images" in capsys.readouterr().err
     assert lambda_search(["--workers", "3"]) == 2

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from drkd.analysis.paper_tables import GRIDS, NEEDS_TEACHER, SEARCH_KIND, TEACHER_GRID
-from drkd.analysis.paper_tables.cells import frameworks_used, only_frameworks, only_methods, with_seeds
+from drkd.analysis.paper_tables.cells import (
+    frameworks_used,
+    only_frameworks,
+    only_methods,
+    only_schedules,
+    only_terms,
+    with_seeds,
+)
 from drkd.analysis.rank_agreement import rank_agreement
 from drkd.config import Config, ConfigError
 from drkd.config.methods import DEFAULT_METHOD, method_names, method_spec
@@ -383,18 +390,28 @@ def ablations(argv: Sequence[str] | None = None) -> int:
         help="comma-separated: only the cells of these methods (none, fitnet, ..., drkd), run in this order; "
         "default: every cell, in the grid's order",
     )
+    parser.add_argument("--schedules", help="comma-separated: only the cells of these schedules (1x, 2x); default: all")
+    parser.add_argument(
+        "--terms",
+        help="comma-separated: only the DRKD cells with these term sets (PR, IR, PR+IR, PR+IR+INS; the baseline "
+        "and other methods are left out); default: every cell",
+    )
     args = _parse(parser, argv)
     try:
         if args.first_seed < 0:
             raise ConfigError(f"--first-seed {args.first_seed}: must be >= 0")
-        frameworks = [f.strip() for f in args.frameworks.split(",")] if args.frameworks else list(FRAMEWORK_ARCH)
-        methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+        frameworks = _names(args.frameworks) or list(FRAMEWORK_ARCH)
+        methods = _names(args.methods)
+        schedules = _names(args.schedules)
+        term_sets = _names(args.terms)
 
         def chosen_cells(base: Config, teachers: dict[str, str]) -> list[dict[str, Any]]:
             cells = only_frameworks(GRIDS[args.grid](base, teachers), frameworks)
+            cells = only_schedules(cells, schedules) if schedules else cells
+            cells = only_terms(cells, term_sets, base) if term_sets else cells
             return only_methods(cells, methods) if methods else cells
 
-        chosen_cells(tiny_student_config("one_stage"), {})  # refuse a bad --frameworks/--methods before any work
+        chosen_cells(tiny_student_config("one_stage"), {})  # refuse a bad filter before any work
         base, settings = _base_and_settings(args, lambda: (tiny_student_config("one_stage"), SweepSettings()))
         if args.epochs_1x:
             base.train.epochs_1x = args.epochs_1x
@@ -434,6 +451,11 @@ def ablations(argv: Sequence[str] | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def _names(flag: str | None) -> list[str]:
+    """A comma-separated flag's names, stripped; [] when the flag was not given."""
+    return [n.strip() for n in flag.split(",")] if flag else []
 
 
 def failed_cells(results: Any) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from drkd.analysis.paper_tables.settings import DRKD, drkd_key
+from drkd.analysis.paper_tables.settings import DRKD, TERMS, drkd_key
 from drkd.config import Config, ConfigError
 from drkd.config.methods import NO_DISTILLATION
 from drkd.config.presets import FRAMEWORK_ARCH
@@ -148,6 +148,47 @@ def only_methods(cells: list[Cell], methods: Sequence[str]) -> list[Cell]:
     if missing:
         raise ConfigError(f"--methods {','.join(methods)}: no cell of this grid distils with {missing[0]!r}")
     return sorted(kept, key=lambda c: rank[c["distill.method"]])
+
+
+def only_schedules(cells: list[Cell], schedules: Sequence[str]) -> list[Cell]:
+    """The cells on one of ``schedules`` (``1x``, ``2x``), in the grid's order.
+
+    Raises:
+        ConfigError: a name is not a schedule, or no cell of the grid runs one of them.
+    """
+    unknown = sorted(set(schedules) - set(SCHEDULES))
+    if unknown:
+        raise ConfigError(f"--schedules {','.join(schedules)}: {unknown[0]!r} is not one of {', '.join(SCHEDULES)}")
+    kept = [c for c in cells if c["train.schedule"] in schedules]
+    if not kept:
+        raise ConfigError(f"--schedules {','.join(schedules)}: this grid runs none of them")
+    return kept
+
+
+def term_set(cell: Cell, base: Config) -> str | None:
+    """The TERM_SETS name of a DRKD cell's (pr, ir, ins) switches, each the cell's override or else
+    the base config's value; None for a cell of another method or a combination the paper has no row for."""
+    if cell.get("distill.method") != DRKD:
+        return None
+    defaults = base.distill.drkd
+    switches = tuple(bool(cell.get(drkd_key(t), getattr(defaults, t))) for t in TERMS)
+    return next((name for name, s in TERM_SETS.items() if s == switches), None)
+
+
+def only_terms(cells: list[Cell], term_sets: Sequence[str], base: Config) -> list[Cell]:
+    """The DRKD cells whose term set (:func:`term_set`) is one of ``term_sets`` (PR, IR, PR+IR,
+    PR+IR+INS); every other cell, the baseline's included, is left out.
+
+    Raises:
+        ConfigError: a name is not a term set, or no cell of the grid distils with one of them.
+    """
+    unknown = sorted(set(term_sets) - set(TERM_SETS))
+    if unknown:
+        raise ConfigError(f"--terms {','.join(term_sets)}: {unknown[0]!r} is not one of {', '.join(TERM_SETS)}")
+    kept = [c for c in cells if term_set(c, base) in term_sets]
+    if not kept:
+        raise ConfigError(f"--terms {','.join(term_sets)}: no DRKD cell of this grid has them")
+    return kept
 
 
 def with_seeds(cells: list[Cell], seeds: int, first_seed: int = 0) -> list[Cell]:
