@@ -111,6 +111,14 @@ def teacher(framework: str, base: Config) -> Cell:
     return cell
 
 
+def _refuse_unknown(flag: str, names: Sequence[str], allowed: Iterable[str]) -> None:
+    """Raise ConfigError naming ``flag``, its value and the first of ``names`` (sorted) not in ``allowed``."""
+    allowed = list(allowed)
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{flag} {','.join(names)}: {unknown[0]!r} is not one of {', '.join(allowed)}")
+
+
 def frameworks_used(cells: list[Cell]) -> set[str]:
     """The frameworks (one_stage, two_stage) whose detectors the cells train."""
     archs = {c["student.arch"] for c in cells}
@@ -123,11 +131,7 @@ def only_frameworks(cells: list[Cell], frameworks: Sequence[str]) -> list[Cell]:
     Raises:
         ConfigError: a name is not a framework, or no cell trains one of them.
     """
-    unknown = sorted(set(frameworks) - set(FRAMEWORK_ARCH))
-    if unknown:
-        raise ConfigError(
-            f"--frameworks {','.join(frameworks)}: {unknown[0]!r} is not one of {', '.join(FRAMEWORK_ARCH)}"
-        )
+    _refuse_unknown("--frameworks", frameworks, FRAMEWORK_ARCH)
     archs = {FRAMEWORK_ARCH[f] for f in frameworks}
     kept = [c for c in cells if c["student.arch"] in archs]
     if not kept:
@@ -156,9 +160,7 @@ def only_schedules(cells: list[Cell], schedules: Sequence[str]) -> list[Cell]:
     Raises:
         ConfigError: a name is not a schedule, or no cell of the grid runs one of them.
     """
-    unknown = sorted(set(schedules) - set(SCHEDULES))
-    if unknown:
-        raise ConfigError(f"--schedules {','.join(schedules)}: {unknown[0]!r} is not one of {', '.join(SCHEDULES)}")
+    _refuse_unknown("--schedules", schedules, SCHEDULES)
     kept = [c for c in cells if c["train.schedule"] in schedules]
     if not kept:
         raise ConfigError(f"--schedules {','.join(schedules)}: this grid runs none of them")
@@ -182,9 +184,7 @@ def only_terms(cells: list[Cell], term_sets: Sequence[str], base: Config) -> lis
     Raises:
         ConfigError: a name is not a term set, or no cell of the grid distils with one of them.
     """
-    unknown = sorted(set(term_sets) - set(TERM_SETS))
-    if unknown:
-        raise ConfigError(f"--terms {','.join(term_sets)}: {unknown[0]!r} is not one of {', '.join(TERM_SETS)}")
+    _refuse_unknown("--terms", term_sets, TERM_SETS)
     kept = [c for c in cells if term_set(c, base) in term_sets]
     if not kept:
         raise ConfigError(f"--terms {','.join(term_sets)}: no DRKD cell of this grid has them")
